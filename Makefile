@@ -1,0 +1,173 @@
+# gptline — one build for the library components, the gptline binary,
+# tests, benchmarks and the demo.
+#
+#   make                 build build/gptline and one static library per component
+#   make test            build and run every test (TAP, summarised by prove)
+#   make demo            run the demo pipeline on text found on this machine
+#   make bench           run the benchmarks (ratios against peers, same run)
+#   make install         PREFIX=/usr/local DESTDIR=
+#   make fuzz            build libFuzzer targets (clang) into $(BUILD)/fuzz
+#
+# Options: WERROR=1 (warnings are errors), SANITIZE=address,undefined
+# (everything built with sanitizers, into build/san), V=1 (echo commands).
+
+BUILD ?= $(if $(SANITIZE),build/san,build)
+PREFIX ?= /usr/local
+DESTDIR ?=
+CC ?= cc
+PYTHON ?= /usr/bin/python3
+DATA ?= $(abspath ../shared/data)
+
+DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0
+DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && command -v protoc-c >/dev/null \
+             && command -v prove >/dev/null && command -v xxd >/dev/null && echo yes)
+
+ifneq ($(DEPS_OK),yes)
+# Missing dependencies: install them, then run the same goal again.
+NOINSTALL_GOALS := clean distclean help
+ifeq ($(filter-out $(NOINSTALL_GOALS),$(or $(MAKECMDGOALS),all)),)
+clean distclean:
+	rm -rf build
+else
+.DEFAULT_GOAL := all
+.SECONDARY:
+%:
+	./deploy/install-deps.sh
+	$(MAKE) $@
+all:
+	./deploy/install-deps.sh
+	$(MAKE) all
+endif
+else
+
+Q := $(if $(V),,@)
+CFLAGS ?= -O2 -g
+override CFLAGS += -std=c11 -Wall -Wextra -D_GNU_SOURCE -MMD -MP -I. -I$(BUILD)/proto \
+	$(shell pkg-config --cflags $(DEP_PKGS))
+ifneq ($(WERROR),)
+override CFLAGS += -Werror
+endif
+ifneq ($(SANITIZE),)
+override CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+override LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+LDLIBS += $(shell pkg-config --libs $(DEP_PKGS)) -lpthread -lm
+
+# Components, in link order (a library may use those after it).
+COMPONENTS := trainer labeler ingest tokenizer shards common
+comp_srcs = $(wildcard $(1)/*.c)
+comp_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(call comp_srcs,$(1)))
+LIBS := $(foreach c,$(COMPONENTS),$(if $(call comp_srcs,$(c)),$(BUILD)/lib/libgl$(c).a)) \
+	$(BUILD)/lib/libglproto.a
+
+PROTOS := $(wildcard proto/*.proto)
+PROTO_C := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(PROTOS))
+PROTO_H := $(PROTO_C:.c=.h)
+PROTO_O := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/proto/%.o,$(PROTO_C))
+
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+TEST_SCRIPTS := $(wildcard tests/*.sh)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_STANDALONE := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRCS))
+BENCH_SRCS := $(wildcard bench/bench_*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+TEST_UTIL_O := $(BUILD)/obj/tests/tap.o
+
+.DEFAULT_GOAL := all
+.SECONDARY:
+.PHONY: all test demo bench install fuzz clean distclean deps help
+
+all: $(BUILD)/gptline $(LIBS)
+
+deps:
+	./deploy/install-deps.sh
+
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(BUILD)/proto
+	$(Q)protoc-c --proto_path=proto --c_out=$(BUILD)/proto $<
+
+$(BUILD)/obj/proto/%.o: $(BUILD)/proto/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -w -c -o $@ $<
+
+$(BUILD)/obj/%.o: %.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/lib/libglproto.a: $(PROTO_O)
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+define comp_lib
+$(BUILD)/lib/libgl$(1).a: $(call comp_objs,$(1))
+	@mkdir -p $$(dir $$@)
+	@echo "  AR      $$@"
+	$(Q)rm -f $$@ && $(AR) rcs $$@ $$^
+endef
+$(foreach c,$(COMPONENTS),$(if $(call comp_srcs,$(c)),$(eval $(call comp_lib,$(c)))))
+
+$(BUILD)/gptline: $(BUILD)/obj/gptline.o $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_UTIL_O) $(LIBS)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(TEST_UTIL_O) $(LIBS) $(LDLIBS)
+
+# Fuzz targets also build as standalone programs that replay a seeded
+# random-mutation run, so every `make test` exercises them.
+$(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/standalone.o $(LIBS)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
+
+TEST_ENV := GPTLINE=$(abspath $(BUILD)/gptline) GL_BUILD=$(abspath $(BUILD)) \
+	GL_DATA=$(DATA) GL_SRC=$(CURDIR) PYTHON=$(PYTHON) GPTLINE_PROGRESS=0 \
+	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+
+test: all $(TEST_BINS) $(FUZZ_STANDALONE)
+	$(TEST_ENV) prove -j2 --exec '' $(TEST_BINS) $(FUZZ_STANDALONE) $(TEST_SCRIPTS)
+
+demo: all
+	$(TEST_ENV) ./deploy/demo.sh
+
+bench: all $(BENCH_BINS)
+	@for b in $(BENCH_BINS); do echo "== $$b"; $(TEST_ENV) $$b || exit 1; done
+
+FUZZ_CC ?= clang
+fuzz: $(PROTO_H)
+	@mkdir -p $(BUILD)/fuzz
+	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); echo "  FUZZ    $$n"; \
+	  $(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. -I$(BUILD)/proto \
+	    $$(pkg-config --cflags $(DEP_PKGS)) -o $(BUILD)/fuzz/$$n $$f \
+	    $(foreach c,$(COMPONENTS),$(call comp_srcs,$(c))) $(PROTO_C) $(LDLIBS) || exit 1; done
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/gptline \
+		$(DESTDIR)$(PREFIX)/share/doc/gptline
+	install -m 755 $(BUILD)/gptline $(DESTDIR)$(PREFIX)/bin/gptline
+	install -m 644 $(LIBS) $(DESTDIR)$(PREFIX)/lib/
+	for c in $(COMPONENTS); do [ -f $$c/$$c.h ] && install -m 644 $$c/$$c.h $(DESTDIR)$(PREFIX)/include/gptline/; done; true
+	install -m 644 $(PROTO_H) $(DESTDIR)$(PREFIX)/include/gptline/
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/gptline/
+
+clean:
+	rm -rf $(BUILD)
+
+distclean:
+	rm -rf build
+
+help:
+	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+endif

@@ -1,0 +1,53 @@
+/* gptline.c — the multi-call binary: `gptline <command> ...`.
+ *
+ * Thin by design: each command lives in its component's library and is
+ * registered here by name. Options common to all commands (-v/-q) are taken
+ * before the command name.
+ */
+#include "common/common.h"
+#include "shards/shards.h"
+
+#include <string.h>
+
+static const gl_cmd_t commands[] = {
+    {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
+    {NULL, NULL, NULL},
+};
+
+static int usage(FILE *f)
+{
+    fprintf(f,
+            "usage: gptline [-v|-q] <command> [options]\n"
+            "       gptline --version\n\n"
+            "gptline builds a GPT assistant end to end: ingest, tokenizer, labeling,\n"
+            "and the four training stages, over LMDB token shards.\n\n"
+            "commands:\n");
+    gl_cmd_print_list(f, commands);
+    fprintf(f, "\nRun 'gptline <command> --help' for a command's options.\n"
+               "Exit status: 0 ok, 1 failure, 2 usage error, 3 invalid or corrupt data.\n");
+    return f == stdout ? GL_EXIT_OK : GL_EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--version")) {
+            printf("gptline %s\n", GL_VERSION);
+            return GL_EXIT_OK;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            return usage(stdout);
+        } else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
+            gl_log_set_level(GL_LOG_DEBUG);
+        } else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) {
+            gl_log_set_level(GL_LOG_WARN);
+        } else {
+            return gl_usage_error("gptline", "unknown option '%s'", argv[i]);
+        }
+    }
+    if (i >= argc)
+        return usage(stderr);
+    /* Present the command table with argv[0] = "gptline". */
+    argv[i - 1] = argv[0];
+    return gl_cmd_dispatch("gptline", commands, argc - i + 1, argv + i - 1);
+}

@@ -1,0 +1,336 @@
+/* dataset.c — a folder of shards as one token stream, and the sampler.
+ *
+ * The stream is every document of every shard in name order, each followed
+ * by the end-of-text id. Reading a window is two binary searches (shard,
+ * then document, on the stream offsets) and a copy per document piece,
+ * straight from the memory maps.
+ *
+ * The sampler shuffles windows with a keyed Feistel permutation of [0, W)
+ * (cycle-walking to stay inside the domain) instead of a shuffled table:
+ * O(1) memory for any dataset size, the same order on every rank, and the
+ * epoch's order recomputed from (seed, epoch) alone, which makes resuming a
+ * matter of saving two integers.
+ */
+#include "shards/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+
+struct shard_dataset {
+    char *dir;
+    shard_reader_t **shards;
+    size_t n, unsealed;
+    uint64_t *sstart;    /* stream offset of each shard, n + 1 entries */
+    uint64_t docs, tokens;
+    uint64_t *dstart;    /* first global doc index of each shard, n + 1 */
+};
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+shard_dataset_t *shard_dataset_open(const char *dir, gl_err_t *err)
+{
+    DIR *dh = opendir(dir);
+    if (!dh) {
+        gl_err_set(err, GL_ENOTFOUND, "%s: cannot open dataset folder: %s", dir, strerror(errno));
+        return NULL;
+    }
+    shard_dataset_t *d = gl_xcalloc(1, sizeof *d);
+    d->dir = gl_xstrdup(dir);
+    char **names = NULL;
+    size_t nn = 0;
+    struct dirent *e;
+    while ((e = readdir(dh))) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (ends_with(e->d_name, SHARD_SUFFIX)) {
+            names = gl_xrealloc(names, (nn + 1) * sizeof *names);
+            names[nn++] = gl_xstrdup(e->d_name);
+        } else if (ends_with(e->d_name, SHARD_SUFFIX SHARD_TMP_SUFFIX)) {
+            d->unsealed++;
+        }
+    }
+    closedir(dh);
+    qsort(names, nn, sizeof *names, cmp_str);
+    d->shards = gl_xcalloc(nn ? nn : 1, sizeof *d->shards);
+    d->sstart = gl_xcalloc(nn + 1, sizeof *d->sstart);
+    d->dstart = gl_xcalloc(nn + 1, sizeof *d->dstart);
+    int rc = GL_OK;
+    for (size_t i = 0; i < nn; i++) {
+        char *p = gl_path_join(dir, names[i]);
+        shard_reader_t *r = shard_open(p, err);
+        free(p);
+        if (!r) {
+            rc = err ? err->code : GL_ECORRUPT;
+            break;
+        }
+        d->shards[d->n++] = r;
+        const Gptline__ShardManifest *m0 = shard_manifest(d->shards[0]), *m = shard_manifest(r);
+        if (m->kind != m0->kind || m->tokenizer->hash != m0->tokenizer->hash ||
+            m->tokenizer->vocab_size != m0->tokenizer->vocab_size ||
+            strcmp(m->tokenizer->name, m0->tokenizer->name)) {
+            rc = gl_err_set(err, GL_EMISMATCH, "%s: shard %s has a different record kind or tokenizer than %s",
+                            dir, names[i], names[0]);
+            break;
+        }
+        d->sstart[d->n] = d->sstart[d->n - 1] + m->token_count + m->doc_count;
+        d->dstart[d->n] = d->dstart[d->n - 1] + m->doc_count;
+        d->docs += m->doc_count;
+        d->tokens += m->token_count;
+    }
+    for (size_t i = 0; i < nn; i++)
+        free(names[i]);
+    free(names);
+    if (rc) {
+        shard_dataset_close(&d);
+        return NULL;
+    }
+    return d;
+}
+
+void shard_dataset_close(shard_dataset_t **dp)
+{
+    if (!dp || !*dp)
+        return;
+    shard_dataset_t *d = *dp;
+    for (size_t i = 0; i < d->n; i++)
+        shard_close(&d->shards[i]);
+    free(d->shards);
+    free(d->sstart);
+    free(d->dstart);
+    free(d->dir);
+    free(d);
+    *dp = NULL;
+}
+
+size_t shard_dataset_shard_count(const shard_dataset_t *d) { return d->n; }
+shard_reader_t *shard_dataset_shard(const shard_dataset_t *d, size_t i) { return i < d->n ? d->shards[i] : NULL; }
+size_t shard_dataset_unsealed(const shard_dataset_t *d) { return d->unsealed; }
+uint64_t shard_dataset_docs(const shard_dataset_t *d) { return d->docs; }
+uint64_t shard_dataset_tokens(const shard_dataset_t *d) { return d->tokens; }
+uint64_t shard_dataset_stream_len(const shard_dataset_t *d) { return d->sstart[d->n]; }
+
+const Gptline__TokenizerId *shard_dataset_tokenizer(const shard_dataset_t *d)
+{
+    return d->n ? shard_manifest(d->shards[0])->tokenizer : NULL;
+}
+
+Gptline__RecordKind shard_dataset_kind(const shard_dataset_t *d)
+{
+    return d->n ? shard_manifest(d->shards[0])->kind : GPTLINE__RECORD_KIND__RECORD_KIND_UNSPECIFIED;
+}
+
+/* Largest i in [0, n) with a[i] <= x (a[0] <= x assumed). */
+static size_t upper_index(const uint64_t *a, size_t n, uint64_t x)
+{
+    size_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] <= x)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int shard_dataset_locate(const shard_dataset_t *d, uint64_t doc, size_t *shard, uint64_t *local, gl_err_t *err)
+{
+    if (doc >= d->docs)
+        return gl_err_set(err, GL_ERANGE, "%s: document %llu out of range (%llu documents)", d->dir,
+                          (unsigned long long)doc, (unsigned long long)d->docs);
+    /* Skip empty shards: find the last shard whose first doc <= doc and that has docs. */
+    size_t s = upper_index(d->dstart, d->n, doc);
+    while (d->dstart[s + 1] <= doc)
+        s++;
+    *shard = s;
+    *local = doc - d->dstart[s];
+    return GL_OK;
+}
+
+/* Largest doc i with off[i] + i <= x, for x inside the shard's stream. */
+static uint64_t doc_at(const uint64_t *off, uint64_t ndocs, uint64_t x)
+{
+    uint64_t lo = 0, hi = ndocs;
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (off[mid] + mid <= x)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void copy_tokens(int32_t *out, const uint8_t *src, uint64_t n, uint32_t width)
+{
+    if (width == 2) {
+        for (uint64_t j = 0; j < n; j++) {
+            uint16_t v;
+            memcpy(&v, src + 2 * j, 2);
+            out[j] = v;
+        }
+    } else {
+        memcpy(out, src, n * 4);
+    }
+}
+
+int shard_dataset_read(const shard_dataset_t *d, uint64_t pos, uint64_t n, int32_t *out, gl_err_t *err)
+{
+    uint64_t L = d->sstart[d->n];
+    if (pos > L || n > L - pos)
+        return gl_err_set(err, GL_ERANGE, "%s: stream range [%llu, %llu) past its end %llu", d->dir,
+                          (unsigned long long)pos, (unsigned long long)(pos + n), (unsigned long long)L);
+    if (!n)
+        return GL_OK;
+    size_t s = upper_index(d->sstart, d->n, pos);
+    while (d->sstart[s + 1] <= pos)
+        s++; /* skip empty shards */
+    const shard_reader_t *r = d->shards[s];
+    const Gptline__ShardManifest *m = shard_manifest(r);
+    const uint64_t *off = shard_offsets(r);
+    const uint8_t *const *ptr = shard_doc_ptrs(r);
+    uint32_t width = m->token_width;
+    int32_t eot = (int32_t)m->tokenizer->eot_id;
+    uint64_t local = pos - d->sstart[s];
+    uint64_t i = doc_at(off, m->doc_count, local);
+    uint64_t q = local - (off[i] + i); /* position inside doc i (== len: its EOT) */
+    while (n) {
+        uint64_t len = off[i + 1] - off[i];
+        if (q < len) {
+            uint64_t k = len - q < n ? len - q : n;
+            copy_tokens(out, ptr[i] + q * width, k, width);
+            out += k;
+            n -= k;
+            q += k;
+            continue;
+        }
+        *out++ = eot;
+        n--;
+        q = 0;
+        if (++i == m->doc_count && n) {
+            do
+                s++;
+            while (shard_doc_count(d->shards[s]) == 0);
+            r = d->shards[s];
+            m = shard_manifest(r);
+            off = shard_offsets(r);
+            ptr = shard_doc_ptrs(r);
+            i = 0;
+        }
+    }
+    return GL_OK;
+}
+
+/* ---- sampler ---------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return x;
+}
+
+static void set_epoch(shard_sampler_t *s, uint64_t epoch)
+{
+    s->epoch = epoch;
+    for (int i = 0; i < 4; i++)
+        s->key[i] = mix64(s->seed * 0x9e3779b97f4a7c15ull + mix64(epoch + 1) + (uint64_t)i * 0x632be59bd9b4e019ull);
+}
+
+/* The keyed bijection of [0, 2^(2*half_bits)); cycle-walked into [0, W). */
+static uint64_t permute(const shard_sampler_t *s, uint64_t x)
+{
+    uint64_t mask = (s->half_bits >= 32) ? 0xffffffffull : ((1ull << s->half_bits) - 1);
+    do {
+        uint64_t l = x >> s->half_bits, r = x & mask;
+        for (int i = 0; i < 4; i++) {
+            uint64_t t = l ^ (mix64(r ^ s->key[i]) & mask);
+            l = r;
+            r = t;
+        }
+        x = (l << s->half_bits) | r;
+    } while (x >= s->windows);
+    return x;
+}
+
+int shard_sampler_init(shard_sampler_t *s, const shard_dataset_t *ds, uint32_t B, uint32_t T, uint64_t seed,
+                       uint32_t rank, uint32_t world, int shuffle, gl_err_t *err)
+{
+    memset(s, 0, sizeof *s);
+    if (!B || !T || !world || rank >= world)
+        return gl_err_set(err, GL_EINVAL, "sampler: need B, T > 0 and rank < world (B=%u T=%u rank=%u world=%u)",
+                          B, T, rank, world);
+    uint64_t L = shard_dataset_stream_len(ds);
+    s->ds = ds;
+    s->B = B;
+    s->T = T;
+    s->seed = seed;
+    s->rank = rank;
+    s->world = world;
+    s->shuffle = shuffle;
+    s->windows = L > 0 ? (L - 1) / T : 0;
+    s->per_rank = s->windows / world;
+    if (s->per_rank == 0)
+        return gl_err_set(err, GL_ERANGE,
+                          "%s: stream of %llu tokens holds %llu windows of T=%u, fewer than the %u ranks",
+                          ds->dir, (unsigned long long)L, (unsigned long long)s->windows, T, world);
+    unsigned bits = 2;
+    while (bits < 64 && (1ull << bits) < s->windows)
+        bits++;
+    bits += bits & 1;
+    s->half_bits = bits / 2;
+    set_epoch(s, 0);
+    return GL_OK;
+}
+
+uint64_t shard_sampler_window(shard_sampler_t *s, uint64_t epoch, uint64_t k)
+{
+    if (epoch != s->epoch)
+        set_epoch(s, epoch);
+    uint64_t p = k * s->world + s->rank;
+    return s->shuffle ? permute(s, p) : p;
+}
+
+void shard_sampler_seek(shard_sampler_t *s, uint64_t epoch, uint64_t next)
+{
+    set_epoch(s, epoch);
+    s->next = next;
+}
+
+int shard_sampler_next(shard_sampler_t *s, int32_t *out, gl_err_t *err)
+{
+    for (uint32_t b = 0; b < s->B; b++) {
+        if (s->next >= s->per_rank) {
+            set_epoch(s, s->epoch + 1);
+            s->next = 0;
+        }
+        uint64_t w = shard_sampler_window(s, s->epoch, s->next++);
+        int rc = shard_dataset_read(s->ds, w * s->T, (uint64_t)s->T + 1, out + (size_t)b * (s->T + 1), err);
+        if (rc)
+            return rc;
+    }
+    return GL_OK;
+}
+
+uint64_t shard_bytes_tokenizer_hash(void)
+{
+    /* FNV-1a of the tokenizer's description: stable across builds. */
+    const char *id = "gptline bytes tokenizer v1: ids 0-255 are bytes, 256 is <|endoftext|>";
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *p = id; *p; p++)
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    return h;
+}
