@@ -51,7 +51,12 @@ ifneq ($(SANITIZE),)
 override CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 override LDFLAGS += -fsanitize=$(SANITIZE)
 endif
-LDLIBS += $(shell pkg-config --libs $(DEP_PKGS)) -lpthread -lm
+LDLIBS += $(shell pkg-config --libs $(DEP_PKGS)) -lpthread -lm -fopenmp
+
+# The trainer's kernels: OpenMP threads and full optimisation for this CPU
+# (TRAINER_CFLAGS= -O3 -fopenmp for a portable build).
+TRAINER_CFLAGS ?= -O3 -march=native -fopenmp
+$(BUILD)/obj/trainer/%.o: override CFLAGS += $(TRAINER_CFLAGS)
 
 # Components, in link order (a library may use those after it).
 COMPONENTS := trainer labeler ingest tokenizer shards common

@@ -1,0 +1,53 @@
+/* internal.h — the trainer's layer kernels (kernels.c), shared by the model
+ * and the layer tests; not part of the public API.
+ *
+ * Shapes: N rows (= B*T tokens), C width, V vocab; every array is flat,
+ * row-major float32. Backward functions ADD into parameter gradients and
+ * say for each input gradient whether it is added or overwritten.
+ */
+#ifndef GL_TRAINER_INTERNAL_H
+#define GL_TRAINER_INTERNAL_H
+
+#include "trainer/trainer.h"
+
+/* out[bt] = wte[tok[bt]] + wpe[bt % T]. */
+void train_k_encoder_forward(float *out, const int32_t *tok, const float *wte, const float *wpe,
+                             int B, int T, int C);
+/* dwte, dwpe += scatter of dout. */
+void train_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tok,
+                              int B, int T, int C);
+/* LayerNorm over the last axis (eps 1e-5); mean, rstd (N) kept. */
+void train_k_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                               const float *w, const float *b, int N, int C);
+/* dinp += ...; dw, db += ...; part: nthreads * 2C floats of scratch. */
+void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                                const float *inp, const float *w, const float *mean,
+                                const float *rstd, int N, int C, float *part, int nthreads);
+/* out[N,OC] = inp[N,IC] w[IC,OC] + bias (+ res[N,OC] when non-NULL). */
+void train_k_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+                            const float *res, int N, int IC, int OC);
+/* dinp = dout w^T (overwritten; skipped when NULL); dw += inp^T dout;
+ * db += column sums of dout (skipped when NULL). */
+void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const float *w, int N, int IC, int OC);
+/* GELU, tanh approximation. */
+void train_k_gelu_forward(float *out, const float *inp, size_t n);
+/* d *= gelu'(inp), in place. */
+void train_k_gelu_backward(float *d, const float *inp, size_t n);
+/* Causal self-attention. qkv (B,T,3C): q|k|v per token, heads side by side;
+ * out (B,T,C); lse (B,NH,T) log-sum-exp per softmax row; rows: nthreads*T
+ * floats of scratch. */
+void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
+                               int NH, float *rows, int nthreads);
+/* dqkv (B,T,3C), overwritten, from dout (B,T,C) and the forward's out, lse. */
+void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv,
+                                const float *out, const float *lse, int B, int T, int C, int NH);
+/* Per row: lse = log-sum-exp(logits); losses = w * (lse - logits[y]), with
+ * w = weights[i] (NULL: 1) and 0 where y < 0. Returns the sum of losses. */
+double train_k_crossentropy_forward(float *losses, float *lse, const float *logits,
+                                    const int32_t *targets, const float *weights, int N, int V);
+/* logits becomes dlogits = scale * w * (softmax - onehot(y)), in place. */
+void train_k_crossentropy_backward(float *logits, const float *lse, const int32_t *targets,
+                                   const float *weights, float scale, int N, int V);
+
+#endif

@@ -1,0 +1,341 @@
+/* kernels.c — the layers of the GPT-2 model: a _forward/_backward pair per
+ * layer over flat float32 arrays, as in llm.c.
+ *
+ * Matrix products go to OpenBLAS sgemm; the rest are loops the compiler
+ * vectorises, threaded with OpenMP over rows. Matrices are [in, out]
+ * (Conv1D layout), so y = x W is a plain row-major sgemm; biases and
+ * residual additions are fused into it by filling the output first and
+ * calling sgemm with beta = 1. Attention is computed row by row, flash
+ * style: the forward keeps each softmax row's log-sum-exp and the backward
+ * recomputes the probabilities, so nothing T x T is stored.
+ *
+ * These are the reference the tests compare, layer by layer, against
+ * finite differences (tests/test_trainer_grad.c).
+ */
+#include "trainer/internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+#define LN_EPS 1e-5f
+
+/* ---- layers: embeddings ------------------------------------------------ */
+
+void train_k_encoder_forward(float *out, const int32_t *tok, const float *wte, const float *wpe,
+                            int B, int T, int C)
+{
+#pragma omp parallel for
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *e = wte + (size_t)tok[bt] * C, *p = wpe + (size_t)(bt % T) * C;
+        float *o = out + (size_t)bt * C;
+        for (int i = 0; i < C; i++)
+            o[i] = e[i] + p[i];
+    }
+}
+
+void train_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tok,
+                             int B, int T, int C)
+{
+    /* Sequential over rows: repeated tokens add into the same row. */
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *d = dout + (size_t)bt * C;
+        float *e = dwte + (size_t)tok[bt] * C, *p = dwpe + (size_t)(bt % T) * C;
+        for (int i = 0; i < C; i++) {
+            e[i] += d[i];
+            p[i] += d[i];
+        }
+    }
+}
+
+/* ---- layers: LayerNorm ------------------------------------------------- */
+
+void train_k_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                              const float *w, const float *b, int N, int C)
+{
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float s = 0.0f;
+        for (int k = 0; k < C; k++)
+            s += x[k];
+        float mu = s / C, v = 0.0f;
+        for (int k = 0; k < C; k++) {
+            float d = x[k] - mu;
+            v += d * d;
+        }
+        float r = 1.0f / sqrtf(v / C + LN_EPS);
+        float *o = out + (size_t)i * C;
+        for (int k = 0; k < C; k++)
+            o[k] = (x[k] - mu) * r * w[k] + b[k];
+        mean[i] = mu;
+        rstd[i] = r;
+    }
+}
+
+/* dinp += d(LayerNorm)/dinp; dw, db += parameter gradients. part holds
+ * nthreads * 2C floats of per-thread partial sums. */
+void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, const float *mean,
+                               const float *rstd, int N, int C, float *part, int nthreads)
+{
+    memset(part, 0, (size_t)nthreads * 2 * C * sizeof(float));
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *pdw = part + (size_t)thread_id() * 2 * C, *pdb = pdw + C;
+#pragma omp for
+        for (int i = 0; i < N; i++) {
+            const float *x = inp + (size_t)i * C, *d = dout + (size_t)i * C;
+            float *dx = dinp + (size_t)i * C;
+            float mu = mean[i], r = rstd[i];
+            float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+            for (int k = 0; k < C; k++) {
+                float xh = (x[k] - mu) * r, dn = w[k] * d[k];
+                dnorm_mean += dn;
+                dnorm_norm_mean += dn * xh;
+            }
+            dnorm_mean /= C;
+            dnorm_norm_mean /= C;
+            for (int k = 0; k < C; k++) {
+                float xh = (x[k] - mu) * r, dn = w[k] * d[k];
+                pdb[k] += d[k];
+                pdw[k] += xh * d[k];
+                dx[k] += (dn - dnorm_mean - xh * dnorm_norm_mean) * r;
+            }
+        }
+    }
+    for (int t = 0; t < nthreads; t++) {
+        const float *pdw = part + (size_t)t * 2 * C, *pdb = pdw + C;
+        for (int k = 0; k < C; k++) {
+            dw[k] += pdw[k];
+            db[k] += pdb[k];
+        }
+    }
+}
+
+/* ---- layers: matrix products ------------------------------------------ */
+
+/* out[N,OC] = inp[N,IC] w[IC,OC] + bias (+ res when res is non-NULL). */
+void train_k_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+                           const float *res, int N, int IC, int OC)
+{
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        float *o = out + (size_t)i * OC;
+        if (res) {
+            const float *r = res + (size_t)i * OC;
+            for (int k = 0; k < OC; k++)
+                o[k] = r[k] + bias[k];
+        } else {
+            memcpy(o, bias, (size_t)OC * sizeof(float));
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f, inp, IC, w, OC,
+                1.0f, out, OC);
+}
+
+/* dinp = dout w^T (overwritten; skipped when NULL); dw += inp^T dout;
+ * db += column sums of dout. */
+void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int N, int IC, int OC)
+{
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, OC, 1.0f, dout, OC, w, OC,
+                    0.0f, dinp, IC);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N, 1.0f, inp, IC, dout, OC,
+                1.0f, dw, OC);
+    if (db) {
+        /* Column blocks per thread; rows streamed, columns vectorised. */
+        int nblk = (OC + 63) / 64;
+#pragma omp parallel for
+        for (int bi = 0; bi < nblk; bi++) {
+            int k0 = bi * 64, k1 = k0 + 64 < OC ? k0 + 64 : OC;
+            float acc[64] = {0};
+            for (int i = 0; i < N; i++) {
+                const float *d = dout + (size_t)i * OC;
+                for (int k = k0; k < k1; k++)
+                    acc[k - k0] += d[k];
+            }
+            for (int k = k0; k < k1; k++)
+                db[k] += acc[k - k0];
+        }
+    }
+}
+
+/* ---- layers: GELU (tanh approximation, as GPT-2) ---------------------- */
+
+#define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
+
+void train_k_gelu_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
+        out[i] = 0.5f * x * (1.0f + tanhf(u));
+    }
+}
+
+/* d *= gelu'(inp), in place. */
+void train_k_gelu_backward(float *d, const float *inp, size_t n)
+{
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
+        float th = tanhf(u), sech2 = 1.0f - th * th;
+        float g = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        d[i] *= g;
+    }
+}
+
+/* ---- layers: causal self-attention ------------------------------------- */
+
+static inline float dot(const float *a, const float *b, int n)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* qkv (B,T,3C) holds q|k|v per token, heads side by side inside each.
+ * out (B,T,C) = softmax(q k^T / sqrt(hs), causal) v per head; lse
+ * (B,NH,T) keeps each row's log-sum-exp for the backward pass. rows holds
+ * nthreads * T floats. */
+void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
+                              int NH, float *rows, int nthreads)
+{
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = 3 * (size_t)C;
+#pragma omp parallel for collapse(2) schedule(dynamic, 8) num_threads(nthreads)
+    for (int bh = 0; bh < B * NH; bh++) {
+        for (int t = 0; t < T; t++) {
+            int b = bh / NH, h = bh % NH;
+            float *s = rows + (size_t)thread_id() * T;
+            const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+            const float *q = base + (size_t)t * C3;
+            float mx = -INFINITY;
+            for (int t2 = 0; t2 <= t; t2++) {
+                s[t2] = dot(q, base + (size_t)t2 * C3 + C, hs) * scale;
+                if (s[t2] > mx)
+                    mx = s[t2];
+            }
+            float sum = 0.0f;
+            for (int t2 = 0; t2 <= t; t2++) {
+                s[t2] = expf(s[t2] - mx);
+                sum += s[t2];
+            }
+            float inv = 1.0f / sum;
+            float *o = out + ((size_t)b * T + t) * C + (size_t)h * hs;
+            for (int i = 0; i < hs; i++)
+                o[i] = 0.0f;
+            for (int t2 = 0; t2 <= t; t2++) {
+                const float *v = base + (size_t)t2 * C3 + 2 * C;
+                float p = s[t2] * inv;
+#pragma omp simd
+                for (int i = 0; i < hs; i++)
+                    o[i] += p * v[i];
+            }
+            lse[(size_t)bh * T + t] = mx + logf(sum);
+        }
+    }
+}
+
+/* dqkv (B,T,3C) = gradient of the attention from dout (B,T,C), recomputing
+ * the probabilities from lse. dqkv is overwritten. */
+void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
+                               const float *lse, int B, int T, int C, int NH)
+{
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = 3 * (size_t)C;
+    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+        float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
+        for (int t = 0; t < T; t++) {
+            const float *q = base + (size_t)t * C3;
+            const float *dO = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
+            const float *O = out + ((size_t)b * T + t) * C + (size_t)h * hs;
+            float *dq = dbase + (size_t)t * C3;
+            float D = dot(dO, O, hs), l = lse[(size_t)bh * T + t];
+            for (int t2 = 0; t2 <= t; t2++) {
+                const float *k = base + (size_t)t2 * C3 + C, *v = k + C;
+                float *dk = dbase + (size_t)t2 * C3 + C, *dv = dk + C;
+                float p = expf(dot(q, k, hs) * scale - l);
+                float ds = p * (dot(dO, v, hs) - D) * scale;
+#pragma omp simd
+                for (int i = 0; i < hs; i++) {
+                    dv[i] += p * dO[i];
+                    dq[i] += ds * k[i];
+                    dk[i] += ds * q[i];
+                }
+            }
+        }
+    }
+}
+
+/* ---- layers: classifier and cross-entropy ----------------------------- */
+
+/* Per row: lse = log-sum-exp of the logits; losses = w * (lse - logit[y]).
+ * Returns sum of the losses (double). */
+double train_k_crossentropy_forward(float *losses, float *lse, const float *logits,
+                                   const int32_t *targets, const float *weights, int N, int V)
+{
+    double total = 0.0;
+#pragma omp parallel for reduction(+ : total)
+    for (int i = 0; i < N; i++) {
+        const float *z = logits + (size_t)i * V;
+        float mx = -INFINITY;
+        for (int k = 0; k < V; k++)
+            mx = z[k] > mx ? z[k] : mx;
+        float s = 0.0f;
+        for (int k = 0; k < V; k++)
+            s += expf(z[k] - mx);
+        lse[i] = mx + logf(s);
+        float w = weights ? weights[i] : 1.0f;
+        if (targets[i] < 0)
+            w = 0.0f;
+        losses[i] = w != 0.0f ? w * (lse[i] - z[targets[i]]) : 0.0f;
+        total += losses[i];
+    }
+    return total;
+}
+
+/* logits (N,V) becomes dlogits = scale * w * (softmax - onehot(y)). */
+void train_k_crossentropy_backward(float *logits, const float *lse, const int32_t *targets,
+                                  const float *weights, float scale, int N, int V)
+{
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        float *z = logits + (size_t)i * V;
+        float w = weights ? weights[i] : 1.0f;
+        if (targets[i] < 0)
+            w = 0.0f;
+        float c = scale * w;
+        if (c == 0.0f) {
+            memset(z, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        float l = lse[i];
+        for (int k = 0; k < V; k++)
+            z[k] = c * expf(z[k] - l);
+        z[targets[i]] -= c;
+    }
+}
+
