@@ -32,12 +32,16 @@ static int thread_id(void)
 
 #define LN_EPS 1e-5f
 
+/* Loops over fewer elements than this run on one thread: waking the team
+ * costs more than the work (small batches, generation, tests). */
+#define PAR_MIN ((size_t)1 << 15)
+
 /* ---- layers: embeddings ------------------------------------------------ */
 
 void train_k_encoder_forward(float *out, const int32_t *tok, const float *wte, const float *wpe,
                             int B, int T, int C)
 {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)B * T * C > PAR_MIN)
     for (int bt = 0; bt < B * T; bt++) {
         const float *e = wte + (size_t)tok[bt] * C, *p = wpe + (size_t)(bt % T) * C;
         float *o = out + (size_t)bt * C;
@@ -65,7 +69,7 @@ void train_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const
 void train_k_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                               const float *w, const float *b, int N, int C)
 {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C;
         float s = 0.0f;
@@ -92,7 +96,7 @@ void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *
                                const float *rstd, int N, int C, float *part, int nthreads)
 {
     memset(part, 0, (size_t)nthreads * 2 * C * sizeof(float));
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(nthreads) if ((size_t)N * C > PAR_MIN)
     {
         float *pdw = part + (size_t)thread_id() * 2 * C, *pdb = pdw + C;
 #pragma omp for
@@ -131,7 +135,7 @@ void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *
 void train_k_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                            const float *res, int N, int IC, int OC)
 {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * OC > PAR_MIN)
     for (int i = 0; i < N; i++) {
         float *o = out + (size_t)i * OC;
         if (res) {
@@ -159,7 +163,7 @@ void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dou
     if (db) {
         /* Column blocks per thread; rows streamed, columns vectorised. */
         int nblk = (OC + 63) / 64;
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * OC > PAR_MIN)
         for (int bi = 0; bi < nblk; bi++) {
             int k0 = bi * 64, k1 = k0 + 64 < OC ? k0 + 64 : OC;
             float acc[64] = {0};
@@ -180,7 +184,7 @@ void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dou
 
 void train_k_gelu_forward(float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for
+#pragma omp parallel for if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
         out[i] = 0.5f * x * (1.0f + tanhf(u));
@@ -190,7 +194,7 @@ void train_k_gelu_forward(float *out, const float *inp, size_t n)
 /* d *= gelu'(inp), in place. */
 void train_k_gelu_backward(float *d, const float *inp, size_t n)
 {
-#pragma omp parallel for
+#pragma omp parallel for if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
         float th = tanhf(u), sech2 = 1.0f - th * th;
@@ -220,7 +224,7 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = 3 * (size_t)C;
-#pragma omp parallel for collapse(2) schedule(dynamic, 8) num_threads(nthreads)
+#pragma omp parallel for collapse(2) schedule(dynamic, 8) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
     for (int bh = 0; bh < B * NH; bh++) {
         for (int t = 0; t < T; t++) {
             int b = bh / NH, h = bh % NH;
@@ -263,7 +267,7 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = 3 * (size_t)C;
     memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)B * T * T * C > 4 * PAR_MIN)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
         const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
@@ -298,7 +302,7 @@ double train_k_crossentropy_forward(float *losses, float *lse, const float *logi
                                    const int32_t *targets, const float *weights, int N, int V)
 {
     double total = 0.0;
-#pragma omp parallel for reduction(+ : total)
+#pragma omp parallel for reduction(+ : total) if ((size_t)N * V > PAR_MIN)
     for (int i = 0; i < N; i++) {
         const float *z = logits + (size_t)i * V;
         float mx = -INFINITY;
@@ -321,7 +325,7 @@ double train_k_crossentropy_forward(float *losses, float *lse, const float *logi
 void train_k_crossentropy_backward(float *logits, const float *lse, const int32_t *targets,
                                   const float *weights, float scale, int N, int V)
 {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * V > PAR_MIN)
     for (int i = 0; i < N; i++) {
         float *z = logits + (size_t)i * V;
         float w = weights ? weights[i] : 1.0f;

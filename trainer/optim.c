@@ -50,7 +50,7 @@ void train_adamw_step(train_optim_t *o, train_model_t *m, const train_adamw_t *h
         float *p = m->params.t[k], *g = m->grads.t[k];
         float *mm = o->m + off, *vv = o->v + off;
         float decay = train_param_decays(k) ? 1.0f - lr * h->weight_decay : 1.0f;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > 1 << 15)
         for (size_t i = 0; i < n; i++) {
             float gi = g[i];
             float mi = b1 * mm[i] + (1.0f - b1) * gi;
@@ -69,7 +69,7 @@ float train_grad_norm(const train_model_t *m)
     const float *g = m->grads_mem;
     size_t n = m->n_params;
     double ss = 0.0;
-#pragma omp parallel for reduction(+ : ss) schedule(static)
+#pragma omp parallel for reduction(+ : ss) schedule(static) if (n > 1 << 15)
     for (size_t i = 0; i < n; i++)
         ss += (double)g[i] * g[i];
     return (float)sqrt(ss);
@@ -83,7 +83,7 @@ float train_clip_grad_norm(train_model_t *m, float max_norm)
         if (coef < 1.0f) {
             float *g = m->grads_mem;
             size_t n = m->n_params;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > 1 << 15)
             for (size_t i = 0; i < n; i++)
                 g[i] *= coef;
         }

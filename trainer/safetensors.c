@@ -563,8 +563,8 @@ int train_load(train_model_t *m, const char *path, int grads, gl_err_t *err)
         if (kind < 0) {
             size_t nl = strlen(n);
             if (!strcmp(t->name, "lm_head.weight") ||
-                (nl > 9 && !strcmp(n + nl - 9, ".attn.bias")) ||
-                (nl > 16 && !strcmp(n + nl - 16, ".attn.masked_bias")))
+                (nl > 10 && !strcmp(n + nl - 10, ".attn.bias")) ||
+                (nl > 17 && !strcmp(n + nl - 17, ".attn.masked_bias")))
                 continue;
             rc = gl_err_set(err, GL_EMISMATCH, "%s: tensor '%s' is not part of a %d-layer GPT-2", path,
                             t->name, c->n_layer);

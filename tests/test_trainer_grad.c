@@ -1,0 +1,292 @@
+/* test_trainer_grad.c — every layer's backward pass against central finite
+ * differences of its own forward pass, then the whole model's.
+ *
+ * Each layer gets a random upstream gradient r, so the scalar checked is
+ * f = sum(r * out), accumulated in double. The float32 forward limits the
+ * precision of a finite difference to about 1e-4 relative with h = 1e-2 on
+ * O(1) inputs, so the check is normwise: |fd - analytic| / |analytic| over
+ * every coordinate of every input (a sample of them for the whole model)
+ * must stay under a few 1e-3 — far below what a wrong term, index or
+ * missing factor produces.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/tap.h"
+#include "trainer/internal.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return ((rng >> 40) & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f;
+}
+static void fill(float *p, size_t n, float scale, float offset)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = offset + scale * frand();
+}
+static float *vec(size_t n) { return calloc(n, sizeof(float)); }
+
+static double dotd(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+/* A layer under test: forward(ctx) returns the scalar f. */
+typedef double (*fwd_fn)(void *ctx);
+
+/* Compares analytic gradient g of f with respect to x[n] against central
+ * differences; returns the normwise relative error. */
+static double check(fwd_fn f, void *ctx, float *x, const float *g, size_t n, float h)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        float keep = x[i];
+        x[i] = keep + h;
+        double fp = f(ctx);
+        x[i] = keep - h;
+        double fm = f(ctx);
+        x[i] = keep;
+        double fd = (fp - fm) / (2.0 * h);
+        num += (fd - g[i]) * (fd - g[i]);
+        den += (double)g[i] * g[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+#define TOL 3e-3
+#define CHECK(fn, ctx, x, g, n, name)                                      \
+    do {                                                                   \
+        double e_ = check(fn, ctx, x, g, n, 1e-2f);                        \
+        ok(e_ < TOL, "%s (err %.1e)", name, e_);                           \
+    } while (0)
+
+/* ---- LayerNorm ---- */
+typedef struct { int N, C; float *inp, *w, *b, *out, *mean, *rstd, *r; } ln_t;
+static double ln_f(void *p)
+{
+    ln_t *c = p;
+    train_k_layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->w, c->b, c->N, c->C);
+    return dotd(c->out, c->r, (size_t)c->N * c->C);
+}
+static void test_layernorm(void)
+{
+    ln_t c = {.N = 5, .C = 7};
+    size_t n = (size_t)c.N * c.C;
+    c.inp = vec(n); c.out = vec(n); c.r = vec(n); c.w = vec(c.C); c.b = vec(c.C);
+    c.mean = vec(c.N); c.rstd = vec(c.N);
+    fill(c.inp, n, 2.0f, 0.5f); fill(c.r, n, 1.0f, 0); fill(c.w, c.C, 0.5f, 1.0f); fill(c.b, c.C, 0.5f, 0);
+    float *dinp = vec(n), *dw = vec(c.C), *db = vec(c.C), *part = vec(2 * c.C);
+    ln_f(&c);
+    train_k_layernorm_backward(dinp, dw, db, c.r, c.inp, c.w, c.mean, c.rstd, c.N, c.C, part, 1);
+    CHECK(ln_f, &c, c.inp, dinp, n, "layernorm dinp");
+    CHECK(ln_f, &c, c.w, dw, c.C, "layernorm dw");
+    CHECK(ln_f, &c, c.b, db, c.C, "layernorm db");
+    /* dinp accumulates: a second backward doubles it. */
+    float first = dinp[3];
+    train_k_layernorm_backward(dinp, dw, db, c.r, c.inp, c.w, c.mean, c.rstd, c.N, c.C, part, 1);
+    ok(fabsf(dinp[3] - 2 * first) <= 1e-6f * fabsf(first) + 1e-7f, "layernorm dinp accumulates");
+    free(c.inp); free(c.out); free(c.r); free(c.w); free(c.b); free(c.mean); free(c.rstd);
+    free(dinp); free(dw); free(db); free(part);
+}
+
+/* ---- matmul with bias and residual ---- */
+typedef struct { int N, IC, OC; float *inp, *w, *bias, *res, *out, *r; } mm_t;
+static double mm_f(void *p)
+{
+    mm_t *c = p;
+    train_k_matmul_forward(c->out, c->inp, c->w, c->bias, c->res, c->N, c->IC, c->OC);
+    return dotd(c->out, c->r, (size_t)c->N * c->OC);
+}
+static void test_matmul(void)
+{
+    mm_t c = {.N = 6, .IC = 5, .OC = 70};   /* OC > 64: two bias column blocks */
+    size_t ni = (size_t)c.N * c.IC, nw = (size_t)c.IC * c.OC, no = (size_t)c.N * c.OC;
+    c.inp = vec(ni); c.w = vec(nw); c.bias = vec(c.OC); c.res = vec(no); c.out = vec(no); c.r = vec(no);
+    fill(c.inp, ni, 1, 0); fill(c.w, nw, 1, 0); fill(c.bias, c.OC, 1, 0); fill(c.res, no, 1, 0);
+    fill(c.r, no, 1, 0);
+    float *dinp = vec(ni), *dw = vec(nw), *db = vec(c.OC);
+    mm_f(&c);
+    train_k_matmul_backward(dinp, dw, db, c.r, c.inp, c.w, c.N, c.IC, c.OC);
+    CHECK(mm_f, &c, c.inp, dinp, ni, "matmul dinp");
+    CHECK(mm_f, &c, c.w, dw, nw, "matmul dw");
+    CHECK(mm_f, &c, c.bias, db, c.OC, "matmul dbias");
+    CHECK(mm_f, &c, c.res, c.r, no, "matmul residual passes the gradient");
+    free(c.inp); free(c.w); free(c.bias); free(c.res); free(c.out); free(c.r);
+    free(dinp); free(dw); free(db);
+}
+
+/* ---- GELU ---- */
+typedef struct { size_t n; float *inp, *out, *r; } ge_t;
+static double ge_f(void *p)
+{
+    ge_t *c = p;
+    train_k_gelu_forward(c->out, c->inp, c->n);
+    return dotd(c->out, c->r, c->n);
+}
+static void test_gelu(void)
+{
+    ge_t c = {.n = 64};
+    c.inp = vec(c.n); c.out = vec(c.n); c.r = vec(c.n);
+    fill(c.inp, c.n, 4.0f, 0); fill(c.r, c.n, 1, 0);
+    float *d = vec(c.n);
+    memcpy(d, c.r, c.n * sizeof(float));
+    ge_f(&c);
+    train_k_gelu_backward(d, c.inp, c.n);
+    CHECK(ge_f, &c, c.inp, d, c.n, "gelu");
+    /* Against the formula, independently: gelu(1) = 0.841192. */
+    float one = 1.0f, out;
+    train_k_gelu_forward(&out, &one, 1);
+    ok(fabsf(out - 0.8411920f) < 1e-6f, "gelu(1) = %.7f", out);
+    free(c.inp); free(c.out); free(c.r); free(d);
+}
+
+/* ---- attention ---- */
+typedef struct { int B, T, C, NH; float *qkv, *out, *lse, *rows, *r; } at_t;
+static double at_f(void *p)
+{
+    at_t *c = p;
+    train_k_attention_forward(c->out, c->lse, c->qkv, c->B, c->T, c->C, c->NH, c->rows, 1);
+    return dotd(c->out, c->r, (size_t)c->B * c->T * c->C);
+}
+static void test_attention(void)
+{
+    at_t c = {.B = 2, .T = 5, .C = 8, .NH = 2};
+    size_t nq = (size_t)c.B * c.T * 3 * c.C, no = (size_t)c.B * c.T * c.C;
+    c.qkv = vec(nq); c.out = vec(no); c.lse = vec((size_t)c.B * c.NH * c.T); c.rows = vec(c.T); c.r = vec(no);
+    fill(c.qkv, nq, 1.5f, 0); fill(c.r, no, 1, 0);
+    float *dqkv = vec(nq);
+    at_f(&c);
+    train_k_attention_backward(dqkv, c.r, c.qkv, c.out, c.lse, c.B, c.T, c.C, c.NH);
+    CHECK(at_f, &c, c.qkv, dqkv, nq, "attention dqkv");
+    /* Causality: the first token's output is its own value vector. */
+    int okv = 1;
+    for (int i = 0; i < c.C; i++)
+        okv &= fabsf(c.out[i] - c.qkv[2 * c.C + i]) < 1e-6f;
+    ok(okv, "attention: position 0 attends only to itself");
+    free(c.qkv); free(c.out); free(c.lse); free(c.rows); free(c.r); free(dqkv);
+}
+
+/* ---- cross-entropy with weights and ignored targets ---- */
+typedef struct { int N, V; float *logits, *losses, *lse, *w; int32_t *tgt; } ce_t;
+static double ce_f(void *p)
+{
+    ce_t *c = p;
+    return train_k_crossentropy_forward(c->losses, c->lse, c->logits, c->tgt, c->w, c->N, c->V);
+}
+static void test_crossentropy(void)
+{
+    ce_t c = {.N = 5, .V = 9};
+    size_t n = (size_t)c.N * c.V;
+    int32_t tgt[5] = {3, -1, 0, 8, 4};
+    float w[5] = {1.0f, 1.0f, 0.0f, 0.7f, 1.3f};
+    c.logits = vec(n); c.losses = vec(c.N); c.lse = vec(c.N); c.w = w; c.tgt = tgt;
+    fill(c.logits, n, 3, 0);
+    double total = ce_f(&c);
+    /* Independent value: row 0 is log(sum exp) - z[3], weight 1. */
+    double s = 0;
+    for (int k = 0; k < c.V; k++)
+        s += exp(c.logits[k]);
+    ok(fabs(c.losses[0] - (log(s) - c.logits[3])) < 1e-5, "cross-entropy row value");
+    ok(c.losses[1] == 0 && c.losses[2] == 0, "ignored and zero-weight rows count nothing");
+    float *d = vec(n);
+    memcpy(d, c.logits, n * sizeof(float));
+    train_k_crossentropy_backward(d, c.lse, c.tgt, c.w, 1.0f, c.N, c.V);
+    CHECK(ce_f, &c, c.logits, d, n, "cross-entropy dlogits");
+    ok(total > 0, "cross-entropy total positive");
+    free(c.logits); free(c.losses); free(c.lse); free(d);
+}
+
+/* ---- embeddings ---- */
+typedef struct { int B, T, C, V; float *wte, *wpe, *out, *r; int32_t *tok; } en_t;
+static double en_f(void *p)
+{
+    en_t *c = p;
+    train_k_encoder_forward(c->out, c->tok, c->wte, c->wpe, c->B, c->T, c->C);
+    return dotd(c->out, c->r, (size_t)c->B * c->T * c->C);
+}
+static void test_encoder(void)
+{
+    int32_t tok[6] = {1, 3, 1, 0, 2, 1};   /* repeated tokens accumulate */
+    en_t c = {.B = 2, .T = 3, .C = 4, .V = 5, .tok = tok};
+    size_t no = (size_t)c.B * c.T * c.C;
+    c.wte = vec((size_t)c.V * c.C); c.wpe = vec((size_t)c.T * c.C); c.out = vec(no); c.r = vec(no);
+    fill(c.wte, (size_t)c.V * c.C, 1, 0); fill(c.wpe, (size_t)c.T * c.C, 1, 0); fill(c.r, no, 1, 0);
+    float *dwte = vec((size_t)c.V * c.C), *dwpe = vec((size_t)c.T * c.C);
+    en_f(&c);
+    train_k_encoder_backward(dwte, dwpe, c.r, c.tok, c.B, c.T, c.C);
+    CHECK(en_f, &c, c.wte, dwte, (size_t)c.V * c.C, "encoder dwte");
+    CHECK(en_f, &c, c.wpe, dwpe, (size_t)c.T * c.C, "encoder dwpe");
+    free(c.wte); free(c.wpe); free(c.out); free(c.r); free(dwte); free(dwpe);
+}
+
+/* ---- the whole model ---- */
+typedef struct { train_model_t *m; int32_t *tok, *tgt; float *w; int B, T; } mo_t;
+static double mo_f(void *p)
+{
+    mo_t *c = p;
+    gl_err_t err;
+    if (train_model_forward(c->m, c->tok, c->tgt, c->w, c->B, c->T, &err))
+        return NAN;
+    double s = 0;   /* the loss, recomputed in double from the per-token terms */
+    for (int i = 0; i < c->B * c->T; i++)
+        s += c->m->acts.losses[i];
+    return s / c->m->weight_sum;
+}
+static void test_model(void)
+{
+    train_config_t cfg = {.n_layer = 2, .n_head = 2, .n_embd = 8, .n_ctx = 6, .vocab_size = 11};
+    train_model_t m;
+    gl_err_t err = {0};
+    int B = 2, T = 5;
+    is_int(train_model_init(&m, &cfg, B, T, TRAIN_GRADS, &err), GL_OK, "tiny model init %s", err.msg);
+    for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++)
+        fill(m.params.t[k], m.sizes[k], 0.4f,
+             k == TRAIN_LN1W || k == TRAIN_LN2W || k == TRAIN_LNFW ? 1.0f : 0.0f);
+    int32_t tok[10], tgt[10];
+    float w[10];
+    for (int i = 0; i < 10; i++) {
+        tok[i] = (i * 7 + 3) % 11;
+        tgt[i] = i == 4 ? -1 : (i * 5 + 1) % 11;
+        w[i] = i == 6 ? 0.0f : 1.0f;
+    }
+    mo_t c = {&m, tok, tgt, w, B, T};
+    mo_f(&c);
+    train_model_zero_grad(&m);
+    train_model_backward(&m, 1.0f);
+    float *g = vec(m.n_params);
+    memcpy(g, m.grads_mem, m.n_params * sizeof(float));
+    for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
+        float *x = m.params.t[k], *gk = g + (m.params.t[k] - m.params_mem);
+        /* wpe row 5 (position T) gets no gradient: check it is exactly 0. */
+        double e = check(mo_f, &c, x, gk, m.sizes[k], 1e-2f);
+        ok(e < 1e-2, "model gradient of %s vs finite differences (err %.1e)", train_param_name(k), e);
+    }
+    int zero = 1;
+    for (int i = 5 * 8; i < 6 * 8; i++)
+        zero &= g[(m.params.t[TRAIN_WPE] - m.params_mem) + i] == 0.0f;
+    ok(zero, "unused position row has zero gradient");
+    free(g);
+    train_model_free(&m);
+    train_model_free(&m);   /* free is idempotent */
+}
+
+int main(void)
+{
+    test_encoder();
+    test_layernorm();
+    test_matmul();
+    test_gelu();
+    test_attention();
+    test_crossentropy();
+    test_model();
+    return tap_done();
+}
