@@ -150,29 +150,68 @@ static void test_gelu(void)
 }
 
 /* ---- attention ---- */
-typedef struct { int B, T, C, NH; float *qkv, *out, *lse, *rows, *r; } at_t;
+typedef struct { int B, T, C, NH, ref; float *qkv, *out, *lse, *rows, *r; } at_t;
 static double at_f(void *p)
 {
     at_t *c = p;
-    train_k_attention_forward(c->out, c->lse, c->qkv, c->B, c->T, c->C, c->NH, c->rows, 1);
+    if (c->ref)
+        train_k_attention_forward_ref(c->out, c->lse, c->qkv, c->B, c->T, c->C, c->NH, c->rows, 1);
+    else
+        train_k_attention_forward(c->out, c->lse, c->qkv, c->B, c->T, c->C, c->NH, c->rows);
     return dotd(c->out, c->r, (size_t)c->B * c->T * c->C);
+}
+
+static double max_rel(const float *a, const float *b, size_t n)
+{
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)a[i] - b[i]));
+        mb = fmax(mb, fabs((double)b[i]));
+    }
+    return mb > 0 ? md / mb : md;
+}
+
+/* The sgemm-tiled attention against the row-by-row reference, over more
+ * than one block of query rows. */
+static void test_attention_tiled(void)
+{
+    int B = 2, T = TRAIN_ATT_TQ * 2 + 44, C = 12, NH = 3;
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    float *qkv = vec(nq), *o1 = vec(no), *o2 = vec(no), *l1 = vec(nl), *l2 = vec(nl), *r = vec(no);
+    float *d1 = vec(nq), *d2 = vec(nq), *scr = vec(2 * (size_t)TRAIN_ATT_TQ * T + T);
+    fill(qkv, nq, 2.0f, 0);
+    fill(r, no, 1, 0);
+    train_k_attention_forward(o1, l1, qkv, B, T, C, NH, scr);
+    train_k_attention_forward_ref(o2, l2, qkv, B, T, C, NH, scr, 1);
+    ok(max_rel(o1, o2, no) < 1e-5, "tiled attention output = reference (rel %.1e)", max_rel(o1, o2, no));
+    ok(max_rel(l1, l2, nl) < 1e-5, "tiled attention lse = reference (rel %.1e)", max_rel(l1, l2, nl));
+    train_k_attention_backward(d1, r, qkv, o1, l1, B, T, C, NH, scr);
+    train_k_attention_backward_ref(d2, r, qkv, o2, l2, B, T, C, NH);
+    ok(max_rel(d1, d2, nq) < 1e-4, "tiled attention dqkv = reference (rel %.1e)", max_rel(d1, d2, nq));
+    free(qkv); free(o1); free(o2); free(l1); free(l2); free(r); free(d1); free(d2); free(scr);
 }
 static void test_attention(void)
 {
-    at_t c = {.B = 2, .T = 5, .C = 8, .NH = 2};
+  for (int ref = 0; ref < 2; ref++) {
+    at_t c = {.B = 2, .T = 5, .C = 8, .NH = 2, .ref = ref};
     size_t nq = (size_t)c.B * c.T * 3 * c.C, no = (size_t)c.B * c.T * c.C;
-    c.qkv = vec(nq); c.out = vec(no); c.lse = vec((size_t)c.B * c.NH * c.T); c.rows = vec(c.T); c.r = vec(no);
+    c.qkv = vec(nq); c.out = vec(no); c.lse = vec((size_t)c.B * c.NH * c.T);
+    c.rows = vec(2 * (size_t)TRAIN_ATT_TQ * c.T); c.r = vec(no);
     fill(c.qkv, nq, 1.5f, 0); fill(c.r, no, 1, 0);
     float *dqkv = vec(nq);
     at_f(&c);
-    train_k_attention_backward(dqkv, c.r, c.qkv, c.out, c.lse, c.B, c.T, c.C, c.NH);
-    CHECK(at_f, &c, c.qkv, dqkv, nq, "attention dqkv");
+    if (ref)
+        train_k_attention_backward_ref(dqkv, c.r, c.qkv, c.out, c.lse, c.B, c.T, c.C, c.NH);
+    else
+        train_k_attention_backward(dqkv, c.r, c.qkv, c.out, c.lse, c.B, c.T, c.C, c.NH, c.rows);
+    CHECK(at_f, &c, c.qkv, dqkv, nq, ref ? "reference attention dqkv" : "attention dqkv");
     /* Causality: the first token's output is its own value vector. */
     int okv = 1;
     for (int i = 0; i < c.C; i++)
         okv &= fabsf(c.out[i] - c.qkv[2 * c.C + i]) < 1e-6f;
     ok(okv, "attention: position 0 attends only to itself");
     free(c.qkv); free(c.out); free(c.lse); free(c.rows); free(c.r); free(dqkv);
+  }
 }
 
 /* ---- cross-entropy with weights and ignored targets ---- */
@@ -286,6 +325,7 @@ int main(void)
     test_matmul();
     test_gelu();
     test_attention();
+    test_attention_tiled();
     test_crossentropy();
     test_model();
     return tap_done();

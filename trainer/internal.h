@@ -35,13 +35,22 @@ void train_k_gelu_forward(float *out, const float *inp, size_t n);
 /* d *= gelu'(inp), in place. */
 void train_k_gelu_backward(float *d, const float *inp, size_t n);
 /* Causal self-attention. qkv (B,T,3C): q|k|v per token, heads side by side;
- * out (B,T,C); lse (B,NH,T) log-sum-exp per softmax row; rows: nthreads*T
- * floats of scratch. */
+ * out (B,T,C); lse (B,NH,T) log-sum-exp per softmax row. Products on sgemm
+ * per head and block of TRAIN_ATT_TQ query rows; scratch: TRAIN_ATT_TQ * T
+ * floats (forward), twice that (backward). */
+#define TRAIN_ATT_TQ 128
 void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
-                               int NH, float *rows, int nthreads);
+                               int NH, float *scratch);
 /* dqkv (B,T,3C), overwritten, from dout (B,T,C) and the forward's out, lse. */
 void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv,
-                                const float *out, const float *lse, int B, int T, int C, int NH);
+                                const float *out, const float *lse, int B, int T, int C, int NH,
+                                float *scratch);
+/* The portable row-by-row version the tests compare the above against:
+ * rows is nthreads * T floats; threads over (batch, head). */
+void train_k_attention_forward_ref(float *out, float *lse, const float *qkv, int B, int T, int C,
+                                   int NH, float *rows, int nthreads);
+void train_k_attention_backward_ref(float *dqkv, const float *dout, const float *qkv,
+                                    const float *out, const float *lse, int B, int T, int C, int NH);
 /* Per row: lse = log-sum-exp(logits); losses = w * (lse - logits[y]), with
  * w = weights[i] (NULL: 1) and 0 where y < 0. Returns the sum of losses. */
 double train_k_crossentropy_forward(float *losses, float *lse, const float *logits,

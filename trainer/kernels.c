@@ -178,26 +178,56 @@ void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dou
     }
 }
 
+/* ---- exp and tanh that vectorise ------------------------------------- */
+
+/* e^x for x <= 88, to about 2 ulp: x = n ln2 + r, |r| <= ln2/2, e^r by
+ * Cephes' degree-6 polynomial, 2^n put into the exponent bits. Plain C
+ * that the compiler vectorises (libm's expf is a call per element); inputs
+ * below -87 give ~1e-38 instead of 0, harmless in softmax and GELU. */
+static inline float exp_fast(float x)
+{
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    float n = __builtin_rintf(x * 1.44269504088896341f);
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits;
+    memcpy(&bits, &p, 4);
+    bits += (int32_t)n * (1 << 23);
+    memcpy(&p, &bits, 4);
+    return p;
+}
+
+/* tanh(u) = 1 - 2 / (e^{2u} + 1): absolute error ~1e-7, which is what
+ * GELU's 1 + tanh needs. */
+static inline float tanh_fast(float u) { return 1.0f - 2.0f / (exp_fast(2.0f * u) + 1.0f); }
+
 /* ---- layers: GELU (tanh approximation, as GPT-2) ---------------------- */
 
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
 
 void train_k_gelu_forward(float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for if (n > PAR_MIN)
+#pragma omp parallel for simd if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
-        out[i] = 0.5f * x * (1.0f + tanhf(u));
+        out[i] = 0.5f * x * (1.0f + tanh_fast(u));
     }
 }
 
 /* d *= gelu'(inp), in place. */
 void train_k_gelu_backward(float *d, const float *inp, size_t n)
 {
-#pragma omp parallel for if (n > PAR_MIN)
+#pragma omp parallel for simd if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
-        float th = tanhf(u), sech2 = 1.0f - th * th;
+        float th = tanh_fast(u), sech2 = 1.0f - th * th;
         float g = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
         d[i] *= g;
     }
@@ -218,8 +248,8 @@ static inline float dot(const float *a, const float *b, int n)
  * out (B,T,C) = softmax(q k^T / sqrt(hs), causal) v per head; lse
  * (B,NH,T) keeps each row's log-sum-exp for the backward pass. rows holds
  * nthreads * T floats. */
-void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
-                              int NH, float *rows, int nthreads)
+void train_k_attention_forward_ref(float *out, float *lse, const float *qkv, int B, int T, int C,
+                                  int NH, float *rows, int nthreads)
 {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
@@ -260,8 +290,8 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
 
 /* dqkv (B,T,3C) = gradient of the attention from dout (B,T,C), recomputing
  * the probabilities from lse. dqkv is overwritten. */
-void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
-                               const float *lse, int B, int T, int C, int NH)
+void train_k_attention_backward_ref(float *dqkv, const float *dout, const float *qkv,
+                                   const float *out, const float *lse, int B, int T, int C, int NH)
 {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
@@ -294,6 +324,106 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
     }
 }
 
+/* The same attention with the products on sgemm, one head and one block
+ * of up to TRAIN_ATT_TQ query rows at a time: S = Q K^T over the keys the
+ * block can see, a causal softmax per row, O = P V. The block's scores are
+ * the only T-sized buffer (TRAIN_ATT_TQ x T floats). */
+void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
+                               int NH, float *scratch)
+{
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    int C3 = 3 * C;
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+            const float *K = base + C, *V = base + 2 * C;
+            float *lrow = lse + ((size_t)b * NH + h) * T;
+            for (int t0 = 0; t0 < T; t0 += TRAIN_ATT_TQ) {
+                int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
+                float *S = scratch;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, scale,
+                            base + (size_t)t0 * C3, C3, K, C3, 0.0f, S, t1);
+#pragma omp parallel for if ((size_t)tq * t1 > PAR_MIN)
+                for (int r = 0; r < tq; r++) {
+                    float *row = S + (size_t)r * t1;
+                    int n = t0 + r + 1;
+                    float mx = -INFINITY, sum = 0.0f;
+                    for (int j = 0; j < n; j++)
+                        mx = row[j] > mx ? row[j] : mx;
+#pragma omp simd reduction(+ : sum)
+                    for (int j = 0; j < n; j++) {
+                        row[j] = exp_fast(row[j] - mx);
+                        sum += row[j];
+                    }
+                    float inv = 1.0f / sum;
+                    for (int j = 0; j < n; j++)
+                        row[j] *= inv;
+                    for (int j = n; j < t1; j++)
+                        row[j] = 0.0f;
+                    lrow[t0 + r] = mx + logf(sum);
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, S, t1, V,
+                            C3, 0.0f, out + ((size_t)b * T + t0) * C + (size_t)h * hs, C);
+            }
+        }
+    }
+}
+
+/* Backward of train_k_attention_forward, per head and query block:
+ * P from the kept lse, dP = dO V^T, dV += P^T dO, dS = P (dP - D) with
+ * D = rowsum(dO * O), dQ = dS K, dK += dS^T Q. scratch: 2 x TRAIN_ATT_TQ
+ * x T floats. dqkv is overwritten. */
+void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
+                                const float *lse, int B, int T, int C, int NH, float *scratch)
+{
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    int C3 = 3 * C;
+    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
+    float *P = scratch, *dP = scratch + (size_t)TRAIN_ATT_TQ * T;
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+            const float *K = base + C, *V = base + 2 * C;
+            float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
+            const float *lrow = lse + ((size_t)b * NH + h) * T;
+            for (int t0 = 0; t0 < T; t0 += TRAIN_ATT_TQ) {
+                int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
+                const float *Q = base + (size_t)t0 * C3;
+                const float *dO = dout + ((size_t)b * T + t0) * C + (size_t)h * hs;
+                const float *O = out + ((size_t)b * T + t0) * C + (size_t)h * hs;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, scale, Q, C3, K, C3,
+                            0.0f, P, t1);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, 1.0f, dO, C, V, C3,
+                            0.0f, dP, t1);
+#pragma omp parallel for if ((size_t)tq * t1 > PAR_MIN)
+                for (int r = 0; r < tq; r++) {
+                    float *prow = P + (size_t)r * t1, *drow = dP + (size_t)r * t1;
+                    int n = t0 + r + 1;
+                    float l = lrow[t0 + r];
+                    float D = dot(dO + (size_t)r * C, O + (size_t)r * C, hs);
+#pragma omp simd
+                    for (int j = 0; j < n; j++) {
+                        float pj = exp_fast(prow[j] - l);
+                        prow[j] = pj;
+                        drow[j] = pj * (drow[j] - D) * scale;
+                    }
+                    for (int j = n; j < t1; j++)
+                        prow[j] = drow[j] = 0.0f;
+                }
+                /* dV += P^T dO; dQ = dS K; dK += dS^T Q. */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, P, t1, dO, C,
+                            1.0f, dbase + 2 * C, C3);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, dP, t1, K, C3,
+                            1.0f, dbase + (size_t)t0 * C3, C3);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, dP, t1, Q, C3,
+                            1.0f, dbase + C, C3);
+            }
+        }
+    }
+}
+
 /* ---- layers: classifier and cross-entropy ----------------------------- */
 
 /* Per row: lse = log-sum-exp of the logits; losses = w * (lse - logit[y]).
@@ -309,8 +439,9 @@ double train_k_crossentropy_forward(float *losses, float *lse, const float *logi
         for (int k = 0; k < V; k++)
             mx = z[k] > mx ? z[k] : mx;
         float s = 0.0f;
+#pragma omp simd reduction(+ : s)
         for (int k = 0; k < V; k++)
-            s += expf(z[k] - mx);
+            s += exp_fast(z[k] - mx);
         lse[i] = mx + logf(s);
         float w = weights ? weights[i] : 1.0f;
         if (targets[i] < 0)
@@ -337,8 +468,9 @@ void train_k_crossentropy_backward(float *logits, const float *lse, const int32_
             continue;
         }
         float l = lse[i];
+#pragma omp simd
         for (int k = 0; k < V; k++)
-            z[k] = c * expf(z[k] - l);
+            z[k] = c * exp_fast(z[k] - l);
         z[targets[i]] -= c;
     }
 }

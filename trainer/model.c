@@ -130,13 +130,13 @@ static size_t point_acts(train_acts_t *a, float *mem, const train_config_t *c, s
     return (size_t)(p - base);
 }
 
-/* Scratch for the backward pass: dresidual (BT,C), dC (BT,C), dqkv
- * (BT,3C), d4C (BT,4C); per thread a row of T floats (attention) and 2C
- * (LayerNorm partial sums). */
+/* Scratch: dresidual (BT,C), dC (BT,C), dqkv (BT,3C), d4C (BT,4C) for the
+ * backward pass; attention's block buffers (2 x TRAIN_ATT_TQ x T); per
+ * thread 2C floats of LayerNorm partial sums. */
 static size_t scratch_floats(const train_config_t *c, size_t B, size_t T, int nthreads)
 {
     size_t BT = B * T, C = c->n_embd;
-    return BT * C * 9 + (size_t)nthreads * (T + 2 * C + 16);
+    return BT * C * 9 + 2 * (size_t)TRAIN_ATT_TQ * T + (size_t)nthreads * (2 * C + 16);
 }
 
 void train_model_free(train_model_t *m)
@@ -311,7 +311,7 @@ int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *
         train_k_matmul_forward(qkv, ln1, p->t[TRAIN_QKVW] + (size_t)l * C * 3 * C,
                        p->t[TRAIN_QKVB] + (size_t)l * 3 * C, NULL, N, C, 3 * C);
         train_k_attention_forward(atty, a->att_lse + (size_t)l * m->B * NH * m->T, qkv, B, T, C, NH,
-                          m->scratch + cap * C * 9, m->nthreads);
+                                  m->scratch + cap * C * 9);
         train_k_matmul_forward(res2, atty, p->t[TRAIN_ATTPROJW] + (size_t)l * C * C,
                        p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C);
         train_k_layernorm_forward(ln2, a->ln2_mean + o1, a->ln2_rstd + o1, res2,
@@ -359,7 +359,7 @@ void train_model_backward(train_model_t *m, float loss_scale)
     train_params_t *g = &m->grads;
     train_acts_t *a = &m->acts;
     float *dres = m->scratch, *dC = dres + cap * C, *dqkv = dC + cap * C, *d4C = dqkv + cap * 3 * C;
-    float *part = m->scratch + cap * C * 9 + (size_t)m->nthreads * m->T;
+    float *att = m->scratch + cap * C * 9, *part = att + 2 * (size_t)TRAIN_ATT_TQ * m->T;
 
     train_k_crossentropy_backward(a->logits, a->lse, m->cur_targets, m->cur_weights,
                           (float)(loss_scale / m->weight_sum), N, V);
@@ -393,8 +393,8 @@ void train_model_backward(train_model_t *m, float loss_scale)
         /* Attention branch: res2 = res + attproj(attn(qkv(ln1(res)))). */
         train_k_matmul_backward(dC, g->t[TRAIN_ATTPROJW] + lC * C, g->t[TRAIN_ATTPROJB] + lC, dres, atty,
                         p->t[TRAIN_ATTPROJW] + lC * C, N, C, C);
-        train_k_attention_backward(dqkv, dC, qkv, atty, a->att_lse + (size_t)l * m->B * NH * m->T, B, T,
-                           C, NH);
+        train_k_attention_backward(dqkv, dC, qkv, atty, a->att_lse + (size_t)l * m->B * NH * m->T, B,
+                                   T, C, NH, att);
         train_k_matmul_backward(dC, g->t[TRAIN_QKVW] + lC * 3 * C, g->t[TRAIN_QKVB] + lC * 3, dqkv, ln1,
                         p->t[TRAIN_QKVW] + lC * 3 * C, N, C, 3 * C);
         train_k_layernorm_backward(dres, g->t[TRAIN_LN1W] + lC, g->t[TRAIN_LN1B] + lC, dC, residual,
