@@ -37,7 +37,7 @@ static int ends_with(const char *s, const char *suf)
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-shard_dataset_t *shard_dataset_open(const char *dir, gl_err_t *err)
+shard_dataset_t *shard_dataset_open(const char *dir, unsigned flags, gl_err_t *err)
 {
     DIR *dh = opendir(dir);
     if (!dh) {
@@ -67,7 +67,7 @@ shard_dataset_t *shard_dataset_open(const char *dir, gl_err_t *err)
     int rc = GL_OK;
     for (size_t i = 0; i < nn; i++) {
         char *p = gl_path_join(dir, names[i]);
-        shard_reader_t *r = shard_open(p, err);
+        shard_reader_t *r = shard_open(p, flags, err);
         free(p);
         if (!r) {
             rc = err ? err->code : GL_ECORRUPT;

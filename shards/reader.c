@@ -16,6 +16,7 @@
 #include "shards/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,7 +28,8 @@ struct shard_reader {
     MDB_txn *txn;
     MDB_dbi dbi_meta, dbi_tokens, dbi_docs;
     Gptline__ShardManifest *man;
-    uint64_t file_size;
+    uint64_t file_size, body_size;
+    int file_checked;
     const uint8_t *map_lo, *map_hi; /* the file's bytes inside the map */
     const uint64_t *offsets;        /* doc_count + 1, in the map (8-aligned copy if needed) */
     uint64_t *offsets_copy;
@@ -68,7 +70,7 @@ static int find_map(shard_reader_t *r, gl_err_t *err)
         return gl_err_set(err, GL_ECORRUPT, "%s: not a sealed gptline shard (magic or manifest record missing or damaged)",
                           r->path);
     r->map_lo = a;
-    r->map_hi = a + r->file_size;
+    r->map_hi = a + r->body_size;
     return GL_OK;
 }
 
@@ -175,7 +177,52 @@ static int validate(shard_reader_t *r, gl_err_t *err)
     return GL_OK;
 }
 
-shard_reader_t *shard_open(const char *path, gl_err_t *err)
+int shard_trailer_read(int fd, const char *path, uint64_t file_size, shard_trailer_t *t, gl_err_t *err)
+{
+    uint8_t raw[SHARD_TRAILER_LEN];
+    if (file_size < SHARD_TRAILER_LEN)
+        return gl_err_set(err, GL_ECORRUPT, "%s: not a gptline shard (%llu bytes is too small)", path,
+                          (unsigned long long)file_size);
+    if (pread(fd, raw, sizeof raw, (off_t)(file_size - sizeof raw)) != (ssize_t)sizeof raw)
+        return gl_err_set(err, GL_EIO, "%s: reading the trailer: %s", path, strerror(errno));
+    if (memcmp(raw, SHARD_TRAILER_MAGIC, sizeof SHARD_TRAILER_MAGIC))
+        return gl_err_set(err, GL_ECORRUPT, "%s: no shard trailer: not a sealed gptline shard, or truncated", path);
+    uint32_t ver;
+    uint64_t h;
+    memcpy(&ver, raw + 8, 4);
+    memcpy(&t->body_len, raw + 16, 8);
+    memcpy(&t->body_xxh3, raw + 24, 8);
+    memcpy(&h, raw + 32, 8);
+    if (h != XXH3_64bits(raw, 32))
+        return gl_err_set(err, GL_ECORRUPT, "%s: shard trailer damaged", path);
+    if (ver != SHARD_FORMAT_VERSION)
+        return gl_err_set(err, GL_EVERSION, "%s: shard format version %u; this build reads version %u", path, ver,
+                          SHARD_FORMAT_VERSION);
+    if (t->body_len != file_size - SHARD_TRAILER_LEN)
+        return gl_err_set(err, GL_ECORRUPT, "%s: file has %llu bytes, its trailer says %llu", path,
+                          (unsigned long long)file_size, (unsigned long long)(t->body_len + SHARD_TRAILER_LEN));
+    return GL_OK;
+}
+
+static int check_file_hash(const char *path, gl_err_t *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return gl_err_set(err, errno == ENOENT ? GL_ENOTFOUND : GL_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    shard_trailer_t t;
+    uint64_t h;
+    int rc;
+    if (fstat(fd, &st) < 0)
+        rc = gl_err_set(err, GL_EIO, "%s: %s", path, strerror(errno));
+    else if (!(rc = shard_trailer_read(fd, path, (uint64_t)st.st_size, &t, err)) &&
+             !(rc = shard_hash_fd(fd, path, t.body_len, &h, err)) && h != t.body_xxh3)
+        rc = gl_err_set(err, GL_ECORRUPT, "%s: file checksum mismatch (data corrupted)", path);
+    close(fd);
+    return rc;
+}
+
+shard_reader_t *shard_open(const char *path, unsigned flags, gl_err_t *err)
 {
     shard_reader_t *r = gl_xcalloc(1, sizeof *r);
     r->path = gl_xstrdup(path);
@@ -189,7 +236,30 @@ shard_reader_t *shard_open(const char *path, gl_err_t *err)
         gl_err_set(err, GL_EINVAL, "%s: not a regular file", path);
         goto fail;
     }
-    r->file_size = (uint64_t)st.st_size;
+    if (flags & SHARD_OPEN_CHECKSUM) {
+        if (check_file_hash(path, err))
+            goto fail;
+        r->file_checked = 1;
+    }
+    {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        shard_trailer_t t;
+        if (fd < 0) {
+            gl_err_set(err, GL_EIO, "%s: %s", path, strerror(errno));
+            goto fail;
+        }
+        rc = shard_trailer_read(fd, path, (uint64_t)st.st_size, &t, err);
+        close(fd);
+        if (rc)
+            goto fail;
+        r->file_size = (uint64_t)st.st_size;
+        r->body_size = t.body_len;
+    }
+    if (r->body_size < 2 * (uint64_t)sysconf(_SC_PAGESIZE)) {
+        gl_err_set(err, GL_ECORRUPT, "%s: not a gptline shard (%llu bytes is too small)", path,
+                   (unsigned long long)r->body_size);
+        goto fail;
+    }
     if ((rc = mdb_env_create(&r->env))) {
         shard_mdb_err(err, rc, path, "mdb_env_create");
         goto fail;
@@ -208,9 +278,9 @@ shard_reader_t *shard_open(const char *path, gl_err_t *err)
     mdb_env_info(r->env, &info);
     mdb_env_stat(r->env, &est);
     uint64_t need = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
-    if (need > r->file_size) {
-        gl_err_set(err, GL_ECORRUPT, "%s: truncated: file has %llu bytes, its pages need %llu", path,
-                   (unsigned long long)r->file_size, (unsigned long long)need);
+    if (need > r->body_size) {
+        gl_err_set(err, GL_ECORRUPT, "%s: damaged: LMDB part has %llu bytes, its pages need %llu", path,
+                   (unsigned long long)r->body_size, (unsigned long long)need);
         goto fail;
     }
     r->last_pgno = info.me_last_pgno;
@@ -320,6 +390,8 @@ int shard_doc_meta(const shard_reader_t *r, uint64_t i, Gptline__DocMeta **out, 
 int shard_verify(const shard_reader_t *r, gl_err_t *err)
 {
     const Gptline__ShardManifest *m = r->man;
+    if (!r->file_checked && check_file_hash(r->path, err))
+        return err ? err->code : GL_ECORRUPT;
     XXH3_state_t *ht = XXH3_createState(), *hm = XXH3_createState();
     XXH3_64bits_reset(ht);
     XXH3_64bits_reset(hm);

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,6 +75,33 @@ int shard_mdb_err(gl_err_t *err, int rc, const char *path, const char *what)
     else if (rc == ENOMEM)
         code = GL_ENOMEM;
     return gl_err_set(err, code, "%s: %s: %s", path, what, mdb_strerror(rc));
+}
+
+void shard_trailer_encode(const shard_trailer_t *t, uint8_t out[SHARD_TRAILER_LEN])
+{
+    memset(out, 0, SHARD_TRAILER_LEN);
+    memcpy(out, SHARD_TRAILER_MAGIC, sizeof SHARD_TRAILER_MAGIC);
+    uint32_t ver = SHARD_FORMAT_VERSION;
+    memcpy(out + 8, &ver, 4);
+    memcpy(out + 16, &t->body_len, 8);
+    memcpy(out + 24, &t->body_xxh3, 8);
+    uint64_t h = XXH3_64bits(out, 32);
+    memcpy(out + 32, &h, 8);
+}
+
+int shard_hash_fd(int fd, const char *path, uint64_t len, uint64_t *out, gl_err_t *err)
+{
+    if (len == 0) {
+        *out = XXH3_64bits(NULL, 0);
+        return GL_OK;
+    }
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED)
+        return gl_err_set(err, GL_EIO, "%s: mmap for checksum: %s", path, strerror(errno));
+    madvise(map, len, MADV_SEQUENTIAL);
+    *out = XXH3_64bits(map, len);
+    munmap(map, len);
+    return GL_OK;
 }
 
 static int grow(void **buf, size_t *cap, size_t need, size_t elem)
@@ -420,12 +448,25 @@ int shard_writer_seal(shard_writer_t **wp, gl_err_t *err)
     if (rc)
         goto out;
 
-    if ((rc = mdb_env_sync(w->env, 1))) {
-        rc = shard_mdb_err(err, rc, w->tmp, "sync failed");
-        goto out;
-    }
+    /* Close LMDB (nothing synced yet: MDB_NOSYNC), append the trailer with
+     * the whole file's checksum, then one fsync and the rename. */
     mdb_env_close(w->env);
     w->env = NULL;
+    struct stat st;
+    shard_trailer_t tr;
+    uint8_t raw[SHARD_TRAILER_LEN];
+    if (fstat(w->lock_fd, &st) < 0) {
+        rc = gl_err_set(err, GL_EIO, "%s: stat: %s", w->tmp, strerror(errno));
+        goto out;
+    }
+    tr.body_len = (uint64_t)st.st_size;
+    if ((rc = shard_hash_fd(w->lock_fd, w->tmp, tr.body_len, &tr.body_xxh3, err)))
+        goto out;
+    shard_trailer_encode(&tr, raw);
+    if (pwrite(w->lock_fd, raw, sizeof raw, (off_t)tr.body_len) != (ssize_t)sizeof raw || fsync(w->lock_fd) < 0) {
+        rc = gl_err_set(err, GL_EIO, "%s: writing the trailer: %s", w->tmp, strerror(errno));
+        goto out;
+    }
     rc = gl_rename_durable(w->tmp, w->path, err);
 out:
     if (rc)
