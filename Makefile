@@ -41,7 +41,7 @@ endif
 else
 
 Q := $(if $(V),,@)
-CFLAGS ?= -O2 -g
+CFLAGS ?= -O3 -g
 override CFLAGS += -std=c11 -Wall -Wextra -D_GNU_SOURCE -MMD -MP -I. -I$(BUILD)/proto \
 	$(shell pkg-config --cflags $(DEP_PKGS))
 ifneq ($(WERROR),)

@@ -12,6 +12,7 @@
 #define SHARD_KEY_MAGIC "magic"
 #define SHARD_KEY_MANIFEST "manifest"
 #define SHARD_KEY_OFFSETS "offsets"
+#define SHARD_KEY_CHUNKS "chunks"
 #define SHARD_MAGIC_LEN 12 /* 8 bytes of magic + u32 version */
 
 /* The trailer at the end of a sealed shard file. */
@@ -33,6 +34,8 @@ int shard_mdb_err(gl_err_t *err, int rc, const char *path, const char *what);
 
 
 /* Hot-path accessors for dataset.c (reader.c): validated at open. */
-const uint8_t *const *shard_doc_ptrs(const shard_reader_t *r);
-const uint64_t *shard_offsets(const shard_reader_t *r);
+/* Chunk c holds stream positions [cstart[c], cstart[c+1]) of the shard. */
+const uint8_t *const *shard_chunk_ptrs(const shard_reader_t *r);
+const uint64_t *shard_chunk_starts(const shard_reader_t *r);
+uint64_t shard_chunk_count(const shard_reader_t *r);
 #endif

@@ -58,7 +58,7 @@ typedef struct {
     uint32_t eot_id;            /* must be < vocab_size */
     const char *command;        /* provenance: what wrote it ("shards pack") */
     uint32_t rank, world;       /* provenance: ingest worker rank/world */
-    size_t batch_bytes;         /* bytes buffered per transaction; default 64 MiB */
+    size_t chunk_bytes;         /* token bytes per chunk and transaction; default 1 MiB */
     size_t map_size;            /* initial LMDB map size; default 1 GiB; grows */
 } shard_writer_opts_t;
 

@@ -168,7 +168,7 @@ static void test_map_growth(void)
     char *p = path_in("grow.mdb");
     shard_writer_opts_t o = opts_for(50257);
     o.map_size = 64 << 10;     /* 64 KiB: far too small */
-    o.batch_bytes = 256 << 10; /* several batches, each replayed after growth */
+    o.chunk_bytes = 256 << 10; /* many chunks, each replayed after a growth */
     shard_writer_t *w = shard_writer_create(p, &o, &err);
     ok(w != NULL, "writer with a 64 KiB map");
     uint32_t *buf = malloc(5000 * sizeof *buf);
@@ -542,7 +542,7 @@ static void test_killed_writer(void)
     pid_t pid = fork();
     if (pid == 0) {
         shard_writer_opts_t o = opts_for(300);
-        o.batch_bytes = 1 << 16;
+        o.chunk_bytes = 1 << 16;
         shard_writer_t *w = shard_writer_create(p, &o, NULL);
         uint32_t buf[4096];
         for (uint64_t d = 0;; d++) {
@@ -607,7 +607,7 @@ static void test_read_while_writing(void)
     pid_t pid = fork();
     if (pid == 0) {
         shard_writer_opts_t o = opts_for(5000);
-        o.batch_bytes = 1 << 14;
+        o.chunk_bytes = 1 << 14;
         shard_writer_t *w = shard_writer_create(b, &o, NULL);
         uint32_t buf[800];
         for (uint64_t d = 200; d < 300; d++) { /* first half, committed in batches */

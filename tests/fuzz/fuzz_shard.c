@@ -3,9 +3,10 @@
  * sizes, inside an LMDB file that LMDB itself wrote (LMDB's page structure
  * is protected by the file checksum, so it is not the target here).
  *
- * Input layout: three length-prefixed fields (u16 little-endian length,
- * then bytes): magic record, manifest, offsets; the rest is split into
- * token records of 1..64 bytes.
+ * Input layout: four length-prefixed fields (u16 little-endian length,
+ * then bytes): magic record, manifest, offsets, chunk table; the rest is
+ * split into token chunks of 1..64 bytes (the first byte sets the length)
+ * and the same bytes as metadata records.
  */
 #include "shards/internal.h"
 #include "tests/fuzz/fuzz.h"
@@ -54,8 +55,8 @@ static int build(const uint8_t *data, size_t size)
         mdb_dbi_open(txn, SHARD_DB_META, MDB_CREATE, &meta);
         mdb_dbi_open(txn, SHARD_DB_TOKENS, MDB_CREATE | MDB_INTEGERKEY, &tok);
         mdb_dbi_open(txn, SHARD_DB_DOCS, MDB_CREATE | MDB_INTEGERKEY, &docs);
-        const char *keys[3] = {SHARD_KEY_MAGIC, SHARD_KEY_MANIFEST, SHARD_KEY_OFFSETS};
-        for (int i = 0; i < 3; i++) {
+        const char *keys[4] = {SHARD_KEY_MAGIC, SHARD_KEY_MANIFEST, SHARD_KEY_OFFSETS, SHARD_KEY_CHUNKS};
+        for (int i = 0; i < 4; i++) {
             size_t len;
             const uint8_t *v = take(&data, &size, &len);
             MDB_val k = {strlen(keys[i]), (void *)keys[i]}, val = {len, (void *)v};
@@ -115,6 +116,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 /* Seeds: a well-formed shard of 1-3 documents in the input layout above. */
+static void put_field(uint8_t **p, const void *data, size_t len)
+{
+    (*p)[0] = (uint8_t)len;
+    (*p)[1] = (uint8_t)(len >> 8);
+    memcpy(*p + 2, data, len);
+    *p += 2 + len;
+}
+
 uint8_t *gl_fuzz_seed(size_t i, size_t *len)
 {
     if (i >= 3)
@@ -124,16 +133,15 @@ uint8_t *gl_fuzz_seed(size_t i, size_t *len)
     memcpy(magic, SHARD_MAGIC, sizeof SHARD_MAGIC);
     uint32_t ver = SHARD_FORMAT_VERSION;
     memcpy(magic + 8, &ver, 4);
-    uint64_t off[4] = {0};
-    uint8_t recs[3 * 9];
-    size_t rl = 0;
+    /* each document: 4 two-byte tokens and end-of-text (256), one chunk */
+    uint64_t off[4] = {0}, cs[2] = {0, 5 * ndocs};
+    uint16_t chunk[15];
     for (size_t d = 0; d < ndocs; d++) {
-        /* a record of 8 bytes = 4 two-byte tokens; first byte sets its length (1 + 7 % 64 = 8) */
-        uint8_t r[8] = {7, 0, 3, 0, 4, 0, 5, 0};
-        memcpy(recs + rl, r, 8);
-        rl += 8;
+        uint16_t doc[5] = {7, 3, 4, 5, 256};
+        memcpy(chunk + 5 * d, doc, sizeof doc);
         off[d + 1] = off[d] + 4;
     }
+    chunk[0] = (uint16_t)(10 * ndocs - 1); /* the chunk's length byte: 1 + x % 64 */
     Gptline__ShardManifest m = GPTLINE__SHARD_MANIFEST__INIT;
     Gptline__TokenizerId tok = GPTLINE__TOKENIZER_ID__INIT;
     tok.name = "bytes";
@@ -145,16 +153,18 @@ uint8_t *gl_fuzz_seed(size_t i, size_t *len)
     m.token_width = 2;
     m.doc_count = ndocs;
     m.token_count = off[ndocs];
+    m.chunk_count = 1;
     size_t ml = gptline__shard_manifest__get_packed_size(&m);
-    size_t total = 2 + sizeof magic + 2 + ml + 2 + (ndocs + 1) * 8 + rl;
+    uint8_t *packed = malloc(ml);
+    gptline__shard_manifest__pack(&m, packed);
+    size_t total = 8 + sizeof magic + ml + (ndocs + 1) * 8 + sizeof cs + 10 * ndocs;
     uint8_t *b = malloc(total), *p = b;
-    *p++ = sizeof magic; *p++ = 0;
-    memcpy(p, magic, sizeof magic); p += sizeof magic;
-    *p++ = (uint8_t)ml; *p++ = (uint8_t)(ml >> 8);
-    gptline__shard_manifest__pack(&m, p); p += ml;
-    *p++ = (uint8_t)((ndocs + 1) * 8); *p++ = 0;
-    memcpy(p, off, (ndocs + 1) * 8); p += (ndocs + 1) * 8;
-    memcpy(p, recs, rl);
+    put_field(&p, magic, sizeof magic);
+    put_field(&p, packed, ml);
+    put_field(&p, off, (ndocs + 1) * 8);
+    put_field(&p, cs, sizeof cs);
+    memcpy(p, chunk, 10 * ndocs);
+    free(packed);
     *len = total;
     return b;
 }
