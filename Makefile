@@ -5,7 +5,7 @@
 #   make test            build and run every test (TAP, summarised by prove)
 #   make demo            run the demo pipeline on text found on this machine
 #   make bench           run the benchmarks (ratios against peers, same run)
-#   make install         PREFIX=/usr/local DESTDIR=
+#   make install         PREFIX=/usr/local DESTDIR= (headers: -I$PREFIX/include/gptline)
 #   make fuzz            build libFuzzer targets (clang) into $(BUILD)/fuzz
 #
 # Options: WERROR=1 (warnings are errors), SANITIZE=address,undefined
@@ -156,7 +156,8 @@ install: all
 		$(DESTDIR)$(PREFIX)/share/doc/gptline
 	install -m 755 $(BUILD)/gptline $(DESTDIR)$(PREFIX)/bin/gptline
 	install -m 644 $(LIBS) $(DESTDIR)$(PREFIX)/lib/
-	for c in $(COMPONENTS); do [ -f $$c/$$c.h ] && install -m 644 $$c/$$c.h $(DESTDIR)$(PREFIX)/include/gptline/; done; true
+	for c in $(COMPONENTS); do if [ -f $$c/$$c.h ]; then \
+	  install -D -m 644 $$c/$$c.h $(DESTDIR)$(PREFIX)/include/gptline/$$c/$$c.h; fi; done
 	install -m 644 $(PROTO_H) $(DESTDIR)$(PREFIX)/include/gptline/
 	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/gptline/
 
