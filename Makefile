@@ -23,20 +23,21 @@ DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && command -v pro
              && command -v prove >/dev/null && command -v xxd >/dev/null && echo yes)
 
 ifneq ($(DEPS_OK),yes)
-# Missing dependencies: install them, then run the same goal again.
+# Missing dependencies: install them, then run the same goal again (once).
 NOINSTALL_GOALS := clean distclean help
 ifeq ($(filter-out $(NOINSTALL_GOALS),$(or $(MAKECMDGOALS),all)),)
 clean distclean:
 	rm -rf build
+else ifneq ($(GL_DEPS_INSTALLED),)
+$(error dependencies still missing after deploy/install-deps.sh: check pkg-config $(DEP_PKGS), protoc-c, prove and xxd)
 else
 .DEFAULT_GOAL := all
-.SECONDARY:
 %:
 	./deploy/install-deps.sh
-	$(MAKE) $@
+	$(MAKE) GL_DEPS_INSTALLED=1 $@
 all:
 	./deploy/install-deps.sh
-	$(MAKE) all
+	$(MAKE) GL_DEPS_INSTALLED=1 all
 endif
 else
 
