@@ -5,9 +5,10 @@
  * The text is the shared tokenizer texts (Shakespeare, C headers, web
  * pages, Wikipedia XML, the Unicode stress text) concatenated and repeated
  * up to at least 10 MB; the scanners keep no state between calls, so the
- * repetition measures the same thing as fresh text of that mix. Each
- * measurement is the best of several passes. The reference is timed on the
- * first 2 MB only (it is slow by design). Prints MB/s and ratios; the piece
+ * repetition measures the same thing as fresh text of that mix. The text is
+ * split in 64 KB blocks, each timed as the best of 5 passes (2 for the
+ * reference, which is timed on the first 2 MB only: it is slow by design),
+ * so that time taken by other processes on a shared machine stays out. Prints MB/s and ratios; the piece
  * counts are printed too, as a check that every contender split the text.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -27,65 +28,57 @@ static const char *const TEXTS[] = {"c-headers", "tinyshakespeare", "unicode-str
 
 typedef size_t (*next_fn)(tok_pretok_t, const uint8_t *, size_t, size_t);
 
-static double split_all(next_fn f, tok_pretok_t p, const uint8_t *s, size_t len, size_t *pieces)
-{
-    double t0 = gl_now();
-    size_t pos = 0, n = 0;
-    while (pos < len) {
-        pos += f(p, s, len, pos);
-        n++;
-    }
-    *pieces = n;
-    return gl_now() - t0;
-}
-
-static double split_pcre(pcre2_code *re, pcre2_match_data *md, const uint8_t *s, size_t len,
-                         size_t *pieces)
-{
-    double t0 = gl_now();
-    size_t pos = 0, n = 0;
-    while (pos < len) {
-        int rc = pcre2_jit_match(re, s, len, pos, 0, md, NULL);
-        if (rc < 0)
-            break;
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-        pos = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
-        n++;
-    }
-    *pieces = n;
-    return gl_now() - t0;
-}
-
-static double best_of(int passes, double (*once)(void *), void *arg)
-{
-    double best = 1e30;
-    for (int i = 0; i < passes; i++) {
-        double t = once(arg);
-        if (t < best)
-            best = t;
-    }
-    return best;
-}
-
+/* One contender: a scanner (f) or a PCRE2 pattern (re). */
 typedef struct {
     next_fn f;
     tok_pretok_t p;
-    const uint8_t *s;
-    size_t len, pieces;
     pcre2_code *re;
     pcre2_match_data *md;
-} job;
+} contender;
 
-static double run_fn(void *arg)
+/* Splits one block; returns the number of pieces. */
+static size_t split_block(const contender *c, const uint8_t *s, size_t len)
 {
-    job *j = arg;
-    return split_all(j->f, j->p, j->s, j->len, &j->pieces);
+    size_t pos = 0, n = 0;
+    if (c->f) {
+        while (pos < len) {
+            pos += c->f(c->p, s, len, pos);
+            n++;
+        }
+        return n;
+    }
+    while (pos < len) {
+        if (pcre2_jit_match(c->re, s, len, pos, 0, c->md, NULL) < 0)
+            break;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
+        pos = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
+        n++;
+    }
+    return n;
 }
 
-static double run_pcre(void *arg)
+/* Seconds to split s[0..len) block by block, each block timed as the best
+ * of passes runs: the machine is shared, and the minimum leaves out the
+ * time other processes took. *pieces gets the piece count. */
+static double timed_split(const contender *c, const uint8_t *s, size_t len, int passes, size_t *pieces)
 {
-    job *j = arg;
-    return split_pcre(j->re, j->md, j->s, j->len, &j->pieces);
+    const size_t block = 64 * 1024;
+    double total = 0;
+    *pieces = 0;
+    for (size_t off = 0; off < len; off += block) {
+        size_t n = len - off < block ? len - off : block, count = 0;
+        double best = 1e30;
+        for (int r = 0; r < passes; r++) {
+            double t0 = gl_now();
+            count = split_block(c, s + off, n);
+            double t = gl_now() - t0;
+            if (t < best)
+                best = t;
+        }
+        total += best;
+        *pieces += count;
+    }
+    return total;
 }
 
 int main(void)
@@ -125,26 +118,27 @@ int main(void)
            "fast/ref", "fast/PCRE2");
     pcre2_match_data *md = pcre2_match_data_create(4, NULL);
     for (int p = TOK_PRETOK_GPT2; p <= TOK_PRETOK_O200K; p++) {
-        job fast = {tok_pretok_next, (tok_pretok_t)p, text, len, 0, NULL, NULL};
-        double tf = best_of(3, run_fn, &fast);
-        job ref = {tok_pretok_ref_next, (tok_pretok_t)p, text, REF_BYTES, 0, NULL, NULL};
-        double tr = best_of(1, run_fn, &ref);
+        size_t fast_pieces, ref_pieces, pcre_pieces = 0;
+        contender fast = {tok_pretok_next, (tok_pretok_t)p, NULL, NULL};
+        double tf = timed_split(&fast, text, len, 5, &fast_pieces);
+        contender ref = {tok_pretok_ref_next, (tok_pretok_t)p, NULL, NULL};
+        double tr = timed_split(&ref, text, REF_BYTES, 2, &ref_pieces);
 
         int code;
         PCRE2_SIZE off;
         pcre2_code *re = pcre2_compile((PCRE2_SPTR)tok_pretok_regex((tok_pretok_t)p), PCRE2_ZERO_TERMINATED,
                                        PCRE2_UTF | PCRE2_UCP, &code, &off, NULL);
         double tp = 0;
-        job pc = {NULL, (tok_pretok_t)p, text, len, 0, re, md};
+        contender pc = {NULL, (tok_pretok_t)p, re, md};
         if (re && pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) == 0)
-            tp = best_of(2, run_pcre, &pc);
+            tp = timed_split(&pc, text, len, 5, &pcre_pieces);
         pcre2_code_free(re);
 
         double mf = len / tf / 1e6, mr = REF_BYTES / tr / 1e6, mp = tp > 0 ? len / tp / 1e6 : 0;
         printf("%-12s %12.1f %12.1f %12.1f %9.1fx %9.1fx\n", tok_pretok_name((tok_pretok_t)p), mf, mr, mp,
                mf / mr, mp > 0 ? mf / mp : 0);
-        printf("%-12s pieces: fast %zu, PCRE2 %zu (PCRE2 has older Unicode tables)\n", "", fast.pieces,
-               pc.pieces);
+        printf("%-12s pieces: fast %zu, PCRE2 %zu (PCRE2 has older Unicode tables)\n", "", fast_pieces,
+               pcre_pieces);
     }
     pcre2_match_data_free(md);
     free(text);

@@ -62,15 +62,43 @@ static void diag_bytes(const char *what, const uint8_t *s, size_t len)
 
 typedef size_t (*next_fn)(tok_pretok_t, const uint8_t *, size_t, size_t);
 
+/* Length of the well-formed UTF-8 sequence at s[k], or 0: decoded
+ * leniently, then accepted only if it is a scalar value whose canonical
+ * encoding is these very bytes. */
+static size_t valid_seq_len(const uint8_t *s, size_t len, size_t k)
+{
+    uint8_t b = s[k];
+    size_t n = b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 0;
+    if (!n || len - k < n)
+        return 0;
+    uint32_t cp = n == 1 ? b : (uint32_t)(b & (0x7F >> n));
+    for (size_t i = 1; i < n; i++)
+        cp = cp << 6 | (s[k + i] & 0x3Fu);
+    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    uint8_t enc[4];
+    return put_utf8(enc, cp) == n && !memcmp(enc, s + k, n) ? n : 0;
+}
+
+/* Whether a piece boundary at b would cut a well-formed sequence. */
+static int cuts_sequence(const uint8_t *s, size_t len, size_t b)
+{
+    for (size_t back = 1; back <= 3 && back <= b; back++)
+        if (valid_seq_len(s, len, b - back) > back)
+            return 1;
+    return 0;
+}
+
 /* Splits s with both functions; returns the first byte offset where their
  * pieces differ, or (size_t)-1 when they agree everywhere. Also checks that
- * every piece is non-empty and within the input. */
+ * every piece is non-empty and within the input (so the pieces concatenate
+ * to the input) and ends on a character boundary. */
 static size_t first_difference(tok_pretok_t p, next_fn a, next_fn b, const uint8_t *s, size_t len)
 {
     size_t pos = 0;
     while (pos < len) {
         size_t na = a(p, s, len, pos), nb = b(p, s, len, pos);
-        if (na != nb || na == 0 || na > len - pos)
+        if (na != nb || na == 0 || na > len - pos || cuts_sequence(s, len, pos + na))
             return pos;
         pos += na;
     }
@@ -264,6 +292,13 @@ static const split_case SPLITS[] = {
     {TOK_PRETOK_O200K, "12345", "123|45"},
     {TOK_PRETOK_O200K, "a/b//\n", "a|/b|//\n"},
     {TOK_PRETOK_O200K, "x \r\n  y", "x| \r\n| | y"},
+    /* invalid UTF-8: each bad byte is a character of no class */
+    {TOK_PRETOK_GPT2, "a\xED\xA0\x80" "b", "a|\xED\xA0\x80|b"},
+    {TOK_PRETOK_GPT2, " \xFF\xC0\x80" "abc", " \xFF\xC0\x80|abc"},
+    {TOK_PRETOK_CL100K, "\x80" "abc", "\x80" "abc"},
+    {TOK_PRETOK_CL100K, "\xF0\x9F\x98" "abc", "\xF0\x9F\x98|abc"},
+    {TOK_PRETOK_O200K, "\xE2\x82" "Abc", "\xE2\x82|Abc"},
+    {TOK_PRETOK_O200K, "\x82" "Abc", "\x82" "Abc"},
 };
 
 static void check_splits(void)
