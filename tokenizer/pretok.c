@@ -17,8 +17,9 @@
  * TOK_UC_OT only) and classified by one lookup in the two-stage table of
  * unicode_tables.c, whose flag byte already answers each class the patterns
  * use (\p{L}, \p{N}, \s, [^\s\p{L}\p{N}], [\r\n] and o200k's two case
- * classes). ASCII takes the first branch of the decoder and block 0 of the
- * table.
+ * classes). ASCII never reaches the decoder: the loops over runs read the
+ * flags of a byte from tok_uc_byte_class, which marks the bytes >= 0x80
+ * that need decoding.
  *
  * Workload: called once per piece by the BPE encoder over gigabytes of web
  * text, code and Wikipedia; pieces are short (a word, a space, a number) so

@@ -31,7 +31,9 @@ typedef enum { TOK_PRETOK_GPT2 = 1, TOK_PRETOK_CL100K = 2, TOK_PRETOK_O200K = 3 
 
 /* Length in bytes (> 0) of the pre-token starting at s[pos]; requires
  * pos < len. The piece is what tiktoken's regex matches at pos, with the
- * rest of s (up to len) as the text that follows it. */
+ * rest of s (up to len) as the text that follows it. Split a text by
+ * `for (pos = 0; pos < len; pos += n) n = tok_pretok_next(p, s, len, pos);`.
+ * Returns 1 if p is not a pattern. */
 size_t tok_pretok_next(tok_pretok_t p, const uint8_t *s, size_t len, size_t pos);
 
 /* The same, by the reference matcher (slow, obviously right). */
