@@ -476,6 +476,83 @@ static void check_long_runs(void)
     free(buf);
 }
 
+/* ---- safe cuts -------------------------------------------------------- */
+
+/* At every safe cut b of s (at most max_cuts), with the reference: b is a
+ * piece boundary of the whole text, the pieces of s[0..b) as a text of its
+ * own end the same way as those of the whole text (checked from a few
+ * pieces before b), and s[b..len) as its own text starts with the same
+ * pieces as the whole text from b. Returns the number of cuts checked, or
+ * -1 on a failure. */
+static long check_cuts_in(tok_pretok_t p, const uint8_t *s, size_t len, long max_cuts)
+{
+    size_t *bound = malloc((len + 1) * sizeof *bound), nb = 0, pos = 0;
+    while (pos < len) {
+        bound[nb++] = pos;
+        pos += tok_pretok_ref_next(p, s, len, pos);
+    }
+    bound[nb++] = len;
+    long cuts = 0;
+    size_t k = 0;
+    for (size_t b = tok_pretok_cut(s, len, 0); b < len && cuts < max_cuts;
+         b = tok_pretok_cut(s, len, b + 1), cuts++) {
+        while (k < nb && bound[k] < b)
+            k++;
+        int good = k < nb && bound[k] == b;
+        /* left side, from 3 pieces back */
+        size_t j = k >= 3 ? k - 3 : 0;
+        for (size_t q = bound[j]; good && q < b; j++) {
+            size_t n = tok_pretok_ref_next(p, s, b, q);
+            good = q + n == bound[j + 1];
+            q += n;
+        }
+        /* right side, 8 pieces */
+        size_t q = 0;
+        for (size_t i = 0; good && i < 8 && b + q < len; i++) {
+            size_t n = tok_pretok_ref_next(p, s + b, len - b, q);
+            good = b + q + n == bound[k + i + 1];
+            q += n;
+        }
+        if (!good) {
+            tap_diag("%s: cut at %zu changes the pieces", tok_pretok_name(p), b);
+            size_t from = b > 16 ? b - 16 : 0;
+            diag_bytes("context", s + from, len - from < 40 ? len - from : 40);
+            cuts = -1;
+            break;
+        }
+    }
+    free(bound);
+    return cuts;
+}
+
+static void check_cuts(void)
+{
+    long total[4] = {0};
+    uint8_t buf[600];
+    for (int i = 0; i < 3000; i++) {
+        size_t len = random_string(buf, 500);
+        /* plant a few cut shapes: printable, newline, printable */
+        for (int c = 0; c < 4; c++) {
+            size_t at = rnd_below(len + 1);
+            static const char *const shapes[] = {"x\nY", ".\n(", "'\ns", "a\n'", ";\n#", "9\n9", "/\n/", ")\n/"};
+            const char *sh = shapes[rnd_below(8)];
+            if (len + 3 > sizeof buf)
+                break;
+            memmove(buf + at + 3, buf + at, len - at);
+            memcpy(buf + at, sh, 3);
+            len += 3;
+        }
+        for (int k = 0; k < 3; k++)
+            if (total[ALL[k]] >= 0) {
+                long n = check_cuts_in(ALL[k], buf, len, 1000);
+                total[ALL[k]] = n < 0 ? -1 : total[ALL[k]] + n;
+            }
+    }
+    for (int k = 0; k < 3; k++)
+        ok(total[ALL[k]] > 1000, "%s: safe cuts keep the pieces (%ld cuts in random strings)",
+           tok_pretok_name(ALL[k]), total[ALL[k]]);
+}
+
 /* ---- real texts ------------------------------------------------------- */
 
 static const char *const TEXTS[] = {"c-headers", "tinyshakespeare", "unicode-stress", "web-html",
@@ -491,7 +568,7 @@ static void check_texts(pcre_ref *pr)
         size_t len = 0;
         gl_err_t err = {0};
         if (!path || gl_read_file(path, (size_t)1 << 30, &data, &len, &err) != 0) {
-            tap_skip(6, "test data absent (GL_DATA)");
+            tap_skip(9, "test data absent (GL_DATA)");
             free(path);
             continue;
         }
@@ -499,6 +576,8 @@ static void check_texts(pcre_ref *pr)
         for (int k = 0; k < 3; k++) {
             ok(agree(ALL[k], s, len, TEXTS[t]), "%s: %s: fast equals reference", TEXTS[t],
                tok_pretok_name(ALL[k]));
+            long cuts = check_cuts_in(ALL[k], s, len, 400);
+            ok(cuts >= 0, "%s: %s: %ld safe cuts keep the pieces", TEXTS[t], tok_pretok_name(ALL[k]), cuts);
             ok(ref_agrees_with_pcre(pr, ALL[k], s, len, TEXTS[t]), "%s: %s: reference equals PCRE2",
                TEXTS[t], tok_pretok_name(ALL[k]));
         }
@@ -555,5 +634,6 @@ int main(void)
     check_categories();
     check_long_runs();
     check_random(3000);
+    check_cuts();
     return tap_done();
 }

@@ -306,6 +306,25 @@ static size_t next_o200k(const uint8_t *s, size_t len, size_t pos)
     return whitespace(s, len, pos, 1);
 }
 
+/* Why a cut b is safe: the '\n' at b-1 is whitespace with non-space on
+ * both sides, so in every pattern the piece holding it ends at b (gpt2: a
+ * one-character whitespace run is its own piece; cl100k, o200k: `\s*[\r\n]`
+ * or the [\r\n]* (o200k: [\r\n/]*, hence no '/' at b) after punctuation
+ * ends there), with or without the text after b, and no scan started before b-1 reads past the '\n' (no run of
+ * letters, numbers, punctuation or upper-case letters contains it). The
+ * scanners only look forward, so the pieces from b on never depend on the
+ * text before. The tests check this on the real texts and random strings. */
+size_t tok_pretok_cut(const uint8_t *s, size_t len, size_t from)
+{
+    for (size_t b = from < 2 ? 2 : from; b < len; b++) {
+        if (s[b - 1] != '\n')
+            continue;
+        if (s[b - 2] > 0x20 && s[b - 2] < 0x7F && s[b] > 0x20 && s[b] < 0x7F && s[b] != '/')
+            return b;
+    }
+    return len;
+}
+
 size_t tok_pretok_next(tok_pretok_t p, const uint8_t *s, size_t len, size_t pos)
 {
     switch (p) {

@@ -36,7 +36,19 @@ typedef enum { TOK_PRETOK_GPT2 = 1, TOK_PRETOK_CL100K = 2, TOK_PRETOK_O200K = 3 
  * Returns 1 if p is not a pattern. */
 size_t tok_pretok_next(tok_pretok_t p, const uint8_t *s, size_t len, size_t pos);
 
-/* The same, by the reference matcher (slow, obviously right). */
+/* The first safe cut at or after from: a position b (2 <= b < len) where
+ * s[b-1] is '\n', s[b-2] is printable ASCII other than space (0x21..0x7E)
+ * and so is s[b] but for '/' (o200k's punctuation pieces take a trailing
+ * [\r\n/]*), or len when there is none. At a safe cut every pattern
+ * starts a piece, and splitting s[0..b) and s[b..len) as separate texts
+ * gives the same pieces as splitting s whole: a stream or a large text can
+ * be cut there into chunks pre-tokenized on their own (streaming, threads).
+ * Cutting anywhere else can change the pieces next to the cut (a word, a
+ * whitespace run or a UTF-8 sequence split in two). */
+size_t tok_pretok_cut(const uint8_t *s, size_t len, size_t from);
+
+/* The same as tok_pretok_next, by the reference matcher (slow, obviously
+ * right); p must be a pattern. */
 size_t tok_pretok_ref_next(tok_pretok_t p, const uint8_t *s, size_t len, size_t pos);
 
 /* The regex of pattern p as tiktoken writes it (static string). */
