@@ -280,16 +280,19 @@ static size_t next_o200k(const uint8_t *s, size_t len, size_t pos)
     size_t end;
     uint32_t c0 = info(s, len, pos);
     size_t n0 = LEN(c0);
-    int prefix = !(CLS(c0) & (L | N | CRLF)); /* [^\r\n\p{L}\p{N}] can be taken */
-
-    /* first alternative, with then without the optional prefix */
-    if ((prefix && (end = upper_lower(s, len, pos + n0)) != NO_MATCH) ||
-        ((CLS(c0) & (UP | LO)) && (end = upper_lower(s, len, pos)) != NO_MATCH))
-        return end + contraction(s, len, end) - pos;
-    /* second alternative */
-    if ((prefix && (end = upper_then_lower(s, len, pos + n0)) != NO_MATCH) ||
-        (end = upper_then_lower(s, len, pos)) != NO_MATCH)
-        return end + contraction(s, len, end) - pos;
+    /* The first two alternatives need a character of their classes at pos
+     * (without the optional prefix), or the prefix [^\r\n\p{L}\p{N}] at
+     * pos and such a character after it (with). Either way one of them
+     * then matches; they are tried in the regex's order. */
+    int without = (CLS(c0) & (UP | LO)) != 0;
+    int with = !(CLS(c0) & (L | N | CRLF)) && (CLS(info_at(s, len, pos + n0)) & (UP | LO));
+    if (with || without) {
+        if ((with && (end = upper_lower(s, len, pos + n0)) != NO_MATCH) ||
+            (without && (end = upper_lower(s, len, pos)) != NO_MATCH) ||
+            (with && (end = upper_then_lower(s, len, pos + n0)) != NO_MATCH) ||
+            (without && (end = upper_then_lower(s, len, pos)) != NO_MATCH))
+            return end + contraction(s, len, end) - pos;
+    }
     if (CLS(c0) & N) /* \p{N}{1,3} */
         return numbers(s, len, pos, n0);
     size_t start = NO_MATCH;
