@@ -6,7 +6,7 @@
  * pages, Wikipedia XML, the Unicode stress text) concatenated and repeated
  * up to at least 10 MB; the scanners keep no state between calls, so the
  * repetition measures the same thing as fresh text of that mix. The text is
- * split in 64 KB blocks, each timed as the best of 5 passes (2 for the
+ * split in 32 KB blocks, each timed as the best of 7 passes (2 for the
  * reference, which is timed on the first 2 MB only: it is slow by design),
  * so that time taken by other processes on a shared machine stays out. Prints MB/s and ratios; the piece
  * counts are printed too, as a check that every contender split the text.
@@ -62,7 +62,7 @@ static size_t split_block(const contender *c, const uint8_t *s, size_t len)
  * time other processes took. *pieces gets the piece count. */
 static double timed_split(const contender *c, const uint8_t *s, size_t len, int passes, size_t *pieces)
 {
-    const size_t block = 64 * 1024;
+    const size_t block = 32 * 1024;
     double total = 0;
     *pieces = 0;
     for (size_t off = 0; off < len; off += block) {
@@ -120,7 +120,7 @@ int main(void)
     for (int p = TOK_PRETOK_GPT2; p <= TOK_PRETOK_O200K; p++) {
         size_t fast_pieces, ref_pieces, pcre_pieces = 0;
         contender fast = {tok_pretok_next, (tok_pretok_t)p, NULL, NULL};
-        double tf = timed_split(&fast, text, len, 5, &fast_pieces);
+        double tf = timed_split(&fast, text, len, 7, &fast_pieces);
         contender ref = {tok_pretok_ref_next, (tok_pretok_t)p, NULL, NULL};
         double tr = timed_split(&ref, text, REF_BYTES, 2, &ref_pieces);
 
@@ -131,7 +131,7 @@ int main(void)
         double tp = 0;
         contender pc = {NULL, (tok_pretok_t)p, re, md};
         if (re && pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) == 0)
-            tp = timed_split(&pc, text, len, 5, &pcre_pieces);
+            tp = timed_split(&pc, text, len, 7, &pcre_pieces);
         pcre2_code_free(re);
 
         double mf = len / tf / 1e6, mr = REF_BYTES / tr / 1e6, mp = tp > 0 ? len / tp / 1e6 : 0;
