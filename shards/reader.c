@@ -8,15 +8,18 @@
  * file is an error message and never a crash: the file must hold all the
  * pages LMDB's meta page claims (a truncated file would otherwise SIGBUS on
  * access), the magic and format version must match, the manifest must
- * parse and agree with the offsets table, and every token record must have
- * exactly the size the offsets give and lie inside the file. That pass also
- * collects a pointer per document, so random access and the sampler are a
- * binary search and a memcpy, with no B-tree walk per read.
+ * parse and agree with the offsets and chunk tables, every token chunk must
+ * have exactly the size the chunk table gives and lie inside the file, and
+ * every document must sit inside one chunk. That pass also collects a
+ * pointer per chunk and per document, so random access and the sampler are
+ * a binary search and a memcpy, with no B-tree walk per read.
  */
 #include "shards/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -27,10 +30,14 @@ struct shard_reader {
     MDB_txn *txn;
     MDB_dbi dbi_meta, dbi_tokens, dbi_docs;
     Gptline__ShardManifest *man;
-    uint64_t file_size;
+    uint64_t file_size, body_size;
+    int file_checked;
     const uint8_t *map_lo, *map_hi; /* the file's bytes inside the map */
     const uint64_t *offsets;        /* doc_count + 1, in the map (8-aligned copy if needed) */
     uint64_t *offsets_copy;
+    const uint64_t *cstart;         /* chunk_count + 1 stream positions */
+    uint64_t *cstart_copy;
+    const uint8_t **chunk_ptr;      /* chunk_count */
     const uint8_t **doc_ptr;        /* doc_count */
     uint32_t width;
     unsigned psize;
@@ -68,7 +75,13 @@ static int find_map(shard_reader_t *r, gl_err_t *err)
         return gl_err_set(err, GL_ECORRUPT, "%s: not a sealed gptline shard (magic or manifest record missing or damaged)",
                           r->path);
     r->map_lo = a;
-    r->map_hi = a + r->file_size;
+    r->map_hi = a + r->body_size;
+#ifdef MADV_HUGEPAGE
+    /* Let page-cache readahead build 2 MiB folios and map them with huge
+     * pages: random training windows then cost far fewer TLB misses.
+     * Advice only; failure changes nothing. */
+    madvise((void *)a, (size_t)r->body_size, MADV_HUGEPAGE);
+#endif
     return GL_OK;
 }
 
@@ -82,6 +95,30 @@ static int get_meta_key(shard_reader_t *r, const char *key, MDB_val *v, gl_err_t
         return shard_mdb_err(err, rc, r->path, "reading meta");
     if (!inside(r, v->mv_data, v->mv_size))
         return gl_err_set(err, GL_ECORRUPT, "%s: '%s' record lies outside the file", r->path, key);
+    return GL_OK;
+}
+
+/* Loads a u64 table of n entries from the meta database (zero-copy when
+ * the record is 8-byte aligned in the map, else copied). */
+static int load_u64_table(shard_reader_t *r, const char *key, uint64_t n, const uint64_t **out, uint64_t **copy,
+                          gl_err_t *err)
+{
+    MDB_val v;
+    int rc = get_meta_key(r, key, &v, err);
+    if (rc)
+        return rc;
+    if (n > SIZE_MAX / 8 || v.mv_size != n * 8)
+        return gl_err_set(err, GL_ECORRUPT, "%s: '%s' table has %zu bytes for %llu entries", r->path, key,
+                          v.mv_size, (unsigned long long)n);
+    if (((uintptr_t)v.mv_data & 7) == 0) {
+        *out = v.mv_data;
+        return GL_OK;
+    }
+    *copy = malloc(v.mv_size);
+    if (!*copy)
+        return gl_err_set(err, GL_ENOMEM, "%s: out of memory", r->path);
+    memcpy(*copy, v.mv_data, v.mv_size);
+    *out = *copy;
     return GL_OK;
 }
 
@@ -117,21 +154,10 @@ static int validate(shard_reader_t *r, gl_err_t *err)
         return gl_err_set(err, GL_ECORRUPT, "%s: unknown record kind %d", r->path, (int)m->kind);
     r->width = m->token_width;
 
-    if ((rc = get_meta_key(r, SHARD_KEY_OFFSETS, &v, err)))
+    if ((rc = load_u64_table(r, SHARD_KEY_OFFSETS, m->doc_count + 1, &r->offsets, &r->offsets_copy, err)) ||
+        (rc = load_u64_table(r, SHARD_KEY_CHUNKS, m->chunk_count + 1, &r->cstart, &r->cstart_copy, err)))
         return rc;
-    if (m->doc_count > (SIZE_MAX / 8) - 1 || v.mv_size != (m->doc_count + 1) * 8)
-        return gl_err_set(err, GL_ECORRUPT, "%s: offsets table has %zu bytes for %llu documents", r->path,
-                          v.mv_size, (unsigned long long)m->doc_count);
-    if (((uintptr_t)v.mv_data & 7) == 0) {
-        r->offsets = v.mv_data;
-    } else {
-        r->offsets_copy = malloc(v.mv_size);
-        if (!r->offsets_copy)
-            return gl_err_set(err, GL_ENOMEM, "%s: out of memory", r->path);
-        memcpy(r->offsets_copy, v.mv_data, v.mv_size);
-        r->offsets = r->offsets_copy;
-    }
-    const uint64_t *off = r->offsets;
+    const uint64_t *off = r->offsets, *cs = r->cstart;
     if (off[0] != 0 || off[m->doc_count] != m->token_count)
         return gl_err_set(err, GL_ECORRUPT, "%s: offsets table disagrees with the manifest's %llu tokens",
                           r->path, (unsigned long long)m->token_count);
@@ -139,43 +165,108 @@ static int validate(shard_reader_t *r, gl_err_t *err)
         if (off[i + 1] < off[i])
             return gl_err_set(err, GL_ECORRUPT, "%s: offsets table not increasing at document %llu", r->path,
                               (unsigned long long)i);
+    if (cs[0] != 0 || cs[m->chunk_count] != m->token_count + m->doc_count)
+        return gl_err_set(err, GL_ECORRUPT, "%s: chunk table does not cover the %llu-token stream", r->path,
+                          (unsigned long long)(m->token_count + m->doc_count));
+    for (uint64_t c = 0; c < m->chunk_count; c++)
+        if (cs[c + 1] <= cs[c])
+            return gl_err_set(err, GL_ECORRUPT, "%s: chunk table not increasing at chunk %llu", r->path,
+                              (unsigned long long)c);
 
-    /* One pass over the token records: keys, sizes, bounds, pointers. */
+    /* One pass over the chunk records: keys, sizes, bounds, pointers. */
+    r->chunk_ptr = malloc((m->chunk_count ? m->chunk_count : 1) * sizeof *r->chunk_ptr);
     r->doc_ptr = malloc((m->doc_count ? m->doc_count : 1) * sizeof *r->doc_ptr);
-    if (!r->doc_ptr)
+    if (!r->chunk_ptr || !r->doc_ptr)
         return gl_err_set(err, GL_ENOMEM, "%s: out of memory", r->path);
     MDB_cursor *cur;
     if ((rc = mdb_cursor_open(r->txn, r->dbi_tokens, &cur)))
         return shard_mdb_err(err, rc, r->path, "mdb_cursor_open");
     MDB_val k;
-    uint64_t i = 0;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), i++) {
+    uint64_t c = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), c++) {
         size_t key;
         if (k.mv_size != sizeof key) {
             rc = -1;
             break;
         }
         memcpy(&key, k.mv_data, sizeof key);
-        if (i >= m->doc_count || key != i || v.mv_size != (off[i + 1] - off[i]) * r->width ||
-            !inside(r, v.mv_data, v.mv_size)) {
+        if (c >= m->chunk_count || key != c || v.mv_size / r->width != cs[c + 1] - cs[c] ||
+            v.mv_size % r->width || !inside(r, v.mv_data, v.mv_size)) {
             rc = -1;
             break;
         }
-        r->doc_ptr[i] = v.mv_data;
+        r->chunk_ptr[c] = v.mv_data;
     }
     mdb_cursor_close(cur);
     if (rc == -1)
-        return gl_err_set(err, GL_ECORRUPT, "%s: token record %llu does not match the offsets table", r->path,
-                          (unsigned long long)i);
+        return gl_err_set(err, GL_ECORRUPT, "%s: token chunk %llu does not match the chunk table", r->path,
+                          (unsigned long long)c);
     if (rc != MDB_NOTFOUND)
         return shard_mdb_err(err, rc, r->path, "reading tokens");
-    if (i != m->doc_count)
-        return gl_err_set(err, GL_ECORRUPT, "%s: %llu token records, manifest says %llu", r->path,
-                          (unsigned long long)i, (unsigned long long)m->doc_count);
+    if (c != m->chunk_count)
+        return gl_err_set(err, GL_ECORRUPT, "%s: %llu token chunks, manifest says %llu", r->path,
+                          (unsigned long long)c, (unsigned long long)m->chunk_count);
+
+    /* Every document and its end-of-text lie inside one chunk. */
+    c = 0;
+    for (uint64_t i = 0; i < m->doc_count; i++) {
+        uint64_t a = off[i] + i, b = off[i + 1] + i + 1;
+        while (c < m->chunk_count && cs[c + 1] <= a)
+            c++;
+        if (c == m->chunk_count || a < cs[c] || b > cs[c + 1])
+            return gl_err_set(err, GL_ECORRUPT, "%s: document %llu spans token chunks", r->path,
+                              (unsigned long long)i);
+        r->doc_ptr[i] = r->chunk_ptr[c] + (a - cs[c]) * r->width;
+    }
     return GL_OK;
 }
 
-shard_reader_t *shard_open(const char *path, gl_err_t *err)
+int shard_trailer_read(int fd, const char *path, uint64_t file_size, shard_trailer_t *t, gl_err_t *err)
+{
+    uint8_t raw[SHARD_TRAILER_LEN];
+    if (file_size < SHARD_TRAILER_LEN)
+        return gl_err_set(err, GL_ECORRUPT, "%s: not a gptline shard (%llu bytes is too small)", path,
+                          (unsigned long long)file_size);
+    if (pread(fd, raw, sizeof raw, (off_t)(file_size - sizeof raw)) != (ssize_t)sizeof raw)
+        return gl_err_set(err, GL_EIO, "%s: reading the trailer: %s", path, strerror(errno));
+    if (memcmp(raw, SHARD_TRAILER_MAGIC, sizeof SHARD_TRAILER_MAGIC))
+        return gl_err_set(err, GL_ECORRUPT, "%s: no shard trailer: not a sealed gptline shard, or truncated", path);
+    uint32_t ver;
+    uint64_t h;
+    memcpy(&ver, raw + 8, 4);
+    memcpy(&t->body_len, raw + 16, 8);
+    memcpy(&t->body_xxh3, raw + 24, 8);
+    memcpy(&h, raw + 32, 8);
+    if (h != XXH3_64bits(raw, 32))
+        return gl_err_set(err, GL_ECORRUPT, "%s: shard trailer damaged", path);
+    if (ver != SHARD_FORMAT_VERSION)
+        return gl_err_set(err, GL_EVERSION, "%s: shard format version %u; this build reads version %u", path, ver,
+                          SHARD_FORMAT_VERSION);
+    if (t->body_len != file_size - SHARD_TRAILER_LEN)
+        return gl_err_set(err, GL_ECORRUPT, "%s: file has %llu bytes, its trailer says %llu", path,
+                          (unsigned long long)file_size, (unsigned long long)(t->body_len + SHARD_TRAILER_LEN));
+    return GL_OK;
+}
+
+static int check_file_hash(const char *path, gl_err_t *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return gl_err_set(err, errno == ENOENT ? GL_ENOTFOUND : GL_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    shard_trailer_t t = {0};
+    uint64_t h = 0;
+    int rc;
+    if (fstat(fd, &st) < 0)
+        rc = gl_err_set(err, GL_EIO, "%s: %s", path, strerror(errno));
+    else if (!(rc = shard_trailer_read(fd, path, (uint64_t)st.st_size, &t, err)) &&
+             !(rc = shard_hash_fd(fd, path, t.body_len, &h, err)) && h != t.body_xxh3)
+        rc = gl_err_set(err, GL_ECORRUPT, "%s: file checksum mismatch (data corrupted)", path);
+    close(fd);
+    return rc;
+}
+
+shard_reader_t *shard_open(const char *path, unsigned flags, gl_err_t *err)
 {
     shard_reader_t *r = gl_xcalloc(1, sizeof *r);
     r->path = gl_xstrdup(path);
@@ -189,7 +280,30 @@ shard_reader_t *shard_open(const char *path, gl_err_t *err)
         gl_err_set(err, GL_EINVAL, "%s: not a regular file", path);
         goto fail;
     }
-    r->file_size = (uint64_t)st.st_size;
+    if (flags & SHARD_OPEN_CHECKSUM) {
+        if (check_file_hash(path, err))
+            goto fail;
+        r->file_checked = 1;
+    }
+    {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        shard_trailer_t t;
+        if (fd < 0) {
+            gl_err_set(err, GL_EIO, "%s: %s", path, strerror(errno));
+            goto fail;
+        }
+        rc = shard_trailer_read(fd, path, (uint64_t)st.st_size, &t, err);
+        close(fd);
+        if (rc)
+            goto fail;
+        r->file_size = (uint64_t)st.st_size;
+        r->body_size = t.body_len;
+    }
+    if (r->body_size < 2 * (uint64_t)sysconf(_SC_PAGESIZE)) {
+        gl_err_set(err, GL_ECORRUPT, "%s: not a gptline shard (%llu bytes is too small)", path,
+                   (unsigned long long)r->body_size);
+        goto fail;
+    }
     if ((rc = mdb_env_create(&r->env))) {
         shard_mdb_err(err, rc, path, "mdb_env_create");
         goto fail;
@@ -208,9 +322,9 @@ shard_reader_t *shard_open(const char *path, gl_err_t *err)
     mdb_env_info(r->env, &info);
     mdb_env_stat(r->env, &est);
     uint64_t need = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
-    if (need > r->file_size) {
-        gl_err_set(err, GL_ECORRUPT, "%s: truncated: file has %llu bytes, its pages need %llu", path,
-                   (unsigned long long)r->file_size, (unsigned long long)need);
+    if (need > r->body_size) {
+        gl_err_set(err, GL_ECORRUPT, "%s: damaged: LMDB part has %llu bytes, its pages need %llu", path,
+                   (unsigned long long)r->body_size, (unsigned long long)need);
         goto fail;
     }
     r->last_pgno = info.me_last_pgno;
@@ -253,6 +367,8 @@ void shard_close(shard_reader_t **rp)
     if (r->man)
         gptline__shard_manifest__free_unpacked(r->man, NULL);
     free(r->offsets_copy);
+    free(r->cstart_copy);
+    free(r->chunk_ptr);
     free(r->doc_ptr);
     free(r->path);
     free(r);
@@ -266,8 +382,9 @@ uint64_t shard_token_count(const shard_reader_t *r) { return r->man->token_count
 uint64_t shard_file_size(const shard_reader_t *r) { return r->file_size; }
 
 /* For the dataset's hot path: pointers and offsets without re-validation. */
-const uint8_t *const *shard_doc_ptrs(const shard_reader_t *r) { return r->doc_ptr; }
-const uint64_t *shard_offsets(const shard_reader_t *r) { return r->offsets; }
+const uint8_t *const *shard_chunk_ptrs(const shard_reader_t *r) { return r->chunk_ptr; }
+const uint64_t *shard_chunk_starts(const shard_reader_t *r) { return r->cstart; }
+uint64_t shard_chunk_count(const shard_reader_t *r) { return r->man->chunk_count; }
 
 int shard_tokens(const shard_reader_t *r, uint64_t i, shard_tokens_t *out, gl_err_t *err)
 {
@@ -303,8 +420,8 @@ int shard_meta(const shard_reader_t *r, uint64_t i, const uint8_t **data, size_t
 
 int shard_doc_meta(const shard_reader_t *r, uint64_t i, Gptline__DocMeta **out, gl_err_t *err)
 {
-    const uint8_t *d;
-    size_t n;
+    const uint8_t *d = NULL;
+    size_t n = 0;
     int rc = shard_meta(r, i, &d, &n, err);
     if (rc)
         return rc;
@@ -320,22 +437,30 @@ int shard_doc_meta(const shard_reader_t *r, uint64_t i, Gptline__DocMeta **out, 
 int shard_verify(const shard_reader_t *r, gl_err_t *err)
 {
     const Gptline__ShardManifest *m = r->man;
+    if (!r->file_checked && check_file_hash(r->path, err))
+        return err ? err->code : GL_ECORRUPT;
     XXH3_state_t *ht = XXH3_createState(), *hm = XXH3_createState();
     XXH3_64bits_reset(ht);
     XXH3_64bits_reset(hm);
     int rc = GL_OK;
     MDB_cursor *cur = NULL;
     uint64_t n = 0;
+    for (uint64_t c = 0; c < m->chunk_count; c++)
+        XXH3_64bits_update(ht, r->chunk_ptr[c], (r->cstart[c + 1] - r->cstart[c]) * r->width);
     for (uint64_t i = 0; i < m->doc_count; i++) {
-        shard_tokens_t t;
+        shard_tokens_t t = {0};
         shard_tokens(r, i, &t, NULL);
-        XXH3_64bits_update(ht, t.data, t.n * t.width);
         for (uint64_t j = 0; j < t.n; j++)
             if (shard_token_at(&t, j) >= m->tokenizer->vocab_size) {
                 rc = gl_err_set(err, GL_ECORRUPT, "%s: document %llu: token %u outside the vocabulary",
                                 r->path, (unsigned long long)i, shard_token_at(&t, j));
                 goto out;
             }
+        if (shard_token_at(&t, t.n) != m->tokenizer->eot_id) {
+            rc = gl_err_set(err, GL_ECORRUPT, "%s: document %llu is not followed by end-of-text", r->path,
+                            (unsigned long long)i);
+            goto out;
+        }
     }
     if (XXH3_64bits_digest(ht) != m->tokens_xxh3) {
         rc = gl_err_set(err, GL_ECORRUPT, "%s: token checksum mismatch (data corrupted)", r->path);

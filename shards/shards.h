@@ -13,6 +13,14 @@
  *   docs    doc index -> metadata record (protobuf; DocMeta for DOCUMENTS,
  *           SftConversation / RmRanking / RlPrompt for the later stages)
  *
+ * After LMDB's pages the sealed file ends with a 64-byte trailer: "GLSHEND\0",
+ * u32 format version, u32 reserved, u64 length of the LMDB part, u64
+ * XXH3-64 of the LMDB part, u64 XXH3-64 of the trailer's first 32 bytes.
+ * Opening checks the trailer and the size (so a truncated or unsealed file
+ * is refused before LMDB sees it); SHARD_OPEN_CHECKSUM also hashes the
+ * whole file first, so that no corruption anywhere reaches LMDB, which
+ * trusts its pages.
+ *
  * A dataset is a folder of sealed shards of one record kind and tokenizer.
  * Its token stream is every document of every shard (shards in name order),
  * each followed by the end-of-text id; the sampler cuts (B, T+1) windows
@@ -33,6 +41,8 @@
 
 #define SHARD_FORMAT_VERSION 1
 #define SHARD_MAGIC "GLSHARD"  /* 7 chars + NUL = 8 bytes on disk */
+#define SHARD_TRAILER_MAGIC "GLSHEND"
+#define SHARD_TRAILER_LEN 64
 #define SHARD_SUFFIX ".mdb"
 #define SHARD_TMP_SUFFIX ".tmp"
 
@@ -48,7 +58,7 @@ typedef struct {
     uint32_t eot_id;            /* must be < vocab_size */
     const char *command;        /* provenance: what wrote it ("shards pack") */
     uint32_t rank, world;       /* provenance: ingest worker rank/world */
-    size_t batch_bytes;         /* bytes buffered per transaction; default 64 MiB */
+    size_t chunk_bytes;         /* token bytes per chunk and transaction; default 1 MiB */
     size_t map_size;            /* initial LMDB map size; default 1 GiB; grows */
 } shard_writer_opts_t;
 
@@ -107,10 +117,15 @@ static inline uint32_t shard_token_at(const shard_tokens_t *t, uint64_t i)
     return v;
 }
 
-/* Opens a sealed shard read-only. Validates the LMDB file, its size against
- * its pages (a truncated file is an error, not a crash), the magic, the
- * format version, the manifest and the offsets. Caller owns the reader. */
-shard_reader_t *shard_open(const char *path, gl_err_t *err);
+/* Flags of shard_open. */
+#define SHARD_OPEN_CHECKSUM 1u /* hash the whole file before trusting it */
+
+/* Opens a sealed shard read-only. Validates the trailer, the file's size
+ * against its pages (a truncated file is an error, not a crash), the magic,
+ * the format version, the manifest and the offsets; with
+ * SHARD_OPEN_CHECKSUM first the whole file's checksum. Caller owns the
+ * reader. */
+shard_reader_t *shard_open(const char *path, unsigned flags, gl_err_t *err);
 /* NULL-safe; nulls *r. Invalidates every view taken from it. */
 void shard_close(shard_reader_t **r);
 
@@ -132,8 +147,10 @@ int shard_meta(const shard_reader_t *r, uint64_t i, const uint8_t **data, size_t
  * gptline__doc_meta__free_unpacked(m, NULL). */
 int shard_doc_meta(const shard_reader_t *r, uint64_t i, Gptline__DocMeta **out, gl_err_t *err);
 
-/* Reads every record and checks the token and metadata checksums and
- * counts against the manifest. GL_ECORRUPT names the shard and the check. */
+/* Checks the whole-file checksum (unless the reader was opened with
+ * SHARD_OPEN_CHECKSUM), then reads every record and checks the token and
+ * metadata checksums and counts against the manifest. GL_ECORRUPT names the
+ * shard and the check. */
 int shard_verify(const shard_reader_t *r, gl_err_t *err);
 
 /* ---- dataset ---------------------------------------------------------- */
@@ -144,7 +161,7 @@ typedef struct shard_dataset shard_dataset_t;
  * writers still running or killed are skipped (and counted). All shards
  * must share the record kind and tokenizer (GL_EMISMATCH otherwise). An
  * empty folder is a valid empty dataset. Caller owns the dataset. */
-shard_dataset_t *shard_dataset_open(const char *dir, gl_err_t *err);
+shard_dataset_t *shard_dataset_open(const char *dir, unsigned flags, gl_err_t *err);
 /* NULL-safe; nulls *d. */
 void shard_dataset_close(shard_dataset_t **d);
 
