@@ -19,9 +19,9 @@ CC ?= cc
 PYTHON ?= /usr/bin/python3
 DATA ?= $(abspath ../shared/data)
 
-DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0
+DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0 ompi-c
 DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && command -v protoc-c >/dev/null \
-             && command -v prove >/dev/null && command -v xxd >/dev/null && echo yes)
+             && command -v prove >/dev/null && command -v xxd >/dev/null && command -v mpirun >/dev/null && echo yes)
 
 ifneq ($(DEPS_OK),yes)
 # Missing dependencies: install them, then run the same goal again (once).

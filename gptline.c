@@ -6,11 +6,14 @@
  */
 #include "common/common.h"
 #include "shards/shards.h"
+#include "trainer/run.h"
 
 #include <string.h>
 
 static const gl_cmd_t commands[] = {
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
+    {"train", train_cmd, "train a GPT: pretrain, sft"},
+    {"eval", train_eval_cmd, "loss, perplexity and bits per byte of a checkpoint on shards"},
     {NULL, NULL, NULL},
 };
 

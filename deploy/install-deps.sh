@@ -17,7 +17,8 @@ libprotobuf-c-dev protobuf-c-compiler
 libxxhash-dev
 libjansson-dev
 libpcre2-dev
-libxml2-dev"
+libxml2-dev
+libopenmpi-dev openmpi-bin"
 
 # Test tools: prove (TAP runner) comes with perl; PyTorch and NumPy for the
 # trainer's reference implementation (tests/ref, bench).
