@@ -19,7 +19,7 @@ CC ?= cc
 PYTHON ?= /usr/bin/python3
 DATA ?= $(abspath ../shared/data)
 
-DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0 ompi-c
+DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0 ompi-c cairo
 DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && command -v protoc-c >/dev/null \
              && command -v prove >/dev/null && command -v xxd >/dev/null && command -v mpirun >/dev/null && echo yes)
 

@@ -18,7 +18,8 @@ libxxhash-dev
 libjansson-dev
 libpcre2-dev
 libxml2-dev
-libopenmpi-dev openmpi-bin"
+libopenmpi-dev openmpi-bin
+libcairo2-dev fonts-dejavu-core"
 
 # Test tools: prove (TAP runner) comes with perl; PyTorch and NumPy for the
 # trainer's reference implementation (tests/ref, bench).

@@ -28,6 +28,7 @@ awk -v f="$first" -v l="$last" 'BEGIN {exit !(l < f - 1.0)}'; _result $? "loss f
 is "a metrics line per step" "$(losses "$TMP/a" | wc -l)" 40
 is "latest names the last checkpoint" "$(cat "$TMP/a/latest")" "ckpt-00000040"
 grep -q '"val_loss"' "$TMP/a/metrics.jsonl"; _result $? "evaluation recorded"
+is "loss curves rendered to a PNG" "$(head -c 8 "$TMP/a/loss.png" | od -An -tx1 | tr -d ' ')" "89504e470d0a1a0a"
 
 # stop at 20, resume to 40: the same losses, bit for bit
 check "run to step 20 of 40" $G train pretrain --data "$TMP/train" --out "$TMP/b" $M --steps 40 --until 20 --ckpt-every 10

@@ -705,6 +705,13 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                             ev.bpb);
             }
         }
+        if (lead && (eval_now || st.step == until)) {
+            char *png = gl_path_join(o->out, "loss.png");
+            gl_err_t perr;
+            if (train_plot_metrics(metrics_path, png, &perr))
+                gl_warn("%s", perr.msg); /* a missing picture does not stop training */
+            free(png);
+        }
         int stop = train_dist_any_error(dist, stop_requested);
         if ((o->ckpt_every > 0 && st.step % o->ckpt_every == 0) || st.step == until || stop) {
             if (lead && (rc = save_checkpoint(o->out, o, &m, &opt, &st, dist->world, err)))

@@ -9,6 +9,7 @@
  *                      sampler position, options); written as
  *                      ckpt-NNNNNNNN.tmp and renamed, so it is whole or absent
  *   latest             the name of the newest complete checkpoint
+ *   loss.png           the loss curves, redrawn at each evaluation and at the end
  * A run killed at any point resumes from `latest` with --resume and
  * produces the same losses as an uninterrupted run with the same thread
  * count and world size.
@@ -80,6 +81,10 @@ int train_eval_dataset(train_model_t *m, const char *data, int B, int T, int max
 /* The checkpoint file of a model: path itself if it is a file, else
  * path/model.safetensors, else the model of path/latest. Caller frees. */
 char *train_checkpoint_model_path(const char *path, gl_err_t *err);
+
+/* Renders metrics.jsonl to a PNG (loss, held-out loss, learning rate,
+ * throughput); written atomically. */
+int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err);
 
 /* `gptline train ...` and `gptline eval ...` */
 int train_cmd(int argc, char **argv);
