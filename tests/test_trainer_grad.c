@@ -157,7 +157,7 @@ static double at_f(void *p)
     if (c->ref)
         train_k_attention_forward_ref(c->out, c->lse, c->qkv, c->B, c->T, c->C, c->NH, c->rows, 1);
     else
-        train_k_attention_forward(c->out, c->lse, c->qkv, c->B, c->T, c->C, c->NH, c->rows);
+        train_k_attention_forward(c->out, c->lse, c->qkv, c->B, c->T, c->C, c->NH, c->rows, 1);
     return dotd(c->out, c->r, (size_t)c->B * c->T * c->C);
 }
 
@@ -181,11 +181,11 @@ static void test_attention_tiled(void)
     float *d1 = vec(nq), *d2 = vec(nq), *scr = vec(2 * (size_t)TRAIN_ATT_TQ * T + T);
     fill(qkv, nq, 2.0f, 0);
     fill(r, no, 1, 0);
-    train_k_attention_forward(o1, l1, qkv, B, T, C, NH, scr);
+    train_k_attention_forward(o1, l1, qkv, B, T, C, NH, scr, 1);
     train_k_attention_forward_ref(o2, l2, qkv, B, T, C, NH, scr, 1);
     ok(max_rel(o1, o2, no) < 1e-5, "tiled attention output = reference (rel %.1e)", max_rel(o1, o2, no));
     ok(max_rel(l1, l2, nl) < 1e-5, "tiled attention lse = reference (rel %.1e)", max_rel(l1, l2, nl));
-    train_k_attention_backward(d1, r, qkv, o1, l1, B, T, C, NH, scr);
+    train_k_attention_backward(d1, r, qkv, o1, l1, B, T, C, NH, scr, 1);
     train_k_attention_backward_ref(d2, r, qkv, o2, l2, B, T, C, NH);
     ok(max_rel(d1, d2, nq) < 1e-4, "tiled attention dqkv = reference (rel %.1e)", max_rel(d1, d2, nq));
     free(qkv); free(o1); free(o2); free(l1); free(l2); free(r); free(d1); free(d2); free(scr);
@@ -203,7 +203,7 @@ static void test_attention(void)
     if (ref)
         train_k_attention_backward_ref(dqkv, c.r, c.qkv, c.out, c.lse, c.B, c.T, c.C, c.NH);
     else
-        train_k_attention_backward(dqkv, c.r, c.qkv, c.out, c.lse, c.B, c.T, c.C, c.NH, c.rows);
+        train_k_attention_backward(dqkv, c.r, c.qkv, c.out, c.lse, c.B, c.T, c.C, c.NH, c.rows, 1);
     CHECK(at_f, &c, c.qkv, dqkv, nq, ref ? "reference attention dqkv" : "attention dqkv");
     /* Causality: the first token's output is its own value vector. */
     int okv = 1;
@@ -318,6 +318,51 @@ static void test_model(void)
     train_model_free(&m);   /* free is idempotent */
 }
 
+/* The threaded paths (slabbed sgemm, heads over threads, per-thread
+ * LayerNorm sums) against one thread, on a batch big enough to take them. */
+static void test_threads(void)
+{
+    train_config_t cfg = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 160, .vocab_size = 100};
+    int B = 4, T = 160, N = B * T;
+    train_model_t m;
+    gl_err_t err = {0};
+    train_set_threads(2);
+    is_int(train_model_init(&m, &cfg, B, T, TRAIN_GRADS, &err), GL_OK, "threaded model init %s", err.msg);
+    ok(m.nthreads == 2, "two thread slots (%d)", m.nthreads);
+    train_model_init_weights(&m, 3);
+    int32_t *tok = malloc(sizeof(int32_t) * N), *tgt = malloc(sizeof(int32_t) * N);
+    for (int i = 0; i < N; i++) {
+        tok[i] = (i * 37 + 11) % 100;
+        tgt[i] = (i * 53 + 7) % 100;
+    }
+    float *g[2], *lg[2];
+    for (int run = 0; run < 2; run++) {
+        train_set_threads(run ? 1 : 2);
+        is_int(train_model_forward(&m, tok, tgt, NULL, B, T, &err), GL_OK, "forward with %d threads", 2 - run);
+        lg[run] = vec((size_t)N * 100);
+        memcpy(lg[run], m.acts.logits, (size_t)N * 100 * sizeof(float));
+        train_model_zero_grad(&m);
+        train_model_backward(&m, 1.0f);
+        g[run] = vec(m.n_params);
+        memcpy(g[run], m.grads_mem, m.n_params * sizeof(float));
+    }
+    ok(max_rel(lg[0], lg[1], (size_t)N * 100) < 1e-5, "logits: 2 threads = 1 thread (rel %.1e)",
+       max_rel(lg[0], lg[1], (size_t)N * 100));
+    for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
+        size_t off = m.params.t[k] - m.params_mem;
+        double e = max_rel(g[0] + off, g[1] + off, m.sizes[k]);
+        ok(e < 1e-4, "gradient of %s: 2 threads = 1 thread (rel %.1e)", train_param_name(k), e);
+    }
+    train_set_threads(2);
+    for (int run = 0; run < 2; run++) {
+        free(g[run]);
+        free(lg[run]);
+    }
+    free(tok);
+    free(tgt);
+    train_model_free(&m);
+}
+
 int main(void)
 {
     test_encoder();
@@ -328,5 +373,6 @@ int main(void)
     test_attention_tiled();
     test_crossentropy();
     test_model();
+    test_threads();
     return tap_done();
 }

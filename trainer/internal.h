@@ -34,17 +34,21 @@ void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dou
 void train_k_gelu_forward(float *out, const float *inp, size_t n);
 /* d *= gelu'(inp), in place. */
 void train_k_gelu_backward(float *d, const float *inp, size_t n);
+/* C = alpha op(A) op(B) + beta C (row-major; ta, tb: transpose A, B),
+ * split over the OpenMP threads, each running a one-thread sgemm. */
+void train_k_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc);
 /* Causal self-attention. qkv (B,T,3C): q|k|v per token, heads side by side;
- * out (B,T,C); lse (B,NH,T) log-sum-exp per softmax row. Products on sgemm
- * per head and block of TRAIN_ATT_TQ query rows; scratch: TRAIN_ATT_TQ * T
- * floats (forward), twice that (backward). */
+ * out (B,T,C); lse (B,NH,T) log-sum-exp per softmax row. Threads over
+ * heads, products on sgemm per block of TRAIN_ATT_TQ query rows; scratch:
+ * nthreads * 2 * TRAIN_ATT_TQ * T floats. */
 #define TRAIN_ATT_TQ 128
 void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
-                               int NH, float *scratch);
+                               int NH, float *scratch, int nthreads);
 /* dqkv (B,T,3C), overwritten, from dout (B,T,C) and the forward's out, lse. */
 void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv,
                                 const float *out, const float *lse, int B, int T, int C, int NH,
-                                float *scratch);
+                                float *scratch, int nthreads);
 /* The portable row-by-row version the tests compare the above against:
  * rows is nthreads * T floats; threads over (batch, head). */
 void train_k_attention_forward_ref(float *out, float *lse, const float *qkv, int B, int T, int C,

@@ -36,6 +36,41 @@ static int thread_id(void)
  * costs more than the work (small batches, generation, tests). */
 #define PAR_MIN ((size_t)1 << 15)
 
+/* C = alpha op(A) op(B) + beta C, row-major, threaded by us: the output is
+ * cut into slabs of rows (or of columns, when it is wide and short) and
+ * each OpenMP thread runs a single-threaded sgemm on its slab. One thread
+ * pool for the whole trainer: OpenBLAS's own pool would spin against
+ * OpenMP's between calls (train_set_threads keeps OpenBLAS at one thread). */
+void train_k_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc)
+{
+    enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+    int nt = 1;
+#ifdef _OPENMP
+    if ((double)M * N * K > 4e6 && !omp_in_parallel())
+        nt = omp_get_max_threads();
+#endif
+    if (nt <= 1) {
+        cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int by_rows = M >= N;
+    int len = by_rows ? M : N;
+    int chunk = (len + nt - 1) / nt;
+    chunk = (chunk + 15) & ~15;
+    int nchunks = (len + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static, 1) num_threads(nt)
+    for (int c = 0; c < nchunks; c++) {
+        int o = c * chunk, n = len - o < chunk ? len - o : chunk;
+        if (by_rows)
+            cblas_sgemm(CblasRowMajor, TA, TB, n, N, K, alpha, ta ? A + o : A + (size_t)o * lda, lda, B,
+                        ldb, beta, C + (size_t)o * ldc, ldc);
+        else
+            cblas_sgemm(CblasRowMajor, TA, TB, M, n, K, alpha, A, lda, tb ? B + (size_t)o * ldb : B + o,
+                        ldb, beta, C + o, ldc);
+    }
+}
+
 /* ---- layers: embeddings ------------------------------------------------ */
 
 void train_k_encoder_forward(float *out, const int32_t *tok, const float *wte, const float *wpe,
@@ -146,8 +181,7 @@ void train_k_matmul_forward(float *out, const float *inp, const float *w, const 
             memcpy(o, bias, (size_t)OC * sizeof(float));
         }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f, inp, IC, w, OC,
-                1.0f, out, OC);
+    train_k_gemm(0, 0, N, OC, IC, 1.0f, inp, IC, w, OC, 1.0f, out, OC);
 }
 
 /* dinp = dout w^T (overwritten; skipped when NULL); dw += inp^T dout;
@@ -156,10 +190,8 @@ void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dou
                             const float *inp, const float *w, int N, int IC, int OC)
 {
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, OC, 1.0f, dout, OC, w, OC,
-                    0.0f, dinp, IC);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N, 1.0f, inp, IC, dout, OC,
-                1.0f, dw, OC);
+        train_k_gemm(0, 1, N, IC, OC, 1.0f, dout, OC, w, OC, 0.0f, dinp, IC);
+    train_k_gemm(1, 0, IC, OC, N, 1.0f, inp, IC, dout, OC, 1.0f, dw, OC);
     if (db) {
         /* Column blocks per thread; rows streamed, columns vectorised. */
         int nblk = (OC + 63) / 64;
@@ -324,102 +356,102 @@ void train_k_attention_backward_ref(float *dqkv, const float *dout, const float 
     }
 }
 
-/* The same attention with the products on sgemm, one head and one block
- * of up to TRAIN_ATT_TQ query rows at a time: S = Q K^T over the keys the
- * block can see, a causal softmax per row, O = P V. The block's scores are
- * the only T-sized buffer (TRAIN_ATT_TQ x T floats). */
+/* The same attention with the products on sgemm: threads take heads, and
+ * each goes over its head in blocks of up to TRAIN_ATT_TQ query rows: S =
+ * Q K^T over the keys the block can see, a causal softmax per row, O = P V.
+ * The block's scores are the only T-sized buffer (per thread 2 x
+ * TRAIN_ATT_TQ x T floats of scratch, the second half for backward). */
 void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
-                               int NH, float *scratch)
+                               int NH, float *scratch, int nthreads)
 {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     int C3 = 3 * C;
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-            const float *K = base + C, *V = base + 2 * C;
-            float *lrow = lse + ((size_t)b * NH + h) * T;
-            for (int t0 = 0; t0 < T; t0 += TRAIN_ATT_TQ) {
-                int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
-                float *S = scratch;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, scale,
-                            base + (size_t)t0 * C3, C3, K, C3, 0.0f, S, t1);
-#pragma omp parallel for if ((size_t)tq * t1 > PAR_MIN)
-                for (int r = 0; r < tq; r++) {
-                    float *row = S + (size_t)r * t1;
-                    int n = t0 + r + 1;
-                    float mx = -INFINITY, sum = 0.0f;
-                    for (int j = 0; j < n; j++)
-                        mx = row[j] > mx ? row[j] : mx;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        float *S = scratch + (size_t)thread_id() * 2 * TRAIN_ATT_TQ * T;
+        const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+        const float *K = base + C, *V = base + 2 * C;
+        float *lrow = lse + (size_t)bh * T;
+        for (int t0 = 0; t0 < T; t0 += TRAIN_ATT_TQ) {
+            int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, scale,
+                        base + (size_t)t0 * C3, C3, K, C3, 0.0f, S, t1);
+            for (int r = 0; r < tq; r++) {
+                float *row = S + (size_t)r * t1;
+                int n = t0 + r + 1;
+                float mx = -INFINITY, sum = 0.0f;
+                for (int j = 0; j < n; j++)
+                    mx = row[j] > mx ? row[j] : mx;
 #pragma omp simd reduction(+ : sum)
-                    for (int j = 0; j < n; j++) {
-                        row[j] = exp_fast(row[j] - mx);
-                        sum += row[j];
-                    }
-                    float inv = 1.0f / sum;
-                    for (int j = 0; j < n; j++)
-                        row[j] *= inv;
-                    for (int j = n; j < t1; j++)
-                        row[j] = 0.0f;
-                    lrow[t0 + r] = mx + logf(sum);
+                for (int j = 0; j < n; j++) {
+                    row[j] = exp_fast(row[j] - mx);
+                    sum += row[j];
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, S, t1, V,
-                            C3, 0.0f, out + ((size_t)b * T + t0) * C + (size_t)h * hs, C);
+                float inv = 1.0f / sum;
+                for (int j = 0; j < n; j++)
+                    row[j] *= inv;
+                for (int j = n; j < t1; j++)
+                    row[j] = 0.0f;
+                lrow[t0 + r] = mx + logf(sum);
             }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, S, t1, V, C3,
+                        0.0f, out + ((size_t)b * T + t0) * C + (size_t)h * hs, C);
         }
     }
 }
 
 /* Backward of train_k_attention_forward, per head and query block:
  * P from the kept lse, dP = dO V^T, dV += P^T dO, dS = P (dP - D) with
- * D = rowsum(dO * O), dQ = dS K, dK += dS^T Q. scratch: 2 x TRAIN_ATT_TQ
- * x T floats. dqkv is overwritten. */
+ * D = rowsum(dO * O), dQ = dS K, dK += dS^T Q. dqkv is overwritten. */
 void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
-                                const float *lse, int B, int T, int C, int NH, float *scratch)
+                                const float *lse, int B, int T, int C, int NH, float *scratch,
+                                int nthreads)
 {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     int C3 = 3 * C;
     memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
-    float *P = scratch, *dP = scratch + (size_t)TRAIN_ATT_TQ * T;
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-            const float *K = base + C, *V = base + 2 * C;
-            float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
-            const float *lrow = lse + ((size_t)b * NH + h) * T;
-            for (int t0 = 0; t0 < T; t0 += TRAIN_ATT_TQ) {
-                int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
-                const float *Q = base + (size_t)t0 * C3;
-                const float *dO = dout + ((size_t)b * T + t0) * C + (size_t)h * hs;
-                const float *O = out + ((size_t)b * T + t0) * C + (size_t)h * hs;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, scale, Q, C3, K, C3,
-                            0.0f, P, t1);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, 1.0f, dO, C, V, C3,
-                            0.0f, dP, t1);
-#pragma omp parallel for if ((size_t)tq * t1 > PAR_MIN)
-                for (int r = 0; r < tq; r++) {
-                    float *prow = P + (size_t)r * t1, *drow = dP + (size_t)r * t1;
-                    int n = t0 + r + 1;
-                    float l = lrow[t0 + r];
-                    float D = dot(dO + (size_t)r * C, O + (size_t)r * C, hs);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        float *P = scratch + (size_t)thread_id() * 2 * TRAIN_ATT_TQ * T;
+        float *dP = P + (size_t)TRAIN_ATT_TQ * T;
+        const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+        const float *K = base + C, *V = base + 2 * C;
+        float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
+        const float *lrow = lse + (size_t)bh * T;
+        for (int t0 = 0; t0 < T; t0 += TRAIN_ATT_TQ) {
+            int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
+            const float *Q = base + (size_t)t0 * C3;
+            const float *dO = dout + ((size_t)b * T + t0) * C + (size_t)h * hs;
+            const float *O = out + ((size_t)b * T + t0) * C + (size_t)h * hs;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, scale, Q, C3, K, C3,
+                        0.0f, P, t1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, 1.0f, dO, C, V, C3,
+                        0.0f, dP, t1);
+            for (int r = 0; r < tq; r++) {
+                float *prow = P + (size_t)r * t1, *drow = dP + (size_t)r * t1;
+                int n = t0 + r + 1;
+                float l = lrow[t0 + r];
+                float D = dot(dO + (size_t)r * C, O + (size_t)r * C, hs);
 #pragma omp simd
-                    for (int j = 0; j < n; j++) {
-                        float pj = exp_fast(prow[j] - l);
-                        prow[j] = pj;
-                        drow[j] = pj * (drow[j] - D) * scale;
-                    }
-                    for (int j = n; j < t1; j++)
-                        prow[j] = drow[j] = 0.0f;
+                for (int j = 0; j < n; j++) {
+                    float pj = exp_fast(prow[j] - l);
+                    prow[j] = pj;
+                    drow[j] = pj * (drow[j] - D) * scale;
                 }
-                /* dV += P^T dO; dQ = dS K; dK += dS^T Q. */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, P, t1, dO, C,
-                            1.0f, dbase + 2 * C, C3);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, dP, t1, K, C3,
-                            1.0f, dbase + (size_t)t0 * C3, C3);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, dP, t1, Q, C3,
-                            1.0f, dbase + C, C3);
+                for (int j = n; j < t1; j++)
+                    prow[j] = drow[j] = 0.0f;
             }
+            /* dV += P^T dO; dQ = dS K; dK += dS^T Q. */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, P, t1, dO, C, 1.0f,
+                        dbase + 2 * C, C3);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, dP, t1, K, C3, 1.0f,
+                        dbase + (size_t)t0 * C3, C3);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, dP, t1, Q, C3, 1.0f,
+                        dbase + C, C3);
         }
     }
 }

@@ -24,6 +24,17 @@
 #include <omp.h>
 #endif
 
+void train_set_threads(int n)
+{
+    openblas_set_num_threads(1);
+#ifdef _OPENMP
+    if (n > 0)
+        omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
 static int max_threads(void)
 {
 #ifdef _OPENMP
@@ -31,6 +42,14 @@ static int max_threads(void)
 #else
     return 1;
 #endif
+}
+
+/* Threads for a kernel with per-thread scratch: the count in force, within
+ * the slots init sized. */
+static int run_threads(const train_model_t *m)
+{
+    int n = max_threads();
+    return n < m->nthreads ? n : m->nthreads;
 }
 
 /* ---- configuration and layout ---------------------------------------- */
@@ -131,12 +150,12 @@ static size_t point_acts(train_acts_t *a, float *mem, const train_config_t *c, s
 }
 
 /* Scratch: dresidual (BT,C), dC (BT,C), dqkv (BT,3C), d4C (BT,4C) for the
- * backward pass; attention's block buffers (2 x TRAIN_ATT_TQ x T); per
- * thread 2C floats of LayerNorm partial sums. */
+ * backward pass; per thread attention's block buffers (2 x TRAIN_ATT_TQ x
+ * T) and 2C floats of LayerNorm partial sums. */
 static size_t scratch_floats(const train_config_t *c, size_t B, size_t T, int nthreads)
 {
     size_t BT = B * T, C = c->n_embd;
-    return BT * C * 9 + 2 * (size_t)TRAIN_ATT_TQ * T + (size_t)nthreads * (2 * C + 16);
+    return BT * C * 9 + (size_t)nthreads * (2 * (size_t)TRAIN_ATT_TQ * T + 2 * C + 16);
 }
 
 void train_model_free(train_model_t *m)
@@ -199,6 +218,7 @@ int train_model_init(train_model_t *m, const train_config_t *cfg, int B, int T, 
             goto nomem;
         memset(m->acts_mem, 0, n * sizeof(float));
         point_acts(&m->acts, m->acts_mem, cfg, B, T);
+        train_set_threads(0);
         m->nthreads = max_threads();
         if (m->nthreads < 1)
             m->nthreads = 1;
@@ -311,7 +331,7 @@ int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *
         train_k_matmul_forward(qkv, ln1, p->t[TRAIN_QKVW] + (size_t)l * C * 3 * C,
                        p->t[TRAIN_QKVB] + (size_t)l * 3 * C, NULL, N, C, 3 * C);
         train_k_attention_forward(atty, a->att_lse + (size_t)l * m->B * NH * m->T, qkv, B, T, C, NH,
-                                  m->scratch + cap * C * 9);
+                                  m->scratch + cap * C * 9, run_threads(m));
         train_k_matmul_forward(res2, atty, p->t[TRAIN_ATTPROJW] + (size_t)l * C * C,
                        p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C);
         train_k_layernorm_forward(ln2, a->ln2_mean + o1, a->ln2_rstd + o1, res2,
@@ -325,8 +345,7 @@ int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *
     }
     train_k_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->t[TRAIN_LNFW],
                       p->t[TRAIN_LNFB], N, C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, V, C, 1.0f, a->lnf, C,
-                p->t[TRAIN_WTE], C, 0.0f, a->logits, V);
+    train_k_gemm(0, 1, N, V, C, 1.0f, a->lnf, C, p->t[TRAIN_WTE], C, 0.0f, a->logits, V);
 
     m->cur_B = B;
     m->cur_T = T;
@@ -359,20 +378,19 @@ void train_model_backward(train_model_t *m, float loss_scale)
     train_params_t *g = &m->grads;
     train_acts_t *a = &m->acts;
     float *dres = m->scratch, *dC = dres + cap * C, *dqkv = dC + cap * C, *d4C = dqkv + cap * 3 * C;
-    float *att = m->scratch + cap * C * 9, *part = att + 2 * (size_t)TRAIN_ATT_TQ * m->T;
+    float *att = m->scratch + cap * C * 9;
+    float *part = att + (size_t)m->nthreads * 2 * TRAIN_ATT_TQ * m->T;
 
     train_k_crossentropy_backward(a->logits, a->lse, m->cur_targets, m->cur_weights,
                           (float)(loss_scale / m->weight_sum), N, V);
     float *dlogits = a->logits;
     /* Classifier: dlnf = dlogits wte; dwte += dlogits^T lnf. */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, V, 1.0f, dlogits, V,
-                p->t[TRAIN_WTE], C, 0.0f, dC, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, N, 1.0f, dlogits, V, a->lnf, C,
-                1.0f, g->t[TRAIN_WTE], C);
+    train_k_gemm(0, 0, N, C, V, 1.0f, dlogits, V, p->t[TRAIN_WTE], C, 0.0f, dC, C);
+    train_k_gemm(1, 0, V, C, N, 1.0f, dlogits, V, a->lnf, C, 1.0f, g->t[TRAIN_WTE], C);
     memset(dres, 0, (size_t)N * C * sizeof(float));
     const float *last = a->residual3 + (size_t)(L - 1) * cap * C;
     train_k_layernorm_backward(dres, g->t[TRAIN_LNFW], g->t[TRAIN_LNFB], dC, last, p->t[TRAIN_LNFW],
-                       a->lnf_mean, a->lnf_rstd, N, C, part, m->nthreads);
+                       a->lnf_mean, a->lnf_rstd, N, C, part, run_threads(m));
 
     for (int l = L - 1; l >= 0; l--) {
         size_t oC = l * cap * C, o1 = l * cap;
@@ -389,17 +407,17 @@ void train_model_backward(train_model_t *m, float loss_scale)
                         p->t[TRAIN_FCW] + lC * 4 * C, N, C, 4 * C);
         train_k_layernorm_backward(dres, g->t[TRAIN_LN2W] + lC, g->t[TRAIN_LN2B] + lC, dC, res2,
                            p->t[TRAIN_LN2W] + lC, a->ln2_mean + o1, a->ln2_rstd + o1, N, C, part,
-                           m->nthreads);
+                           run_threads(m));
         /* Attention branch: res2 = res + attproj(attn(qkv(ln1(res)))). */
         train_k_matmul_backward(dC, g->t[TRAIN_ATTPROJW] + lC * C, g->t[TRAIN_ATTPROJB] + lC, dres, atty,
                         p->t[TRAIN_ATTPROJW] + lC * C, N, C, C);
         train_k_attention_backward(dqkv, dC, qkv, atty, a->att_lse + (size_t)l * m->B * NH * m->T, B,
-                                   T, C, NH, att);
+                                   T, C, NH, att, run_threads(m));
         train_k_matmul_backward(dC, g->t[TRAIN_QKVW] + lC * 3 * C, g->t[TRAIN_QKVB] + lC * 3, dqkv, ln1,
                         p->t[TRAIN_QKVW] + lC * 3 * C, N, C, 3 * C);
         train_k_layernorm_backward(dres, g->t[TRAIN_LN1W] + lC, g->t[TRAIN_LN1B] + lC, dC, residual,
                            p->t[TRAIN_LN1W] + lC, a->ln1_mean + o1, a->ln1_rstd + o1, N, C, part,
-                           m->nthreads);
+                           run_threads(m));
     }
     train_k_encoder_backward(g->t[TRAIN_WTE], g->t[TRAIN_WPE], dres, m->cur_tokens, B, T, C);
     m->have_targets = 0;

@@ -109,6 +109,14 @@ enum {
     TRAIN_GRADS = 1,   /* allocate gradients (training); not for a frozen copy */
 };
 
+/* Sets the number of threads the trainer's kernels use (OpenMP), and keeps
+ * OpenBLAS at one thread: the trainer splits its matrix products over its
+ * own threads, so that two thread pools do not spin against each other.
+ * n <= 0 keeps the OpenMP default (OMP_NUM_THREADS or the core count).
+ * Call it before train_model_init, which sizes per-thread scratch for the
+ * count in force; init applies the OpenBLAS part itself. */
+void train_set_threads(int n);
+
 /* Allocates a model of config cfg able to run batches of up to B rows of
  * up to T tokens (T <= cfg->n_ctx); B = T = 0 allocates the weights only.
  * Weights start at zero (see train_model_init_weights / train_load).
