@@ -280,6 +280,16 @@ static double mo_f(void *p)
         s += c->m->acts.losses[i];
     return s / c->m->weight_sum;
 }
+typedef struct { train_model_t *m; int32_t *tok; int B, T; float *r; } hid_t;
+static double hid_f(void *p)
+{
+    hid_t *c = p;
+    gl_err_t err;
+    if (train_model_forward(c->m, c->tok, NULL, NULL, c->B, c->T, &err))
+        return NAN;
+    return dotd(c->m->acts.lnf, c->r, (size_t)c->B * c->T * c->m->cfg.n_embd);
+}
+
 static void test_model(void)
 {
     train_config_t cfg = {.n_layer = 2, .n_head = 2, .n_embd = 8, .n_ctx = 6, .vocab_size = 11};
@@ -313,6 +323,25 @@ static void test_model(void)
     for (int i = 5 * 8; i < 6 * 8; i++)
         zero &= g[(m.params.t[TRAIN_WPE] - m.params_mem) + i] == 0.0f;
     ok(zero, "unused position row has zero gradient");
+    free(g);
+
+    /* Backward from the hidden states (for a reward or value head): the
+     * gradient of sum(r * lnf), no targets. */
+    float *r = vec((size_t)B * T * 8);
+    fill(r, (size_t)B * T * 8, 1, 0);
+    hid_t hc = {&m, tok, B, T, r};
+    hid_f(&hc);
+    train_model_zero_grad(&m);
+    train_model_backward_hidden(&m, r);
+    g = vec(m.n_params);
+    memcpy(g, m.grads_mem, m.n_params * sizeof(float));
+    int kinds[] = {TRAIN_WTE, TRAIN_WPE, TRAIN_QKVW, TRAIN_FCPROJB, TRAIN_LNFW};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        int k = kinds[i];
+        double e = check(hid_f, &hc, m.params.t[k], g + (m.params.t[k] - m.params_mem), m.sizes[k], 1e-2f);
+        ok(e < 1e-2, "hidden-state backward: gradient of %s (err %.1e)", train_param_name(k), e);
+    }
+    free(r);
     free(g);
     train_model_free(&m);
     train_model_free(&m);   /* free is idempotent */

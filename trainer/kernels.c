@@ -74,7 +74,7 @@ void train_k_gemm(int ta, int tb, int M, int N, int K, float alpha, const float 
 /* ---- layers: embeddings ------------------------------------------------ */
 
 void train_k_encoder_forward(float *out, const int32_t *tok, const float *wte, const float *wpe,
-                            int B, int T, int C)
+                             int B, int T, int C)
 {
 #pragma omp parallel for if ((size_t)B * T * C > PAR_MIN)
     for (int bt = 0; bt < B * T; bt++) {
@@ -86,7 +86,7 @@ void train_k_encoder_forward(float *out, const int32_t *tok, const float *wte, c
 }
 
 void train_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tok,
-                             int B, int T, int C)
+                              int B, int T, int C)
 {
     /* Sequential over rows: repeated tokens add into the same row. */
     for (int bt = 0; bt < B * T; bt++) {
@@ -102,7 +102,7 @@ void train_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const
 /* ---- layers: LayerNorm ------------------------------------------------- */
 
 void train_k_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                              const float *w, const float *b, int N, int C)
+                               const float *w, const float *b, int N, int C)
 {
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN)
     for (int i = 0; i < N; i++) {
@@ -127,8 +127,8 @@ void train_k_layernorm_forward(float *out, float *mean, float *rstd, const float
 /* dinp += d(LayerNorm)/dinp; dw, db += parameter gradients. part holds
  * nthreads * 2C floats of per-thread partial sums. */
 void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
-                               const float *inp, const float *w, const float *mean,
-                               const float *rstd, int N, int C, float *part, int nthreads)
+                                const float *inp, const float *w, const float *mean,
+                                const float *rstd, int N, int C, float *part, int nthreads)
 {
     memset(part, 0, (size_t)nthreads * 2 * C * sizeof(float));
 #pragma omp parallel num_threads(nthreads) if ((size_t)N * C > PAR_MIN)
@@ -168,7 +168,7 @@ void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *
 
 /* out[N,OC] = inp[N,IC] w[IC,OC] + bias (+ res when res is non-NULL). */
 void train_k_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
-                           const float *res, int N, int IC, int OC)
+                            const float *res, int N, int IC, int OC)
 {
 #pragma omp parallel for if ((size_t)N * OC > PAR_MIN)
     for (int i = 0; i < N; i++) {
@@ -187,7 +187,7 @@ void train_k_matmul_forward(float *out, const float *inp, const float *w, const 
 /* dinp = dout w^T (overwritten; skipped when NULL); dw += inp^T dout;
  * db += column sums of dout. */
 void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
-                            const float *inp, const float *w, int N, int IC, int OC)
+                             const float *inp, const float *w, int N, int IC, int OC)
 {
     if (dinp)
         train_k_gemm(0, 1, N, IC, OC, 1.0f, dout, OC, w, OC, 0.0f, dinp, IC);
@@ -281,7 +281,7 @@ static inline float dot(const float *a, const float *b, int n)
  * (B,NH,T) keeps each row's log-sum-exp for the backward pass. rows holds
  * nthreads * T floats. */
 void train_k_attention_forward_ref(float *out, float *lse, const float *qkv, int B, int T, int C,
-                                  int NH, float *rows, int nthreads)
+                                   int NH, float *rows, int nthreads)
 {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
@@ -323,7 +323,7 @@ void train_k_attention_forward_ref(float *out, float *lse, const float *qkv, int
 /* dqkv (B,T,3C) = gradient of the attention from dout (B,T,C), recomputing
  * the probabilities from lse. dqkv is overwritten. */
 void train_k_attention_backward_ref(float *dqkv, const float *dout, const float *qkv,
-                                   const float *out, const float *lse, int B, int T, int C, int NH)
+                                    const float *out, const float *lse, int B, int T, int C, int NH)
 {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
@@ -461,7 +461,7 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
 /* Per row: lse = log-sum-exp of the logits; losses = w * (lse - logit[y]).
  * Returns sum of the losses (double). */
 double train_k_crossentropy_forward(float *losses, float *lse, const float *logits,
-                                   const int32_t *targets, const float *weights, int N, int V)
+                                    const int32_t *targets, const float *weights, int N, int V)
 {
     double total = 0.0;
 #pragma omp parallel for reduction(+ : total) if ((size_t)N * V > PAR_MIN)
@@ -486,7 +486,7 @@ double train_k_crossentropy_forward(float *losses, float *lse, const float *logi
 
 /* logits (N,V) becomes dlogits = scale * w * (softmax - onehot(y)). */
 void train_k_crossentropy_backward(float *logits, const float *lse, const int32_t *targets,
-                                  const float *weights, float scale, int N, int V)
+                                   const float *weights, float scale, int N, int V)
 {
 #pragma omp parallel for if ((size_t)N * V > PAR_MIN)
     for (int i = 0; i < N; i++) {

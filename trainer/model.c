@@ -294,6 +294,7 @@ int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *
     const train_config_t *c = &m->cfg;
     int L = c->n_layer, C = c->n_embd, NH = c->n_head, V = c->vocab_size;
     m->have_targets = 0;
+    m->cur_B = m->cur_T = 0;
     if (B < 1 || T < 1 || B > m->B || T > m->T)
         return gl_err_set(err, GL_ERANGE, "forward: batch %d x %d outside the model's %d x %d",
                           B, T, m->B, m->T);
@@ -327,24 +328,24 @@ int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *
         float *res2 = a->residual2 + oC, *ln2 = a->ln2 + oC, *fch = a->fch + 4 * oC;
         float *fchg = a->fch_gelu + 4 * oC, *res3 = a->residual3 + oC;
         train_k_layernorm_forward(ln1, a->ln1_mean + o1, a->ln1_rstd + o1, residual,
-                          p->t[TRAIN_LN1W] + (size_t)l * C, p->t[TRAIN_LN1B] + (size_t)l * C, N, C);
+                                  p->t[TRAIN_LN1W] + (size_t)l * C, p->t[TRAIN_LN1B] + (size_t)l * C, N, C);
         train_k_matmul_forward(qkv, ln1, p->t[TRAIN_QKVW] + (size_t)l * C * 3 * C,
-                       p->t[TRAIN_QKVB] + (size_t)l * 3 * C, NULL, N, C, 3 * C);
+                               p->t[TRAIN_QKVB] + (size_t)l * 3 * C, NULL, N, C, 3 * C);
         train_k_attention_forward(atty, a->att_lse + (size_t)l * m->B * NH * m->T, qkv, B, T, C, NH,
                                   m->scratch + cap * C * 9, run_threads(m));
         train_k_matmul_forward(res2, atty, p->t[TRAIN_ATTPROJW] + (size_t)l * C * C,
-                       p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C);
+                               p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C);
         train_k_layernorm_forward(ln2, a->ln2_mean + o1, a->ln2_rstd + o1, res2,
-                          p->t[TRAIN_LN2W] + (size_t)l * C, p->t[TRAIN_LN2B] + (size_t)l * C, N, C);
+                                  p->t[TRAIN_LN2W] + (size_t)l * C, p->t[TRAIN_LN2B] + (size_t)l * C, N, C);
         train_k_matmul_forward(fch, ln2, p->t[TRAIN_FCW] + (size_t)l * C * 4 * C,
-                       p->t[TRAIN_FCB] + (size_t)l * 4 * C, NULL, N, C, 4 * C);
+                               p->t[TRAIN_FCB] + (size_t)l * 4 * C, NULL, N, C, 4 * C);
         train_k_gelu_forward(fchg, fch, (size_t)N * 4 * C);
         train_k_matmul_forward(res3, fchg, p->t[TRAIN_FCPROJW] + (size_t)l * 4 * C * C,
-                       p->t[TRAIN_FCPROJB] + (size_t)l * C, res2, N, 4 * C, C);
+                               p->t[TRAIN_FCPROJB] + (size_t)l * C, res2, N, 4 * C, C);
         residual = res3;
     }
     train_k_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->t[TRAIN_LNFW],
-                      p->t[TRAIN_LNFB], N, C);
+                              p->t[TRAIN_LNFB], N, C);
     train_k_gemm(0, 1, N, V, C, 1.0f, a->lnf, C, p->t[TRAIN_WTE], C, 0.0f, a->logits, V);
 
     m->cur_B = B;
@@ -367,11 +368,12 @@ void train_model_zero_grad(train_model_t *m)
     memset(m->grads_mem, 0, m->n_params * sizeof(float));
 }
 
-void train_model_backward(train_model_t *m, float loss_scale)
+/* The backward pass below the final LayerNorm's output, from its gradient
+ * dlnf (B,T,C): every layer's parameters and the embeddings. */
+static void backward_trunk(train_model_t *m, const float *dlnf)
 {
-    assert(m && m->grads_mem && m->have_targets);
     const train_config_t *c = &m->cfg;
-    int L = c->n_layer, C = c->n_embd, NH = c->n_head, V = c->vocab_size;
+    int L = c->n_layer, C = c->n_embd, NH = c->n_head;
     int B = m->cur_B, T = m->cur_T, N = B * T;
     size_t cap = (size_t)m->B * m->T;
     const train_params_t *p = &m->params;
@@ -381,17 +383,10 @@ void train_model_backward(train_model_t *m, float loss_scale)
     float *att = m->scratch + cap * C * 9;
     float *part = att + (size_t)m->nthreads * 2 * TRAIN_ATT_TQ * m->T;
 
-    train_k_crossentropy_backward(a->logits, a->lse, m->cur_targets, m->cur_weights,
-                          (float)(loss_scale / m->weight_sum), N, V);
-    float *dlogits = a->logits;
-    /* Classifier: dlnf = dlogits wte; dwte += dlogits^T lnf. */
-    train_k_gemm(0, 0, N, C, V, 1.0f, dlogits, V, p->t[TRAIN_WTE], C, 0.0f, dC, C);
-    train_k_gemm(1, 0, V, C, N, 1.0f, dlogits, V, a->lnf, C, 1.0f, g->t[TRAIN_WTE], C);
     memset(dres, 0, (size_t)N * C * sizeof(float));
     const float *last = a->residual3 + (size_t)(L - 1) * cap * C;
-    train_k_layernorm_backward(dres, g->t[TRAIN_LNFW], g->t[TRAIN_LNFB], dC, last, p->t[TRAIN_LNFW],
-                       a->lnf_mean, a->lnf_rstd, N, C, part, run_threads(m));
-
+    train_k_layernorm_backward(dres, g->t[TRAIN_LNFW], g->t[TRAIN_LNFB], dlnf, last, p->t[TRAIN_LNFW],
+                               a->lnf_mean, a->lnf_rstd, N, C, part, run_threads(m));
     for (int l = L - 1; l >= 0; l--) {
         size_t oC = l * cap * C, o1 = l * cap;
         const float *residual = l == 0 ? a->encoded : a->residual3 + (l - 1) * cap * C;
@@ -401,24 +396,50 @@ void train_model_backward(train_model_t *m, float loss_scale)
         size_t lC = (size_t)l * C;
         /* MLP branch: res3 = res2 + fcproj(gelu(fc(ln2(res2)))). */
         train_k_matmul_backward(d4C, g->t[TRAIN_FCPROJW] + lC * 4 * C, g->t[TRAIN_FCPROJB] + lC, dres,
-                        fchg, p->t[TRAIN_FCPROJW] + lC * 4 * C, N, 4 * C, C);
+                                fchg, p->t[TRAIN_FCPROJW] + lC * 4 * C, N, 4 * C, C);
         train_k_gelu_backward(d4C, fch, (size_t)N * 4 * C);
         train_k_matmul_backward(dC, g->t[TRAIN_FCW] + lC * 4 * C, g->t[TRAIN_FCB] + lC * 4, d4C, ln2,
-                        p->t[TRAIN_FCW] + lC * 4 * C, N, C, 4 * C);
+                                p->t[TRAIN_FCW] + lC * 4 * C, N, C, 4 * C);
         train_k_layernorm_backward(dres, g->t[TRAIN_LN2W] + lC, g->t[TRAIN_LN2B] + lC, dC, res2,
-                           p->t[TRAIN_LN2W] + lC, a->ln2_mean + o1, a->ln2_rstd + o1, N, C, part,
-                           run_threads(m));
+                                   p->t[TRAIN_LN2W] + lC, a->ln2_mean + o1, a->ln2_rstd + o1, N, C, part,
+                                   run_threads(m));
         /* Attention branch: res2 = res + attproj(attn(qkv(ln1(res)))). */
         train_k_matmul_backward(dC, g->t[TRAIN_ATTPROJW] + lC * C, g->t[TRAIN_ATTPROJB] + lC, dres, atty,
-                        p->t[TRAIN_ATTPROJW] + lC * C, N, C, C);
+                                p->t[TRAIN_ATTPROJW] + lC * C, N, C, C);
         train_k_attention_backward(dqkv, dC, qkv, atty, a->att_lse + (size_t)l * m->B * NH * m->T, B,
                                    T, C, NH, att, run_threads(m));
         train_k_matmul_backward(dC, g->t[TRAIN_QKVW] + lC * 3 * C, g->t[TRAIN_QKVB] + lC * 3, dqkv, ln1,
-                        p->t[TRAIN_QKVW] + lC * 3 * C, N, C, 3 * C);
+                                p->t[TRAIN_QKVW] + lC * 3 * C, N, C, 3 * C);
         train_k_layernorm_backward(dres, g->t[TRAIN_LN1W] + lC, g->t[TRAIN_LN1B] + lC, dC, residual,
-                           p->t[TRAIN_LN1W] + lC, a->ln1_mean + o1, a->ln1_rstd + o1, N, C, part,
-                           run_threads(m));
+                                   p->t[TRAIN_LN1W] + lC, a->ln1_mean + o1, a->ln1_rstd + o1, N, C, part,
+                                   run_threads(m));
     }
     train_k_encoder_backward(g->t[TRAIN_WTE], g->t[TRAIN_WPE], dres, m->cur_tokens, B, T, C);
+}
+
+void train_model_backward(train_model_t *m, float loss_scale)
+{
+    assert(m && m->grads_mem && m->have_targets);
+    int C = m->cfg.n_embd, V = m->cfg.vocab_size, N = m->cur_B * m->cur_T;
+    size_t cap = (size_t)m->B * m->T;
+    float *dlnf = m->scratch + cap * C;   /* the dC buffer of backward_trunk */
+    train_acts_t *a = &m->acts;
+    const float *wte = m->params.t[TRAIN_WTE];
+
+    train_k_crossentropy_backward(a->logits, a->lse, m->cur_targets, m->cur_weights,
+                                  (float)(loss_scale / m->weight_sum), N, V);
+    /* Classifier: dlnf = dlogits wte; dwte += dlogits^T lnf. */
+    train_k_gemm(0, 0, N, C, V, 1.0f, a->logits, V, wte, C, 0.0f, dlnf, C);
+    train_k_gemm(1, 0, V, C, N, 1.0f, a->logits, V, a->lnf, C, 1.0f, m->grads.t[TRAIN_WTE], C);
+    backward_trunk(m, dlnf);
     m->have_targets = 0;
+}
+
+void train_model_backward_hidden(train_model_t *m, const float *dlnf)
+{
+    assert(m && m->grads_mem && m->cur_B > 0 && dlnf);
+    size_t n = (size_t)m->cur_B * m->cur_T * m->cfg.n_embd;
+    float *copy = m->scratch + (size_t)m->B * m->T * m->cfg.n_embd;
+    memmove(copy, dlnf, n * sizeof(float));
+    backward_trunk(m, copy);
 }

@@ -156,6 +156,15 @@ void train_model_zero_grad(train_model_t *m);
  * micro-batches of gradient accumulation). Overwrites m->acts.logits. */
 void train_model_backward(train_model_t *m, float loss_scale);
 
+/* Backward pass from a gradient of the hidden states instead of the
+ * language-model loss: ADDS to m->grads the gradient of sum(dlnf * lnf),
+ * where lnf = m->acts.lnf of the last forward (with or without targets)
+ * and dlnf is (B,T,C) for that forward's B, T (borrowed for the call). For
+ * heads on top of the model (a scalar reward or value head): the head
+ * computes its own gradient and passes dlnf down. The tied output
+ * projection gets no gradient from this path. */
+void train_model_backward_hidden(train_model_t *m, const float *dlnf);
+
 /* ---- optimiser -------------------------------------------------------- */
 
 typedef struct {
