@@ -240,6 +240,37 @@ static inline float exp_fast(float x)
  * GELU's 1 + tanh needs. */
 static inline float tanh_fast(float u) { return 1.0f - 2.0f / (exp_fast(2.0f * u) + 1.0f); }
 
+/* ---- dropout -------------------------------------------------------------- */
+
+/* The keep decision of element i under key: a counter-based hash, so the
+ * backward pass regenerates the forward's mask instead of storing it. */
+static inline int drop_keep(uint64_t key, uint64_t i, uint32_t threshold)
+{
+    uint64_t z = key + (i + 1) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return (uint32_t)((z ^ (z >> 31)) >> 32) >= threshold;
+}
+
+static inline uint32_t drop_threshold(float p) { return (uint32_t)((double)p * 4294967296.0); }
+
+uint64_t train_k_dropout_key(uint64_t seed, uint64_t iter, uint64_t site)
+{
+    uint64_t z = seed ^ (iter * 0xd1b54a32d192ed03ULL) ^ (site * 0xaef17502108ef2d9ULL);
+    z = (z ^ (z >> 33)) * 0xff51afd7ed558ccdULL;
+    z = (z ^ (z >> 33)) * 0xc4ceb9fe1a85ec53ULL;
+    return z ^ (z >> 33);
+}
+
+void train_k_dropout(float *x, size_t n, float p, uint64_t key)
+{
+    uint32_t th = drop_threshold(p);
+    float scale = 1.0f / (1.0f - p);
+#pragma omp parallel for simd if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        x[i] = drop_keep(key, i, th) ? x[i] * scale : 0.0f;
+}
+
 /* ---- layers: GELU (tanh approximation, as GPT-2) ---------------------- */
 
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
@@ -362,8 +393,10 @@ void train_k_attention_backward_ref(float *dqkv, const float *dout, const float 
  * The block's scores are the only T-sized buffer (per thread 2 x
  * TRAIN_ATT_TQ x T floats of scratch, the second half for backward). */
 void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
-                               int NH, float *scratch, int nthreads)
+                               int NH, float *scratch, int nthreads, float drop, uint64_t key)
 {
+    uint32_t th = drop_threshold(drop);
+    float dscale = 1.0f / (1.0f - drop);
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     int C3 = 3 * C;
@@ -392,6 +425,11 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
                 float inv = 1.0f / sum;
                 for (int j = 0; j < n; j++)
                     row[j] *= inv;
+                if (drop > 0.0f) {
+                    uint64_t base_i = ((uint64_t)bh * T + t0 + r) * T;
+                    for (int j = 0; j < n; j++)
+                        row[j] = drop_keep(key, base_i + j, th) ? row[j] * dscale : 0.0f;
+                }
                 for (int j = n; j < t1; j++)
                     row[j] = 0.0f;
                 lrow[t0 + r] = mx + logf(sum);
@@ -404,11 +442,15 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
 
 /* Backward of train_k_attention_forward, per head and query block:
  * P from the kept lse, dP = dO V^T, dV += P^T dO, dS = P (dP - D) with
- * D = rowsum(dO * O), dQ = dS K, dK += dS^T Q. dqkv is overwritten. */
+ * D = rowsum(dO * O), dQ = dS K, dK += dS^T Q. dqkv is overwritten.
+ * With dropout the probabilities are masked after the softmax (the mask
+ * regenerated from key), and D = rowsum(dO * O) still holds. */
 void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
                                 const float *lse, int B, int T, int C, int NH, float *scratch,
-                                int nthreads)
+                                int nthreads, float drop, uint64_t key)
 {
+    uint32_t th = drop_threshold(drop);
+    float dscale = 1.0f / (1.0f - drop);
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     int C3 = 3 * C;
@@ -436,11 +478,21 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
                 int n = t0 + r + 1;
                 float l = lrow[t0 + r];
                 float D = dot(dO + (size_t)r * C, O + (size_t)r * C, hs);
+                if (drop > 0.0f) {
+                    /* prow becomes the dropped P' (for dV); dP = mask dP' / (1-p). */
+                    uint64_t base_i = ((uint64_t)bh * T + t0 + r) * T;
+                    for (int j = 0; j < n; j++) {
+                        float pj = exp_fast(prow[j] - l), mj = drop_keep(key, base_i + j, th) ? dscale : 0.0f;
+                        prow[j] = pj * mj;
+                        drow[j] = pj * (drow[j] * mj - D) * scale;
+                    }
+                } else {
 #pragma omp simd
-                for (int j = 0; j < n; j++) {
-                    float pj = exp_fast(prow[j] - l);
-                    prow[j] = pj;
-                    drow[j] = pj * (drow[j] - D) * scale;
+                    for (int j = 0; j < n; j++) {
+                        float pj = exp_fast(prow[j] - l);
+                        prow[j] = pj;
+                        drow[j] = pj * (drow[j] - D) * scale;
+                    }
                 }
                 for (int j = n; j < t1; j++)
                     prow[j] = drow[j] = 0.0f;

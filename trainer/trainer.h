@@ -102,6 +102,13 @@ typedef struct {
     const float *cur_weights;
     double weight_sum;        /* sum of the loss weights of the last forward */
     float loss;               /* mean loss of the last forward with targets */
+    /* dropout (train_model_set_dropout) */
+    float dropout;            /* rate; 0 = off (the default) */
+    int training;             /* dropout applies only in training mode */
+    uint64_t dropout_seed;
+    uint64_t dropout_iter;    /* forwards done in training mode: the mask stream */
+    float cur_dropout;        /* rate and stream of the last forward, for backward */
+    uint64_t cur_dropout_iter;
 } train_model_t;
 
 /* Flags for train_model_init. */
@@ -136,6 +143,16 @@ void train_model_init_weights(train_model_t *m, uint64_t seed);
 const char *train_param_name(int kind);
 /* 1 if AdamW decays this tensor kind (the 2-D ones), else 0. */
 int train_param_decays(int kind);
+
+/* Dropout as in nanoGPT — on the embeddings, the attention probabilities
+ * and the output of both residual branches — with rate p in [0, 1), masks
+ * drawn from seed and the count of training forwards (dropout_iter, to be
+ * saved with a checkpoint for an exact resume), and applied only while
+ * training mode is on (train_model_set_training). GL_EINVAL for p outside
+ * [0, 1). */
+int train_model_set_dropout(train_model_t *m, float p, uint64_t seed, gl_err_t *err);
+/* Training mode on (1) or off (0, the default: evaluation, generation). */
+void train_model_set_training(train_model_t *m, int on);
 
 /* Forward pass over tokens (B,T) (row-major, borrowed until backward).
  * With targets (B,T) the per-token cross-entropy is computed and the mean
