@@ -150,14 +150,14 @@ static void test_gelu(void)
 }
 
 /* ---- attention ---- */
-typedef struct { int B, T, C, NH, ref; float *qkv, *out, *lse, *rows, *r; } at_t;
+typedef struct { int B, T, C, NH, ref; float drop; float *qkv, *out, *lse, *rows, *r; } at_t;
 static double at_f(void *p)
 {
     at_t *c = p;
     if (c->ref)
         train_k_attention_forward_ref(c->out, c->lse, c->qkv, c->B, c->T, c->C, c->NH, c->rows, 1);
     else
-        train_k_attention_forward(c->out, c->lse, c->qkv, c->B, c->T, c->C, c->NH, c->rows);
+        train_k_attention_forward(c->out, c->lse, c->qkv, c->B, c->T, c->C, c->NH, c->rows, 1, c->drop, 99);
     return dotd(c->out, c->r, (size_t)c->B * c->T * c->C);
 }
 
@@ -181,35 +181,38 @@ static void test_attention_tiled(void)
     float *d1 = vec(nq), *d2 = vec(nq), *scr = vec(2 * (size_t)TRAIN_ATT_TQ * T + T);
     fill(qkv, nq, 2.0f, 0);
     fill(r, no, 1, 0);
-    train_k_attention_forward(o1, l1, qkv, B, T, C, NH, scr);
+    train_k_attention_forward(o1, l1, qkv, B, T, C, NH, scr, 1, 0.0f, 0);
     train_k_attention_forward_ref(o2, l2, qkv, B, T, C, NH, scr, 1);
     ok(max_rel(o1, o2, no) < 1e-5, "tiled attention output = reference (rel %.1e)", max_rel(o1, o2, no));
     ok(max_rel(l1, l2, nl) < 1e-5, "tiled attention lse = reference (rel %.1e)", max_rel(l1, l2, nl));
-    train_k_attention_backward(d1, r, qkv, o1, l1, B, T, C, NH, scr);
+    train_k_attention_backward(d1, r, qkv, o1, l1, B, T, C, NH, scr, 1, 0.0f, 0);
     train_k_attention_backward_ref(d2, r, qkv, o2, l2, B, T, C, NH);
     ok(max_rel(d1, d2, nq) < 1e-4, "tiled attention dqkv = reference (rel %.1e)", max_rel(d1, d2, nq));
     free(qkv); free(o1); free(o2); free(l1); free(l2); free(r); free(d1); free(d2); free(scr);
 }
 static void test_attention(void)
 {
-  for (int ref = 0; ref < 2; ref++) {
-    at_t c = {.B = 2, .T = 5, .C = 8, .NH = 2, .ref = ref};
+  for (int ref = 0; ref < 3; ref++) {
+    /* 0: sgemm version, 1: row-by-row reference, 2: sgemm with dropout */
+    at_t c = {.B = 2, .T = 5, .C = 8, .NH = 2, .ref = ref == 1, .drop = ref == 2 ? 0.3f : 0.0f};
     size_t nq = (size_t)c.B * c.T * 3 * c.C, no = (size_t)c.B * c.T * c.C;
     c.qkv = vec(nq); c.out = vec(no); c.lse = vec((size_t)c.B * c.NH * c.T);
     c.rows = vec(2 * (size_t)TRAIN_ATT_TQ * c.T); c.r = vec(no);
     fill(c.qkv, nq, 1.5f, 0); fill(c.r, no, 1, 0);
     float *dqkv = vec(nq);
     at_f(&c);
-    if (ref)
+    if (ref == 1)
         train_k_attention_backward_ref(dqkv, c.r, c.qkv, c.out, c.lse, c.B, c.T, c.C, c.NH);
     else
-        train_k_attention_backward(dqkv, c.r, c.qkv, c.out, c.lse, c.B, c.T, c.C, c.NH, c.rows);
-    CHECK(at_f, &c, c.qkv, dqkv, nq, ref ? "reference attention dqkv" : "attention dqkv");
+        train_k_attention_backward(dqkv, c.r, c.qkv, c.out, c.lse, c.B, c.T, c.C, c.NH, c.rows, 1, c.drop, 99);
+    CHECK(at_f, &c, c.qkv, dqkv, nq,
+          ref == 1 ? "reference attention dqkv" : ref == 2 ? "attention with dropout dqkv" : "attention dqkv");
     /* Causality: the first token's output is its own value vector. */
     int okv = 1;
     for (int i = 0; i < c.C; i++)
         okv &= fabsf(c.out[i] - c.qkv[2 * c.C + i]) < 1e-6f;
-    ok(okv, "attention: position 0 attends only to itself");
+    if (c.drop == 0.0f)
+        ok(okv, "attention: position 0 attends only to itself");
     free(c.qkv); free(c.out); free(c.lse); free(c.rows); free(c.r); free(dqkv);
   }
 }
@@ -273,6 +276,7 @@ static double mo_f(void *p)
 {
     mo_t *c = p;
     gl_err_t err;
+    c->m->dropout_iter = 7;   /* the same dropout masks at every evaluation */
     if (train_model_forward(c->m, c->tok, c->tgt, c->w, c->B, c->T, &err))
         return NAN;
     double s = 0;   /* the loss, recomputed in double from the per-token terms */
@@ -280,13 +284,66 @@ static double mo_f(void *p)
         s += c->m->acts.losses[i];
     return s / c->m->weight_sum;
 }
-static void test_model(void)
+/* Dropout's mask: the rate, the scaling, the same mask for the same key,
+ * and training mode off means no dropout at all. */
+static void test_dropout(void)
+{
+    size_t n = 200000;
+    float *x = vec(n), *y = vec(n);
+    for (size_t i = 0; i < n; i++)
+        x[i] = y[i] = 1.0f;
+    train_k_dropout(x, n, 0.3f, 5);
+    train_k_dropout(y, n, 0.3f, 5);
+    size_t zeros = 0;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        zeros += x[i] == 0.0f;
+        sum += x[i];
+    }
+    ok(fabs((double)zeros / n - 0.3) < 0.005, "dropout rate %.4f", (double)zeros / n);
+    ok(fabs(sum / n - 1.0) < 0.01, "dropout keeps the mean (%.4f)", sum / n);
+    ok(!memcmp(x, y, n * sizeof(float)), "same key, same mask");
+    free(x);
+    free(y);
+
+    train_config_t cfg = {.n_layer = 1, .n_head = 2, .n_embd = 8, .n_ctx = 6, .vocab_size = 11};
+    train_model_t m;
+    gl_err_t err;
+    train_model_init(&m, &cfg, 1, 6, 0, &err);
+    train_model_init_weights(&m, 1);
+    int32_t tok[6] = {1, 2, 3, 4, 5, 6}, tgt[6] = {2, 3, 4, 5, 6, 7};
+    train_model_forward(&m, tok, tgt, NULL, 1, 6, &err);
+    float plain = m.loss;
+    is_int(train_model_set_dropout(&m, 0.5f, 1, &err), GL_OK, "set dropout");
+    train_model_forward(&m, tok, tgt, NULL, 1, 6, &err);
+    ok(m.loss == plain, "no dropout outside training mode");
+    train_model_set_training(&m, 1);
+    train_model_forward(&m, tok, tgt, NULL, 1, 6, &err);
+    ok(m.loss != plain && m.dropout_iter == 1, "dropout in training mode (%g vs %g)", m.loss, plain);
+    is_int(train_model_set_dropout(&m, 1.0f, 1, &err), GL_EINVAL, "dropout 1 refused");
+    train_model_free(&m);
+}
+
+typedef struct { train_model_t *m; int32_t *tok; int B, T; float *r; } hid_t;
+static double hid_f(void *p)
+{
+    hid_t *c = p;
+    gl_err_t err;
+    c->m->dropout_iter = 7;
+    if (train_model_forward(c->m, c->tok, NULL, NULL, c->B, c->T, &err))
+        return NAN;
+    return dotd(c->m->acts.lnf, c->r, (size_t)c->B * c->T * c->m->cfg.n_embd);
+}
+
+static void test_model(float dropout)
 {
     train_config_t cfg = {.n_layer = 2, .n_head = 2, .n_embd = 8, .n_ctx = 6, .vocab_size = 11};
     train_model_t m;
     gl_err_t err = {0};
     int B = 2, T = 5;
     is_int(train_model_init(&m, &cfg, B, T, TRAIN_GRADS, &err), GL_OK, "tiny model init %s", err.msg);
+    is_int(train_model_set_dropout(&m, dropout, 42, &err), GL_OK, "dropout %g", dropout);
+    train_model_set_training(&m, 1);
     for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++)
         fill(m.params.t[k], m.sizes[k], 0.4f,
              k == TRAIN_LN1W || k == TRAIN_LN2W || k == TRAIN_LNFW ? 1.0f : 0.0f);
@@ -307,15 +364,80 @@ static void test_model(void)
         float *x = m.params.t[k], *gk = g + (m.params.t[k] - m.params_mem);
         /* wpe row 5 (position T) gets no gradient: check it is exactly 0. */
         double e = check(mo_f, &c, x, gk, m.sizes[k], 1e-2f);
-        ok(e < 1e-2, "model gradient of %s vs finite differences (err %.1e)", train_param_name(k), e);
+        ok(e < 1e-2, "model%s gradient of %s vs finite differences (err %.1e)",
+           dropout > 0 ? " (dropout)" : "", train_param_name(k), e);
     }
     int zero = 1;
     for (int i = 5 * 8; i < 6 * 8; i++)
         zero &= g[(m.params.t[TRAIN_WPE] - m.params_mem) + i] == 0.0f;
     ok(zero, "unused position row has zero gradient");
     free(g);
+
+    /* Backward from the hidden states (for a reward or value head): the
+     * gradient of sum(r * lnf), no targets. */
+    float *r = vec((size_t)B * T * 8);
+    fill(r, (size_t)B * T * 8, 1, 0);
+    hid_t hc = {&m, tok, B, T, r};
+    hid_f(&hc);
+    train_model_zero_grad(&m);
+    train_model_backward_hidden(&m, r);
+    g = vec(m.n_params);
+    memcpy(g, m.grads_mem, m.n_params * sizeof(float));
+    int kinds[] = {TRAIN_WTE, TRAIN_WPE, TRAIN_QKVW, TRAIN_FCPROJB, TRAIN_LNFW};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        int k = kinds[i];
+        double e = check(hid_f, &hc, m.params.t[k], g + (m.params.t[k] - m.params_mem), m.sizes[k], 1e-2f);
+        ok(e < 1e-2, "hidden-state backward: gradient of %s (err %.1e)", train_param_name(k), e);
+    }
+    free(r);
+    free(g);
     train_model_free(&m);
     train_model_free(&m);   /* free is idempotent */
+}
+
+/* The threaded paths (slabbed sgemm, heads over threads, per-thread
+ * LayerNorm sums) against one thread, on a batch big enough to take them. */
+static void test_threads(void)
+{
+    train_config_t cfg = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 160, .vocab_size = 100};
+    int B = 4, T = 160, N = B * T;
+    train_model_t m;
+    gl_err_t err = {0};
+    train_set_threads(2);
+    is_int(train_model_init(&m, &cfg, B, T, TRAIN_GRADS, &err), GL_OK, "threaded model init %s", err.msg);
+    ok(m.nthreads == 2, "two thread slots (%d)", m.nthreads);
+    train_model_init_weights(&m, 3);
+    int32_t *tok = malloc(sizeof(int32_t) * N), *tgt = malloc(sizeof(int32_t) * N);
+    for (int i = 0; i < N; i++) {
+        tok[i] = (i * 37 + 11) % 100;
+        tgt[i] = (i * 53 + 7) % 100;
+    }
+    float *g[2], *lg[2];
+    for (int run = 0; run < 2; run++) {
+        train_set_threads(run ? 1 : 2);
+        is_int(train_model_forward(&m, tok, tgt, NULL, B, T, &err), GL_OK, "forward with %d threads", 2 - run);
+        lg[run] = vec((size_t)N * 100);
+        memcpy(lg[run], m.acts.logits, (size_t)N * 100 * sizeof(float));
+        train_model_zero_grad(&m);
+        train_model_backward(&m, 1.0f);
+        g[run] = vec(m.n_params);
+        memcpy(g[run], m.grads_mem, m.n_params * sizeof(float));
+    }
+    ok(max_rel(lg[0], lg[1], (size_t)N * 100) < 1e-5, "logits: 2 threads = 1 thread (rel %.1e)",
+       max_rel(lg[0], lg[1], (size_t)N * 100));
+    for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
+        size_t off = m.params.t[k] - m.params_mem;
+        double e = max_rel(g[0] + off, g[1] + off, m.sizes[k]);
+        ok(e < 1e-4, "gradient of %s: 2 threads = 1 thread (rel %.1e)", train_param_name(k), e);
+    }
+    train_set_threads(2);
+    for (int run = 0; run < 2; run++) {
+        free(g[run]);
+        free(lg[run]);
+    }
+    free(tok);
+    free(tgt);
+    train_model_free(&m);
 }
 
 int main(void)
@@ -327,6 +449,9 @@ int main(void)
     test_attention();
     test_attention_tiled();
     test_crossentropy();
-    test_model();
+    test_model(0.0f);
+    test_model(0.25f);
+    test_dropout();
+    test_threads();
     return tap_done();
 }

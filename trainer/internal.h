@@ -30,21 +30,32 @@ void train_k_matmul_forward(float *out, const float *inp, const float *w, const 
  * db += column sums of dout (skipped when NULL). */
 void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
                              const float *inp, const float *w, int N, int IC, int OC);
+/* Dropout with rate p, in place: x = keep ? x / (1-p) : 0, the keep
+ * decision of element i a hash of (key, i), so applying it to the gradient
+ * in backward is the same call. train_k_dropout_key() derives the key of
+ * one site (embeddings, a layer's attention or residual) of one forward. */
+void train_k_dropout(float *x, size_t n, float p, uint64_t key);
+uint64_t train_k_dropout_key(uint64_t seed, uint64_t iter, uint64_t site);
 /* GELU, tanh approximation. */
 void train_k_gelu_forward(float *out, const float *inp, size_t n);
 /* d *= gelu'(inp), in place. */
 void train_k_gelu_backward(float *d, const float *inp, size_t n);
+/* C = alpha op(A) op(B) + beta C (row-major; ta, tb: transpose A, B),
+ * split over the OpenMP threads, each running a one-thread sgemm. */
+void train_k_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc);
 /* Causal self-attention. qkv (B,T,3C): q|k|v per token, heads side by side;
- * out (B,T,C); lse (B,NH,T) log-sum-exp per softmax row. Products on sgemm
- * per head and block of TRAIN_ATT_TQ query rows; scratch: TRAIN_ATT_TQ * T
- * floats (forward), twice that (backward). */
+ * out (B,T,C); lse (B,NH,T) log-sum-exp per softmax row. Threads over
+ * heads, products on sgemm per block of TRAIN_ATT_TQ query rows; scratch:
+ * nthreads * 2 * TRAIN_ATT_TQ * T floats. drop > 0: dropout on the
+ * probabilities with mask key. */
 #define TRAIN_ATT_TQ 128
 void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
-                               int NH, float *scratch);
+                               int NH, float *scratch, int nthreads, float drop, uint64_t key);
 /* dqkv (B,T,3C), overwritten, from dout (B,T,C) and the forward's out, lse. */
 void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv,
                                 const float *out, const float *lse, int B, int T, int C, int NH,
-                                float *scratch);
+                                float *scratch, int nthreads, float drop, uint64_t key);
 /* The portable row-by-row version the tests compare the above against:
  * rows is nthreads * T floats; threads over (batch, head). */
 void train_k_attention_forward_ref(float *out, float *lse, const float *qkv, int B, int T, int C,

@@ -24,6 +24,17 @@
 #include <omp.h>
 #endif
 
+void train_set_threads(int n)
+{
+    openblas_set_num_threads(1);
+#ifdef _OPENMP
+    if (n > 0)
+        omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
 static int max_threads(void)
 {
 #ifdef _OPENMP
@@ -31,6 +42,14 @@ static int max_threads(void)
 #else
     return 1;
 #endif
+}
+
+/* Threads for a kernel with per-thread scratch: the count in force, within
+ * the slots init sized. */
+static int run_threads(const train_model_t *m)
+{
+    int n = max_threads();
+    return n < m->nthreads ? n : m->nthreads;
 }
 
 /* ---- configuration and layout ---------------------------------------- */
@@ -131,12 +150,12 @@ static size_t point_acts(train_acts_t *a, float *mem, const train_config_t *c, s
 }
 
 /* Scratch: dresidual (BT,C), dC (BT,C), dqkv (BT,3C), d4C (BT,4C) for the
- * backward pass; attention's block buffers (2 x TRAIN_ATT_TQ x T); per
- * thread 2C floats of LayerNorm partial sums. */
+ * backward pass; per thread attention's block buffers (2 x TRAIN_ATT_TQ x
+ * T) and 2C floats of LayerNorm partial sums. */
 static size_t scratch_floats(const train_config_t *c, size_t B, size_t T, int nthreads)
 {
     size_t BT = B * T, C = c->n_embd;
-    return BT * C * 9 + 2 * (size_t)TRAIN_ATT_TQ * T + (size_t)nthreads * (2 * C + 16);
+    return BT * C * 9 + (size_t)nthreads * (2 * (size_t)TRAIN_ATT_TQ * T + 2 * C + 16);
 }
 
 void train_model_free(train_model_t *m)
@@ -199,6 +218,7 @@ int train_model_init(train_model_t *m, const train_config_t *cfg, int B, int T, 
             goto nomem;
         memset(m->acts_mem, 0, n * sizeof(float));
         point_acts(&m->acts, m->acts_mem, cfg, B, T);
+        train_set_threads(0);
         m->nthreads = max_threads();
         if (m->nthreads < 1)
             m->nthreads = 1;
@@ -267,6 +287,38 @@ void train_model_init_weights(train_model_t *m, uint64_t seed)
 
 /* ---- the model --------------------------------------------------------- */
 
+int train_model_set_dropout(train_model_t *m, float p, uint64_t seed, gl_err_t *err)
+{
+    if (!(p >= 0.0f && p < 1.0f))
+        return gl_err_set(err, GL_EINVAL, "dropout %g outside [0, 1)", (double)p);
+    m->dropout = p;
+    m->dropout_seed = seed;
+    return GL_OK;
+}
+
+void train_model_set_training(train_model_t *m, int on) { m->training = !!on; }
+
+/* Dropout sites of one forward: 0 the embeddings, then per layer three. */
+enum { SITE_ATT = 1, SITE_ATTPROJ = 2, SITE_FCPROJ = 3 };
+static uint64_t site_key(const train_model_t *m, int layer, int site)
+{
+    return train_k_dropout_key(m->dropout_seed, m->cur_dropout_iter,
+                               layer < 0 ? 0 : (uint64_t)(3 * layer + site));
+}
+
+/* out = res + dropout(inp w + bias), unfused for the dropout; tmp (N,OC). */
+static void matmul_dropout_forward(float *out, float *tmp, const float *inp, const float *w,
+                                   const float *bias, const float *res, int N, int IC, int OC,
+                                   float p, uint64_t key)
+{
+    train_k_matmul_forward(tmp, inp, w, bias, NULL, N, IC, OC);
+    train_k_dropout(tmp, (size_t)N * OC, p, key);
+    size_t n = (size_t)N * OC;
+#pragma omp parallel for simd if (n > 32768)
+    for (size_t i = 0; i < n; i++)
+        out[i] = res[i] + tmp[i];
+}
+
 int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *targets,
                         const float *weights, int B, int T, gl_err_t *err)
 {
@@ -274,6 +326,7 @@ int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *
     const train_config_t *c = &m->cfg;
     int L = c->n_layer, C = c->n_embd, NH = c->n_head, V = c->vocab_size;
     m->have_targets = 0;
+    m->cur_B = m->cur_T = 0;
     if (B < 1 || T < 1 || B > m->B || T > m->T)
         return gl_err_set(err, GL_ERANGE, "forward: batch %d x %d outside the model's %d x %d",
                           B, T, m->B, m->T);
@@ -299,7 +352,15 @@ int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *
     const train_params_t *p = &m->params;
     train_acts_t *a = &m->acts;
     size_t cap = (size_t)m->B * m->T;
+    float dp = m->training ? m->dropout : 0.0f;
+    m->cur_dropout = dp;
+    m->cur_dropout_iter = m->dropout_iter;
+    if (dp > 0.0f)
+        m->dropout_iter++;
+    float *tmp = m->scratch;   /* the backward's dresidual buffer, free now */
     train_k_encoder_forward(a->encoded, tokens, p->t[TRAIN_WTE], p->t[TRAIN_WPE], B, T, C);
+    if (dp > 0.0f)
+        train_k_dropout(a->encoded, (size_t)N * C, dp, site_key(m, -1, 0));
     const float *residual = a->encoded;
     for (int l = 0; l < L; l++) {
         size_t oC = l * cap * C, o1 = l * cap;
@@ -307,26 +368,35 @@ int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *
         float *res2 = a->residual2 + oC, *ln2 = a->ln2 + oC, *fch = a->fch + 4 * oC;
         float *fchg = a->fch_gelu + 4 * oC, *res3 = a->residual3 + oC;
         train_k_layernorm_forward(ln1, a->ln1_mean + o1, a->ln1_rstd + o1, residual,
-                          p->t[TRAIN_LN1W] + (size_t)l * C, p->t[TRAIN_LN1B] + (size_t)l * C, N, C);
+                                  p->t[TRAIN_LN1W] + (size_t)l * C, p->t[TRAIN_LN1B] + (size_t)l * C, N, C);
         train_k_matmul_forward(qkv, ln1, p->t[TRAIN_QKVW] + (size_t)l * C * 3 * C,
-                       p->t[TRAIN_QKVB] + (size_t)l * 3 * C, NULL, N, C, 3 * C);
+                               p->t[TRAIN_QKVB] + (size_t)l * 3 * C, NULL, N, C, 3 * C);
         train_k_attention_forward(atty, a->att_lse + (size_t)l * m->B * NH * m->T, qkv, B, T, C, NH,
-                                  m->scratch + cap * C * 9);
-        train_k_matmul_forward(res2, atty, p->t[TRAIN_ATTPROJW] + (size_t)l * C * C,
-                       p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C);
+                                  m->scratch + cap * C * 9, run_threads(m), dp, site_key(m, l, SITE_ATT));
+        if (dp > 0.0f)
+            matmul_dropout_forward(res2, tmp, atty, p->t[TRAIN_ATTPROJW] + (size_t)l * C * C,
+                                   p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C, dp,
+                                   site_key(m, l, SITE_ATTPROJ));
+        else
+            train_k_matmul_forward(res2, atty, p->t[TRAIN_ATTPROJW] + (size_t)l * C * C,
+                                   p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C);
         train_k_layernorm_forward(ln2, a->ln2_mean + o1, a->ln2_rstd + o1, res2,
-                          p->t[TRAIN_LN2W] + (size_t)l * C, p->t[TRAIN_LN2B] + (size_t)l * C, N, C);
+                                  p->t[TRAIN_LN2W] + (size_t)l * C, p->t[TRAIN_LN2B] + (size_t)l * C, N, C);
         train_k_matmul_forward(fch, ln2, p->t[TRAIN_FCW] + (size_t)l * C * 4 * C,
-                       p->t[TRAIN_FCB] + (size_t)l * 4 * C, NULL, N, C, 4 * C);
+                               p->t[TRAIN_FCB] + (size_t)l * 4 * C, NULL, N, C, 4 * C);
         train_k_gelu_forward(fchg, fch, (size_t)N * 4 * C);
-        train_k_matmul_forward(res3, fchg, p->t[TRAIN_FCPROJW] + (size_t)l * 4 * C * C,
-                       p->t[TRAIN_FCPROJB] + (size_t)l * C, res2, N, 4 * C, C);
+        if (dp > 0.0f)
+            matmul_dropout_forward(res3, tmp, fchg, p->t[TRAIN_FCPROJW] + (size_t)l * 4 * C * C,
+                                   p->t[TRAIN_FCPROJB] + (size_t)l * C, res2, N, 4 * C, C, dp,
+                                   site_key(m, l, SITE_FCPROJ));
+        else
+            train_k_matmul_forward(res3, fchg, p->t[TRAIN_FCPROJW] + (size_t)l * 4 * C * C,
+                                   p->t[TRAIN_FCPROJB] + (size_t)l * C, res2, N, 4 * C, C);
         residual = res3;
     }
     train_k_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->t[TRAIN_LNFW],
-                      p->t[TRAIN_LNFB], N, C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, V, C, 1.0f, a->lnf, C,
-                p->t[TRAIN_WTE], C, 0.0f, a->logits, V);
+                              p->t[TRAIN_LNFB], N, C);
+    train_k_gemm(0, 1, N, V, C, 1.0f, a->lnf, C, p->t[TRAIN_WTE], C, 0.0f, a->logits, V);
 
     m->cur_B = B;
     m->cur_T = T;
@@ -348,32 +418,26 @@ void train_model_zero_grad(train_model_t *m)
     memset(m->grads_mem, 0, m->n_params * sizeof(float));
 }
 
-void train_model_backward(train_model_t *m, float loss_scale)
+/* The backward pass below the final LayerNorm's output, from its gradient
+ * dlnf (B,T,C): every layer's parameters and the embeddings. */
+static void backward_trunk(train_model_t *m, const float *dlnf)
 {
-    assert(m && m->grads_mem && m->have_targets);
     const train_config_t *c = &m->cfg;
-    int L = c->n_layer, C = c->n_embd, NH = c->n_head, V = c->vocab_size;
+    int L = c->n_layer, C = c->n_embd, NH = c->n_head;
     int B = m->cur_B, T = m->cur_T, N = B * T;
     size_t cap = (size_t)m->B * m->T;
     const train_params_t *p = &m->params;
     train_params_t *g = &m->grads;
     train_acts_t *a = &m->acts;
     float *dres = m->scratch, *dC = dres + cap * C, *dqkv = dC + cap * C, *d4C = dqkv + cap * 3 * C;
-    float *att = m->scratch + cap * C * 9, *part = att + 2 * (size_t)TRAIN_ATT_TQ * m->T;
+    float *att = m->scratch + cap * C * 9;
+    float *part = att + (size_t)m->nthreads * 2 * TRAIN_ATT_TQ * m->T;
+    float dp = m->cur_dropout;
 
-    train_k_crossentropy_backward(a->logits, a->lse, m->cur_targets, m->cur_weights,
-                          (float)(loss_scale / m->weight_sum), N, V);
-    float *dlogits = a->logits;
-    /* Classifier: dlnf = dlogits wte; dwte += dlogits^T lnf. */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, V, 1.0f, dlogits, V,
-                p->t[TRAIN_WTE], C, 0.0f, dC, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, N, 1.0f, dlogits, V, a->lnf, C,
-                1.0f, g->t[TRAIN_WTE], C);
     memset(dres, 0, (size_t)N * C * sizeof(float));
     const float *last = a->residual3 + (size_t)(L - 1) * cap * C;
-    train_k_layernorm_backward(dres, g->t[TRAIN_LNFW], g->t[TRAIN_LNFB], dC, last, p->t[TRAIN_LNFW],
-                       a->lnf_mean, a->lnf_rstd, N, C, part, m->nthreads);
-
+    train_k_layernorm_backward(dres, g->t[TRAIN_LNFW], g->t[TRAIN_LNFB], dlnf, last, p->t[TRAIN_LNFW],
+                               a->lnf_mean, a->lnf_rstd, N, C, part, run_threads(m));
     for (int l = L - 1; l >= 0; l--) {
         size_t oC = l * cap * C, o1 = l * cap;
         const float *residual = l == 0 ? a->encoded : a->residual3 + (l - 1) * cap * C;
@@ -381,26 +445,66 @@ void train_model_backward(train_model_t *m, float loss_scale)
         const float *res2 = a->residual2 + oC, *ln2 = a->ln2 + oC, *fch = a->fch + 4 * oC;
         const float *fchg = a->fch_gelu + 4 * oC;
         size_t lC = (size_t)l * C;
+        /* With dropout the branches see the masked gradient; dqkv is free
+         * until the attention backward below. */
+        const float *dbranch = dres;
+        if (dp > 0.0f) {
+            memcpy(dqkv, dres, (size_t)N * C * sizeof(float));
+            train_k_dropout(dqkv, (size_t)N * C, dp, site_key(m, l, SITE_FCPROJ));
+            dbranch = dqkv;
+        }
         /* MLP branch: res3 = res2 + fcproj(gelu(fc(ln2(res2)))). */
-        train_k_matmul_backward(d4C, g->t[TRAIN_FCPROJW] + lC * 4 * C, g->t[TRAIN_FCPROJB] + lC, dres,
-                        fchg, p->t[TRAIN_FCPROJW] + lC * 4 * C, N, 4 * C, C);
+        train_k_matmul_backward(d4C, g->t[TRAIN_FCPROJW] + lC * 4 * C, g->t[TRAIN_FCPROJB] + lC, dbranch,
+                                fchg, p->t[TRAIN_FCPROJW] + lC * 4 * C, N, 4 * C, C);
         train_k_gelu_backward(d4C, fch, (size_t)N * 4 * C);
         train_k_matmul_backward(dC, g->t[TRAIN_FCW] + lC * 4 * C, g->t[TRAIN_FCB] + lC * 4, d4C, ln2,
-                        p->t[TRAIN_FCW] + lC * 4 * C, N, C, 4 * C);
+                                p->t[TRAIN_FCW] + lC * 4 * C, N, C, 4 * C);
         train_k_layernorm_backward(dres, g->t[TRAIN_LN2W] + lC, g->t[TRAIN_LN2B] + lC, dC, res2,
-                           p->t[TRAIN_LN2W] + lC, a->ln2_mean + o1, a->ln2_rstd + o1, N, C, part,
-                           m->nthreads);
+                                   p->t[TRAIN_LN2W] + lC, a->ln2_mean + o1, a->ln2_rstd + o1, N, C, part,
+                                   run_threads(m));
+        if (dp > 0.0f) {
+            memcpy(dqkv, dres, (size_t)N * C * sizeof(float));
+            train_k_dropout(dqkv, (size_t)N * C, dp, site_key(m, l, SITE_ATTPROJ));
+        }
         /* Attention branch: res2 = res + attproj(attn(qkv(ln1(res)))). */
-        train_k_matmul_backward(dC, g->t[TRAIN_ATTPROJW] + lC * C, g->t[TRAIN_ATTPROJB] + lC, dres, atty,
-                        p->t[TRAIN_ATTPROJW] + lC * C, N, C, C);
+        train_k_matmul_backward(dC, g->t[TRAIN_ATTPROJW] + lC * C, g->t[TRAIN_ATTPROJB] + lC, dbranch, atty,
+                                p->t[TRAIN_ATTPROJW] + lC * C, N, C, C);
         train_k_attention_backward(dqkv, dC, qkv, atty, a->att_lse + (size_t)l * m->B * NH * m->T, B,
-                                   T, C, NH, att);
+                                   T, C, NH, att, run_threads(m), dp, site_key(m, l, SITE_ATT));
         train_k_matmul_backward(dC, g->t[TRAIN_QKVW] + lC * 3 * C, g->t[TRAIN_QKVB] + lC * 3, dqkv, ln1,
-                        p->t[TRAIN_QKVW] + lC * 3 * C, N, C, 3 * C);
+                                p->t[TRAIN_QKVW] + lC * 3 * C, N, C, 3 * C);
         train_k_layernorm_backward(dres, g->t[TRAIN_LN1W] + lC, g->t[TRAIN_LN1B] + lC, dC, residual,
-                           p->t[TRAIN_LN1W] + lC, a->ln1_mean + o1, a->ln1_rstd + o1, N, C, part,
-                           m->nthreads);
+                                   p->t[TRAIN_LN1W] + lC, a->ln1_mean + o1, a->ln1_rstd + o1, N, C, part,
+                                   run_threads(m));
     }
+    if (dp > 0.0f)
+        train_k_dropout(dres, (size_t)N * C, dp, site_key(m, -1, 0));
     train_k_encoder_backward(g->t[TRAIN_WTE], g->t[TRAIN_WPE], dres, m->cur_tokens, B, T, C);
+}
+
+void train_model_backward(train_model_t *m, float loss_scale)
+{
+    assert(m && m->grads_mem && m->have_targets);
+    int C = m->cfg.n_embd, V = m->cfg.vocab_size, N = m->cur_B * m->cur_T;
+    size_t cap = (size_t)m->B * m->T;
+    float *dlnf = m->scratch + cap * C;   /* the dC buffer of backward_trunk */
+    train_acts_t *a = &m->acts;
+    const float *wte = m->params.t[TRAIN_WTE];
+
+    train_k_crossentropy_backward(a->logits, a->lse, m->cur_targets, m->cur_weights,
+                                  (float)(loss_scale / m->weight_sum), N, V);
+    /* Classifier: dlnf = dlogits wte; dwte += dlogits^T lnf. */
+    train_k_gemm(0, 0, N, C, V, 1.0f, a->logits, V, wte, C, 0.0f, dlnf, C);
+    train_k_gemm(1, 0, V, C, N, 1.0f, a->logits, V, a->lnf, C, 1.0f, m->grads.t[TRAIN_WTE], C);
+    backward_trunk(m, dlnf);
     m->have_targets = 0;
+}
+
+void train_model_backward_hidden(train_model_t *m, const float *dlnf)
+{
+    assert(m && m->grads_mem && m->cur_B > 0 && dlnf);
+    size_t n = (size_t)m->cur_B * m->cur_T * m->cfg.n_embd;
+    float *copy = m->scratch + (size_t)m->B * m->T * m->cfg.n_embd;
+    memmove(copy, dlnf, n * sizeof(float));
+    backward_trunk(m, copy);
 }

@@ -102,12 +102,27 @@ typedef struct {
     const float *cur_weights;
     double weight_sum;        /* sum of the loss weights of the last forward */
     float loss;               /* mean loss of the last forward with targets */
+    /* dropout (train_model_set_dropout) */
+    float dropout;            /* rate; 0 = off (the default) */
+    int training;             /* dropout applies only in training mode */
+    uint64_t dropout_seed;
+    uint64_t dropout_iter;    /* forwards done in training mode: the mask stream */
+    float cur_dropout;        /* rate and stream of the last forward, for backward */
+    uint64_t cur_dropout_iter;
 } train_model_t;
 
 /* Flags for train_model_init. */
 enum {
     TRAIN_GRADS = 1,   /* allocate gradients (training); not for a frozen copy */
 };
+
+/* Sets the number of threads the trainer's kernels use (OpenMP), and keeps
+ * OpenBLAS at one thread: the trainer splits its matrix products over its
+ * own threads, so that two thread pools do not spin against each other.
+ * n <= 0 keeps the OpenMP default (OMP_NUM_THREADS or the core count).
+ * Call it before train_model_init, which sizes per-thread scratch for the
+ * count in force; init applies the OpenBLAS part itself. */
+void train_set_threads(int n);
 
 /* Allocates a model of config cfg able to run batches of up to B rows of
  * up to T tokens (T <= cfg->n_ctx); B = T = 0 allocates the weights only.
@@ -129,6 +144,16 @@ const char *train_param_name(int kind);
 /* 1 if AdamW decays this tensor kind (the 2-D ones), else 0. */
 int train_param_decays(int kind);
 
+/* Dropout as in nanoGPT — on the embeddings, the attention probabilities
+ * and the output of both residual branches — with rate p in [0, 1), masks
+ * drawn from seed and the count of training forwards (dropout_iter, to be
+ * saved with a checkpoint for an exact resume), and applied only while
+ * training mode is on (train_model_set_training). GL_EINVAL for p outside
+ * [0, 1). */
+int train_model_set_dropout(train_model_t *m, float p, uint64_t seed, gl_err_t *err);
+/* Training mode on (1) or off (0, the default: evaluation, generation). */
+void train_model_set_training(train_model_t *m, int on);
+
 /* Forward pass over tokens (B,T) (row-major, borrowed until backward).
  * With targets (B,T) the per-token cross-entropy is computed and the mean
  * over counted tokens stored in m->loss: loss = sum(w*ce) / sum(w), where
@@ -147,6 +172,15 @@ void train_model_zero_grad(train_model_t *m);
  * ADDS the gradient of loss_scale * loss to m->grads (use 1/k with k
  * micro-batches of gradient accumulation). Overwrites m->acts.logits. */
 void train_model_backward(train_model_t *m, float loss_scale);
+
+/* Backward pass from a gradient of the hidden states instead of the
+ * language-model loss: ADDS to m->grads the gradient of sum(dlnf * lnf),
+ * where lnf = m->acts.lnf of the last forward (with or without targets)
+ * and dlnf is (B,T,C) for that forward's B, T (borrowed for the call). For
+ * heads on top of the model (a scalar reward or value head): the head
+ * computes its own gradient and passes dlnf down. The tied output
+ * projection gets no gradient from this path. */
+void train_model_backward_hidden(train_model_t *m, const float *dlnf);
 
 /* ---- optimiser -------------------------------------------------------- */
 
