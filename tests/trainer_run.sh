@@ -37,6 +37,14 @@ losses "$TMP/a" > "$TMP/la"; losses "$TMP/b" > "$TMP/lb"
 cmp -s "$TMP/la" "$TMP/lb"; _result $? "resumed run repeats the uninterrupted losses exactly"
 [ $? -eq 0 ] || diff "$TMP/la" "$TMP/lb" | head -5 | sed 's/^/#   /'
 
+# the same with dropout: the mask stream is part of the checkpoint
+$G train pretrain --data "$TMP/train" --out "$TMP/da" $M --steps 16 --dropout 0.2 >/dev/null 2>&1
+$G train pretrain --data "$TMP/train" --out "$TMP/db" $M --steps 16 --dropout 0.2 --until 7 >/dev/null 2>&1
+$G train pretrain --data "$TMP/train" --out "$TMP/db" $M --steps 16 --dropout 0.2 --resume >/dev/null 2>&1
+losses "$TMP/da" > "$TMP/lda"; losses "$TMP/db" > "$TMP/ldb"
+[ "$(wc -l < "$TMP/lda")" -eq 16 ] && cmp -s "$TMP/lda" "$TMP/ldb"; _result $? "with dropout too, resume repeats the losses"
+cmp -s "$TMP/lda" <(head -16 "$TMP/la"); [ $? -ne 0 ]; _result $? "dropout changes the losses"
+
 # SIGKILL at a random moment, then resume
 $G train pretrain --data "$TMP/train" --out "$TMP/k" $M --steps 40 --ckpt-every 2 >/dev/null 2>&1 &
 pid=$!

@@ -50,7 +50,7 @@ static int usage_train(const char *prog, train_stage_t stage)
            "  --steps N (2000)    --until N (stop early at step N, checkpointed)\n"
            "  --lr X (1e-3)  --min-lr X (1e-4)  --warmup N (100)\n"
            "  --beta1 X (0.9)  --beta2 X (0.99)  --wd X (0.1)  --clip X (1.0)\n"
-           "  --seed N (1337)\n"
+           "  --dropout X (0)  --seed N (1337)\n"
            "logging:\n"
            "  --eval-every N (250)  --eval-batches N (20)  --ckpt-every N (500)\n"
            "  --log-every N (10)  --threads N  -q, --quiet\n\n"
@@ -62,7 +62,7 @@ static int usage_train(const char *prog, train_stage_t stage)
 static int run_stage(int argc, char **argv, train_stage_t stage)
 {
     enum { O_VAL = 256, O_INIT, O_RESUME, O_LAYERS, O_HEADS, O_WIDTH, O_CTX, O_ACCUM, O_STEPS, O_UNTIL, O_LR,
-           O_MINLR, O_WARMUP, O_B1, O_B2, O_WD, O_CLIP, O_SEED, O_EVE, O_EVB, O_CKE, O_LOGE, O_THREADS };
+           O_MINLR, O_WARMUP, O_B1, O_B2, O_WD, O_CLIP, O_SEED, O_EVE, O_EVB, O_CKE, O_LOGE, O_THREADS, O_DROPOUT };
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},    {"out", required_argument, NULL, 'o'},
         {"val", required_argument, NULL, O_VAL},   {"init", required_argument, NULL, O_INIT},
@@ -75,6 +75,7 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
         {"warmup", required_argument, NULL, O_WARMUP}, {"beta1", required_argument, NULL, O_B1},
         {"beta2", required_argument, NULL, O_B2},  {"wd", required_argument, NULL, O_WD},
         {"clip", required_argument, NULL, O_CLIP}, {"seed", required_argument, NULL, O_SEED},
+        {"dropout", required_argument, NULL, O_DROPOUT},
         {"eval-every", required_argument, NULL, O_EVE}, {"eval-batches", required_argument, NULL, O_EVB},
         {"ckpt-every", required_argument, NULL, O_CKE}, {"log-every", required_argument, NULL, O_LOGE},
         {"threads", required_argument, NULL, O_THREADS}, {"quiet", no_argument, NULL, 'q'},
@@ -113,6 +114,7 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
         case O_B2: bad = parse_float(optarg, &o.adamw.beta2); break;
         case O_WD: bad = parse_float(optarg, &o.adamw.weight_decay); break;
         case O_CLIP: bad = parse_float(optarg, &o.clip); break;
+        case O_DROPOUT: bad = parse_float(optarg, &o.dropout); break;
         case O_SEED: bad = parse_int(optarg, &c); o.seed = (uint64_t)c; break;
         case O_EVE: bad = parse_int(optarg, &o.eval_every); break;
         case O_EVB: bad = parse_int(optarg, &o.eval_batches); break;

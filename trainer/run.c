@@ -19,7 +19,6 @@
 #include "shards/shards.h"
 
 #include <cblas.h>
-#include <omp.h>
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
@@ -108,6 +107,7 @@ typedef struct {
     long step;                  /* steps done */
     uint64_t epoch, next;       /* sampler position */
     uint64_t tokens;            /* tokens trained on */
+    uint64_t dropout_iter;      /* the model's dropout mask stream */
 } run_state_t;
 
 static json_t *config_json(const train_config_t *c)
@@ -131,9 +131,10 @@ static int save_checkpoint(const char *out, const train_run_opts_t *o, const tra
     if (!rc)
         rc = write_optim(op, opt, err);
     if (!rc) {
-        json_t *j = json_pack("{s:i,s:I,s:{s:I,s:I},s:I,s:o,s:{s:i,s:i,s:i,s:i,s:I,s:I},s:i}", "format", STATE_FORMAT,
-                              "step", (json_int_t)st->step, "sampler", "epoch", (json_int_t)st->epoch, "next",
-                              (json_int_t)st->next, "tokens", (json_int_t)st->tokens, "config", config_json(&m->cfg),
+        json_t *j = json_pack("{s:i,s:I,s:{s:I,s:I},s:I,s:I,s:o,s:{s:i,s:i,s:i,s:i,s:I,s:I},s:i}", "format",
+                              STATE_FORMAT, "step", (json_int_t)st->step, "sampler", "epoch", (json_int_t)st->epoch,
+                              "next", (json_int_t)st->next, "tokens", (json_int_t)st->tokens, "dropout_iter",
+                              (json_int_t)m->dropout_iter, "config", config_json(&m->cfg),
                               "run", "stage", (int)o->stage, "B", o->B, "T", o->T, "accum", o->accum, "steps",
                               (json_int_t)o->steps, "seed", (json_int_t)o->seed, "world", world);
         char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -213,10 +214,12 @@ static int load_state(const char *dir, const train_run_opts_t *o, const train_mo
         rc = gl_err_set(err, GL_ECORRUPT, "%s: %s (line %d)", sp, je.text, je.line);
         goto out;
     }
-    json_int_t fmt = 0, step = -1, epoch = 0, next = 0, tokens = 0, stage = 0, B = 0, T = 0, accum = 0, w = 0;
+    json_int_t fmt = 0, step = -1, epoch = 0, next = 0, tokens = 0, diter = 0, stage = 0, B = 0, T = 0, accum = 0,
+               w = 0;
     json_int_t nl = 0, nh = 0, ne = 0, nc = 0, vs = 0;
-    if (json_unpack_ex(j, &je, 0, "{s:I,s:I,s:{s:I,s:I},s:I,s:{s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s?I,s?I},s:I}",
+    if (json_unpack_ex(j, &je, 0, "{s:I,s:I,s:{s:I,s:I},s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s?I,s?I},s:I}",
                        "format", &fmt, "step", &step, "sampler", "epoch", &epoch, "next", &next, "tokens", &tokens,
+                       "dropout_iter", &diter,
                        "config", "n_layer", &nl, "n_head", &nh, "n_embd", &ne, "n_ctx", &nc, "vocab_size", &vs, "run",
                        "stage", &stage, "B", &B, "T", &T, "accum", &accum, "steps", &(json_int_t){0}, "seed",
                        &(json_int_t){0}, "world", &w)) {
@@ -245,6 +248,7 @@ static int load_state(const char *dir, const train_run_opts_t *o, const train_mo
     st->epoch = (uint64_t)epoch;
     st->next = (uint64_t)next;
     st->tokens = (uint64_t)tokens;
+    st->dropout_iter = (uint64_t)diter;
 out:
     json_decref(j);
     free(sp);
@@ -534,7 +538,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         goto out;
     }
     if (o->threads > 0)
-        omp_set_num_threads(o->threads);
+        train_set_threads(o->threads);
     if ((rc = train_model_init(&m, &cfg, o->B, o->T, TRAIN_GRADS, err)))
         goto out;
     if (init_path) {
@@ -544,6 +548,8 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         train_model_init_weights(&m, o->seed);
     }
     if ((rc = train_optim_init(&opt, &m, err)))
+        goto out;
+    if (o->dropout > 0 && (rc = train_model_set_dropout(&m, o->dropout, o->seed ^ 0xd209, err)))
         goto out;
 
     /* data order */
@@ -582,6 +588,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             free(mp), free(op);
             if (rc)
                 goto out;
+            m.dropout_iter = st.dropout_iter;
             if (o->stage == TRAIN_STAGE_PRETRAIN) {
                 shard_sampler_seek(&d.s, st.epoch, st.next);
             } else {
@@ -632,6 +639,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         double t0 = gl_now();
         float lr = train_lr_at(&sched, st.step);
         train_model_zero_grad(&m);
+        train_model_set_training(&m, 1);
         double loss_sum = 0, counted = 0;
         int bad = 0;
         for (int a = 0; a < o->accum && !bad; a++) {
@@ -691,6 +699,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             }
         }
         int eval_now = o->val && o->eval_every > 0 && (st.step % o->eval_every == 0 || st.step == until);
+        train_model_set_training(&m, 0);
         if (eval_now) {
             train_eval_t ev;
             if ((rc = train_eval_dataset(&m, o->val, o->B, o->T, o->eval_batches, dist, &ev, err)))

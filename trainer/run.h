@@ -56,6 +56,7 @@ typedef struct {
     train_sched_t sched;     /* max_steps is taken from steps */
     train_adamw_t adamw;
     float clip;              /* global gradient norm clip; 0 off */
+    float dropout;           /* rate; 0 off (the default) */
     uint64_t seed;
     int eval_every, eval_batches, ckpt_every, log_every;
     int threads;
