@@ -34,9 +34,15 @@ static int usage_train(const char *prog, train_stage_t stage)
     if (stage == TRAIN_STAGE_PRETRAIN)
         printf("Pretrains a GPT on (B, T) windows of a token shard dataset (documents joined\n"
                "by end-of-text). A new model takes its vocabulary from the dataset.\n\n");
-    else
+    else if (stage == TRAIN_STAGE_SFT)
         printf("Fine-tunes a model on SFT conversation shards; the loss counts only the\n"
                "assistant tokens and the end-of-text after them. Start from --init CKPT.\n\n");
+    else
+        printf("Trains a reward model on RM ranking shards: a scalar head on the hidden\n"
+               "state of each prompt+response's true last token (its end-of-text), the\n"
+               "loss -log sigmoid(r_better - r_worse) over all K(K-1)/2 ordered pairs of\n"
+               "each ranking, averaged per prompt. B rows hold whole rankings. The\n"
+               "held-out set reports pairwise accuracy. Start from --init SFT_CKPT.\n\n");
     printf("data and output:\n"
            "  --data DIR          training shards\n"
            "  --val DIR           held-out shards: loss, perplexity, bits per byte\n"
@@ -83,7 +89,7 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
     train_run_opts_t o;
     train_run_defaults(&o);
     o.stage = stage;
-    if (stage == TRAIN_STAGE_SFT) {
+    if (stage != TRAIN_STAGE_PRETRAIN) {
         o.sched.max_lr = 1e-4f;
         o.sched.min_lr = 1e-5f;
         o.sched.warmup = 10;
@@ -148,10 +154,12 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
 
 static int cmd_pretrain(int argc, char **argv) { return run_stage(argc, argv, TRAIN_STAGE_PRETRAIN); }
 static int cmd_sft(int argc, char **argv) { return run_stage(argc, argv, TRAIN_STAGE_SFT); }
+static int cmd_rm(int argc, char **argv) { return run_stage(argc, argv, TRAIN_STAGE_RM); }
 
 static const gl_cmd_t train_cmds[] = {
     {"pretrain", cmd_pretrain, "pretrain a GPT on token shards"},
     {"sft", cmd_sft, "supervised fine-tuning on conversation shards"},
+    {"rm", cmd_rm, "train a reward model on ranking shards"},
     {NULL, NULL, NULL},
 };
 

@@ -51,6 +51,95 @@ void train_run_defaults(train_run_opts_t *o)
     o->log_every = 10;
 }
 
+/* ---- the reward head ---------------------------------------------------- */
+
+/* The scalar head of a reward model: r = w . h, h the final hidden state
+ * at the sequence's true last token (Hugging Face's
+ * GPT2ForSequenceClassification "score.weight", [1, C], no bias), with its
+ * own AdamW moments. */
+typedef struct {
+    int C;
+    float *w, *g, *m, *v;
+    long step;
+} rm_head_t;
+
+static void rm_head_init(rm_head_t *h, int C)
+{
+    h->C = C;
+    h->w = gl_xcalloc((size_t)C, sizeof *h->w);
+    h->g = gl_xcalloc((size_t)C, sizeof *h->g);
+    h->m = gl_xcalloc((size_t)C, sizeof *h->m);
+    h->v = gl_xcalloc((size_t)C, sizeof *h->v);
+    h->step = 0;
+}
+
+static void rm_head_free(rm_head_t *h)
+{
+    free(h->w), free(h->g), free(h->m), free(h->v);
+    memset(h, 0, sizeof *h);
+}
+
+static int rm_head_save(const rm_head_t *h, const char *path, gl_err_t *err)
+{
+    char hdr[256];
+    int n = snprintf(hdr, sizeof hdr,
+                     "{\"score.weight\":{\"dtype\":\"F32\",\"shape\":[1,%d],\"data_offsets\":[0,%zu]},"
+                     "\"__metadata__\":{\"format\":\"pt\"}}",
+                     h->C, (size_t)h->C * sizeof(float));
+    while (n % 8)
+        hdr[n++] = ' ';
+    uint64_t hl = (uint64_t)n;
+    gl_atomic_file_t af;
+    int rc = gl_atomic_open(&af, path, err);
+    if (rc)
+        return rc;
+    if (fwrite(&hl, 8, 1, af.f) != 1 || fwrite(hdr, 1, (size_t)n, af.f) != (size_t)n ||
+        fwrite(h->w, sizeof(float), (size_t)h->C, af.f) != (size_t)h->C) {
+        gl_atomic_abort(&af);
+        return gl_err_set(err, GL_EIO, "%s: write failed: %s", path, strerror(errno));
+    }
+    return gl_atomic_commit(&af, err);
+}
+
+static int rm_head_load(rm_head_t *h, const char *path, gl_err_t *err)
+{
+    char *data;
+    size_t len;
+    int rc = gl_read_file(path, (size_t)1 << 26, &data, &len, err);
+    if (rc)
+        return rc;
+    train_st_t st;
+    if ((rc = train_st_parse((const uint8_t *)data, len, len, path, &st, err)))
+        goto out;
+    rc = gl_err_set(err, GL_ECORRUPT, "%s: no F32 score.weight of shape [1, %d]", path, h->C);
+    for (size_t i = 0; i < st.n_tensors; i++) {
+        const train_st_tensor_t *t = &st.tensors[i];
+        if (!strcmp(t->name, "score.weight") && t->dtype == TRAIN_F32 && t->ndim == 2 && t->shape[0] == 1 &&
+            t->shape[1] == h->C) {
+            memcpy(h->w, data + st.data_offset + t->begin, (size_t)h->C * sizeof(float));
+            rc = GL_OK;
+            gl_err_clear(err);
+        }
+    }
+    train_st_free(&st);
+out:
+    free(data);
+    return rc;
+}
+
+/* AdamW on the head, as train_adamw_step does on the model. */
+static void rm_head_step(rm_head_t *h, const train_adamw_t *a, float lr)
+{
+    h->step++;
+    double b1 = 1 - pow(a->beta1, (double)h->step), b2 = 1 - pow(a->beta2, (double)h->step);
+    for (int i = 0; i < h->C; i++) {
+        h->m[i] = a->beta1 * h->m[i] + (1 - a->beta1) * h->g[i];
+        h->v[i] = a->beta2 * h->v[i] + (1 - a->beta2) * h->g[i] * h->g[i];
+        double mh = h->m[i] / b1, vh = h->v[i] / b2;
+        h->w[i] -= lr * (float)(mh / (sqrt(vh) + a->eps) + a->weight_decay * h->w[i]);
+    }
+}
+
 /* ---- checkpoints ------------------------------------------------------ */
 
 static int write_optim(const char *path, const train_optim_t *o, gl_err_t *err)
@@ -117,7 +206,8 @@ static json_t *config_json(const train_config_t *c)
 }
 
 static int save_checkpoint(const char *out, const train_run_opts_t *o, const train_model_t *m,
-                           const train_optim_t *opt, const run_state_t *st, int world, gl_err_t *err)
+                           const train_optim_t *opt, const rm_head_t *head, const run_state_t *st, int world,
+                           gl_err_t *err)
 {
     char name[64], tmpname[64];
     snprintf(name, sizeof name, "ckpt-%08ld", st->step);
@@ -130,6 +220,14 @@ static int save_checkpoint(const char *out, const train_run_opts_t *o, const tra
         rc = train_save(m, mp, 0, err);
     if (!rc)
         rc = write_optim(op, opt, err);
+    if (!rc && head) {
+        char *hp = gl_path_join(tmp, "score.safetensors"), *hop = gl_path_join(tmp, "score_optim.bin");
+        train_optim_t ho = {.m = head->m, .v = head->v, .n = (size_t)head->C, .step = head->step};
+        rc = rm_head_save(head, hp, err);
+        if (!rc)
+            rc = write_optim(hop, &ho, err);
+        free(hp), free(hop);
+    }
     if (!rc) {
         json_t *j = json_pack("{s:i,s:I,s:{s:I,s:I},s:I,s:I,s:o,s:{s:i,s:i,s:i,s:i,s:I,s:I},s:i}", "format",
                               STATE_FORMAT, "step", (json_int_t)st->step, "sampler", "epoch", (json_int_t)st->epoch,
@@ -146,10 +244,14 @@ static int save_checkpoint(const char *out, const train_run_opts_t *o, const tra
         /* a checkpoint of the same step from an earlier, killed run: replace it */
         struct stat stt;
         if (stat(dir, &stt) == 0) {
-            char *old = gl_path_join(dir, "model.safetensors"), *oo = gl_path_join(dir, "optim.bin"),
-                 *os = gl_path_join(dir, "state.json");
-            unlink(old), unlink(oo), unlink(os), rmdir(dir);
-            free(old), free(oo), free(os);
+            static const char *files[] = {"model.safetensors", "optim.bin", "state.json", "score.safetensors",
+                                          "score_optim.bin"};
+            for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+                char *f = gl_path_join(dir, files[i]);
+                unlink(f);
+                free(f);
+            }
+            rmdir(dir);
         }
         rc = gl_rename_durable(tmp, dir, err);
     }
@@ -409,6 +511,222 @@ static int next_batch(run_data_t *d, train_stage_t stage, int B, int T, int32_t 
     return GL_OK;
 }
 
+/* ---- reward modelling ------------------------------------------------- */
+
+/* One micro-batch of rankings: whole groups (a prompt and its K responses,
+ * one row each: prompt + response + end-of-text, the prompt's start cut if
+ * too long) until the next group does not fit in B rows. */
+typedef struct {
+    int32_t *tok;    /* B * T, padded with end-of-text */
+    int *len;        /* B: true length of each row; the reward is read at len-1 */
+    int *group;      /* B */
+    uint32_t *rank;  /* B: 0 = best; equal ranks are ties */
+    int rows, groups;
+} rm_batch_t;
+
+static int rm_fill(run_data_t *d, int B, int T, int wrap, rm_batch_t *bt, gl_err_t *err)
+{
+    uint32_t eot = shard_dataset_tokenizer(d->ds)->eot_id;
+    uint64_t per_rank = d->n_records / (uint64_t)d->world;
+    bt->rows = bt->groups = 0;
+    for (;;) {
+        if (d->next >= per_rank) {
+            if (!wrap)
+                return GL_OK;
+            d->epoch++;
+            d->next = 0;
+            shuffle_records(d);
+        }
+        uint64_t rec = d->order[d->next * (uint64_t)d->world + (uint64_t)d->rank];
+        size_t si;
+        uint64_t li;
+        shard_tokens_t t;
+        const uint8_t *meta;
+        size_t mlen;
+        int rc = shard_dataset_locate(d->ds, rec, &si, &li, err);
+        const shard_reader_t *r = shard_dataset_shard(d->ds, si);
+        if (!rc)
+            rc = shard_tokens(r, li, &t, err);
+        if (!rc)
+            rc = shard_meta(r, li, &meta, &mlen, err);
+        if (rc)
+            return rc;
+        Gptline__RmRanking *k = gptline__rm_ranking__unpack(NULL, mlen, meta);
+        if (!k || !k->prompt || k->n_responses < 2 || k->n_rank != k->n_responses) {
+            if (k)
+                gptline__rm_ranking__free_unpacked(k, NULL);
+            return gl_err_set(err, GL_ECORRUPT, "%s: record %llu: not a ranking of 2 or more responses",
+                              shard_path(r), (unsigned long long)li);
+        }
+        int K = (int)k->n_responses;
+        if (K > B) {
+            gptline__rm_ranking__free_unpacked(k, NULL);
+            return gl_err_set(err, GL_EINVAL, "%s: record %llu ranks %d responses; B=%d rows cannot hold them",
+                              shard_path(r), (unsigned long long)li, K, B);
+        }
+        if (bt->rows + K > B) {
+            gptline__rm_ranking__free_unpacked(k, NULL);
+            return GL_OK; /* the group starts the next micro-batch */
+        }
+        d->next++;
+        for (int i = 0; i < K; i++) {
+            const Gptline__Span *pr = k->prompt, *rs = k->responses[i];
+            if (pr->end < pr->start || pr->end > t.n || rs->end < rs->start || rs->end > t.n) {
+                gptline__rm_ranking__free_unpacked(k, NULL);
+                return gl_err_set(err, GL_ECORRUPT, "%s: record %llu: spans outside its %llu tokens", shard_path(r),
+                                  (unsigned long long)li, (unsigned long long)t.n);
+            }
+            uint64_t plen = pr->end - pr->start, rlen = rs->end - rs->start;
+            uint64_t want = plen + rlen + 1;
+            uint64_t cut = want > (uint64_t)T ? want - (uint64_t)T : 0; /* drop the prompt's start */
+            if (cut > plen) { /* the response alone is too long: keep its start */
+                rlen = (uint64_t)T - 1;
+                cut = plen;
+            }
+            int32_t *row = bt->tok + (size_t)bt->rows * T;
+            int n = 0;
+            for (uint64_t j = pr->start + cut; j < pr->end; j++)
+                row[n++] = (int32_t)shard_token_at(&t, j);
+            for (uint64_t j = rs->start; j < rs->start + rlen; j++)
+                row[n++] = (int32_t)shard_token_at(&t, j);
+            row[n++] = (int32_t)eot;
+            bt->len[bt->rows] = n;
+            for (int j = n; j < T; j++)
+                row[j] = (int32_t)eot;
+            bt->group[bt->rows] = bt->groups;
+            bt->rank[bt->rows] = k->rank[i];
+            bt->rows++;
+        }
+        bt->groups++;
+        gptline__rm_ranking__free_unpacked(k, NULL);
+    }
+}
+
+/* Rewards of the last forward: rewards[i] = w . lnf[i, len[i]-1]. */
+static void rewards_of(const train_model_t *m, const float *w, const int *len, int rows, int T, float *rewards)
+{
+    int C = m->cfg.n_embd;
+    for (int i = 0; i < rows; i++) {
+        const float *x = m->acts.lnf + ((size_t)i * T + (size_t)(len[i] - 1)) * C;
+        double r = 0;
+        for (int c = 0; c < C; c++)
+            r += (double)w[c] * x[c];
+        rewards[i] = (float)r;
+    }
+}
+
+static void rm_rewards(const train_model_t *m, const rm_head_t *h, const rm_batch_t *bt, int T, float *rewards)
+{
+    rewards_of(m, h->w, bt->len, bt->rows, T, rewards);
+}
+
+int train_rm_score(train_model_t *m, const float *w, const int32_t *tokens, const int *len, int rows, int T,
+                   float *rewards, gl_err_t *err)
+{
+    for (int i = 0; i < rows; i++)
+        if (len[i] < 1 || len[i] > T)
+            return gl_err_set(err, GL_ERANGE, "row %d: length %d outside 1..%d", i, len[i], T);
+    int rc = train_model_forward(m, tokens, NULL, NULL, rows, T, err);
+    if (!rc)
+        rewards_of(m, w, len, rows, T, rewards);
+    return rc;
+}
+
+int train_rm_head_load(const char *path, int C, float *w, gl_err_t *err)
+{
+    rm_head_t h = {.C = C, .w = w};
+    return rm_head_load(&h, path, err);
+}
+
+/* Pairwise loss of a batch: for each group, the mean over its ordered pairs
+ * (better, worse) of -log sigmoid(r_better - r_worse); the batch loss is
+ * the mean over groups. With dr non-NULL also its gradient wrt rewards
+ * (times scale). Counts correct pairs (r_better > r_worse). */
+static double rm_loss(const rm_batch_t *bt, const float *r, float scale, float *dr, double *pairs, double *correct)
+{
+    double total = 0;
+    if (dr)
+        memset(dr, 0, (size_t)bt->rows * sizeof *dr);
+    for (int g = 0, i0 = 0; g < bt->groups; g++) {
+        int i1 = i0;
+        while (i1 < bt->rows && bt->group[i1] == g)
+            i1++;
+        int np = 0;
+        for (int i = i0; i < i1; i++)
+            for (int j = i0; j < i1; j++)
+                np += bt->rank[i] < bt->rank[j];
+        double lg = 0;
+        for (int i = i0; i < i1 && np; i++)
+            for (int j = i0; j < i1; j++) {
+                if (bt->rank[i] >= bt->rank[j])
+                    continue;
+                double diff = (double)r[i] - r[j];
+                lg += diff > 0 ? log1p(exp(-diff)) : -diff + log1p(exp(diff)); /* -log sigmoid(diff) */
+                *correct += diff > 0;
+                if (dr) {
+                    double gsig = -1.0 / (1.0 + exp(diff)); /* d/d diff of -log sigmoid */
+                    float gv = (float)(gsig / np / bt->groups) * scale;
+                    dr[i] += gv;
+                    dr[j] -= gv;
+                }
+            }
+        *pairs += np;
+        total += np ? lg / np : 0;
+        i0 = i1;
+    }
+    return bt->groups ? total / bt->groups : 0;
+}
+
+/* Held-out pairwise accuracy and loss of a reward model. */
+static int rm_evaluate(train_model_t *m, const rm_head_t *h, const char *data, int B, int T, int max_batches,
+                       train_dist_t *dist, double *loss, double *acc, gl_err_t *err)
+{
+    run_data_t d = {0};
+    rm_batch_t bt = {0};
+    float *r = NULL;
+    int rc = GL_OK;
+    double sums[3] = {0, 0, 0}; /* loss * groups, pairs, correct */
+    double groups = 0;
+    d.ds = shard_dataset_open(data, 0, err);
+    if (!d.ds)
+        return err->code;
+    if (shard_dataset_kind(d.ds) != GPTLINE__RECORD_KIND__RM) {
+        rc = gl_err_set(err, GL_EMISMATCH, "%s: records are not RM rankings", data);
+        goto out;
+    }
+    d.rank = dist->rank;
+    d.world = dist->world;
+    d.n_records = shard_dataset_docs(d.ds);
+    d.order = gl_xmalloc((d.n_records ? d.n_records : 1) * sizeof *d.order);
+    for (uint64_t i = 0; i < d.n_records; i++)
+        d.order[i] = i;
+    bt.tok = gl_xmalloc((size_t)B * T * sizeof *bt.tok);
+    bt.len = gl_xmalloc((size_t)B * sizeof *bt.len);
+    bt.group = gl_xmalloc((size_t)B * sizeof *bt.group);
+    bt.rank = gl_xmalloc((size_t)B * sizeof *bt.rank);
+    r = gl_xmalloc((size_t)B * sizeof *r);
+    for (int k = 0; max_batches <= 0 || k < max_batches; k++) {
+        if ((rc = rm_fill(&d, B, T, 0, &bt, err)))
+            goto out;
+        if (!bt.rows)
+            break;
+        if ((rc = train_model_forward(m, bt.tok, NULL, NULL, bt.rows, T, err)))
+            goto out;
+        rm_rewards(m, h, &bt, T, r);
+        sums[0] += rm_loss(&bt, r, 1, NULL, &sums[1], &sums[2]) * bt.groups;
+        groups += bt.groups;
+    }
+    double all[4] = {sums[0], sums[1], sums[2], groups};
+    if ((rc = train_dist_sum(dist, all, 4, err)))
+        goto out;
+    *loss = all[3] ? all[0] / all[3] : NAN;
+    *acc = all[1] ? all[2] / all[1] : NAN;
+out:
+    free(bt.tok), free(bt.len), free(bt.group), free(bt.rank), free(r), free(d.order);
+    shard_dataset_close(&d.ds);
+    return rc;
+}
+
 /* ---- evaluation --------------------------------------------------------- */
 
 int train_eval_dataset(train_model_t *m, const char *data, int B, int T, int max_batches, train_dist_t *dist,
@@ -495,8 +813,13 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     int32_t *tok = NULL, *tgt = NULL;
     float *wts = NULL;
     run_state_t st = {0};
-    Gptline__RecordKind want =
-        o->stage == TRAIN_STAGE_SFT ? GPTLINE__RECORD_KIND__SFT : GPTLINE__RECORD_KIND__DOCUMENTS;
+    Gptline__RecordKind want = o->stage == TRAIN_STAGE_SFT  ? GPTLINE__RECORD_KIND__SFT
+                               : o->stage == TRAIN_STAGE_RM ? GPTLINE__RECORD_KIND__RM
+                                                            : GPTLINE__RECORD_KIND__DOCUMENTS;
+    static const char *kind_names[] = {"", "pretraining document", "SFT", "RM ranking", "RL prompt"};
+    rm_head_t head = {0};
+    rm_batch_t bt = {0};
+    float *rew = NULL, *drew = NULL, *dlnf = NULL;
 
     if (o->B <= 0 || o->T <= 0 || o->accum <= 0 || o->steps <= 0)
         return gl_err_set(err, GL_EINVAL, "B, T, accum and steps must be positive");
@@ -511,8 +834,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         goto out;
     }
     if (shard_dataset_kind(d.ds) != want) {
-        rc = gl_err_set(err, GL_EMISMATCH, "%s: records are not %s records", o->data,
-                        want == GPTLINE__RECORD_KIND__SFT ? "SFT" : "pretraining document");
+        rc = gl_err_set(err, GL_EMISMATCH, "%s: records are not %s records", o->data, kind_names[want]);
         goto out;
     }
 
@@ -551,6 +873,30 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         goto out;
     if (o->dropout > 0 && (rc = train_model_set_dropout(&m, o->dropout, o->seed ^ 0xd209, err)))
         goto out;
+    if (o->stage == TRAIN_STAGE_RM) {
+        /* a new scalar head (zeros: every reward starts at 0), or the one of
+         * the checkpoint we start from */
+        rm_head_init(&head, cfg.n_embd);
+        if (o->init) {
+            char *dir = gl_xstrdup(init_path), *slash = strrchr(dir, '/');
+            if (slash)
+                *slash = '\0';
+            char *hp = gl_path_join(slash ? dir : ".", "score.safetensors");
+            struct stat hs;
+            if (stat(hp, &hs) == 0)
+                rc = rm_head_load(&head, hp, err);
+            free(hp), free(dir);
+            if (rc)
+                goto out;
+        }
+        bt.tok = gl_xmalloc((size_t)o->B * o->T * sizeof *bt.tok);
+        bt.len = gl_xmalloc((size_t)o->B * sizeof *bt.len);
+        bt.group = gl_xmalloc((size_t)o->B * sizeof *bt.group);
+        bt.rank = gl_xmalloc((size_t)o->B * sizeof *bt.rank);
+        rew = gl_xmalloc((size_t)o->B * sizeof *rew);
+        drew = gl_xmalloc((size_t)o->B * sizeof *drew);
+        dlnf = gl_xcalloc((size_t)o->B * o->T * cfg.n_embd, sizeof *dlnf);
+    }
 
     /* data order */
     d.seed = o->seed;
@@ -561,7 +907,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         if ((rc = shard_sampler_init(&d.s, d.ds, (uint32_t)o->B, (uint32_t)o->T, o->seed, (uint32_t)dist->rank,
                                      (uint32_t)dist->world, 1, err)))
             goto out;
-    } else {
+    } else { /* SFT and RM: whole records in a shuffled order */
         d.n_records = shard_dataset_docs(d.ds);
         if (d.n_records < (uint64_t)dist->world) {
             rc = gl_err_set(err, GL_ERANGE, "%s: %llu records for %d ranks", o->data,
@@ -585,6 +931,16 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                 rc = train_load(&m, mp, 0, err);
             if (!rc)
                 rc = read_optim(op, &opt, err);
+            if (!rc && o->stage == TRAIN_STAGE_RM) {
+                char *hp = gl_path_join(resume_dir, "score.safetensors"),
+                     *hop = gl_path_join(resume_dir, "score_optim.bin");
+                train_optim_t ho = {.m = head.m, .v = head.v, .n = (size_t)head.C};
+                rc = rm_head_load(&head, hp, err);
+                if (!rc)
+                    rc = read_optim(hop, &ho, err);
+                head.step = ho.step;
+                free(hp), free(hop);
+            }
             free(mp), free(op);
             if (rc)
                 goto out;
@@ -632,7 +988,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     if (lead && !o->quiet)
         gl_info("%s: %zu parameters, %d layers, %d heads, width %d, context %d, vocab %d; B=%d T=%d accum=%d "
                 "ranks=%d; steps %ld..%ld",
-                o->stage == TRAIN_STAGE_SFT ? "sft" : "pretrain", m.n_params, cfg.n_layer, cfg.n_head, cfg.n_embd,
+                o->stage == TRAIN_STAGE_SFT ? "sft" : o->stage == TRAIN_STAGE_RM ? "rm" : "pretrain", m.n_params, cfg.n_layer, cfg.n_head, cfg.n_embd,
                 cfg.n_ctx, cfg.vocab_size, o->B, o->T, o->accum, dist->world, st.step, until);
 
     while (st.step < until) {
@@ -642,7 +998,30 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         train_model_set_training(&m, 1);
         double loss_sum = 0, counted = 0;
         int bad = 0;
-        for (int a = 0; a < o->accum && !bad; a++) {
+        if (o->stage == TRAIN_STAGE_RM)
+            memset(head.g, 0, (size_t)head.C * sizeof *head.g);
+        for (int a = 0; a < o->accum && !bad && o->stage == TRAIN_STAGE_RM; a++) {
+            /* rewards at each row's true last token; the pairwise loss's
+             * gradient enters the model through the hidden states */
+            double pairs = 0, correct = 0;
+            int C = cfg.n_embd;
+            if ((bad = rm_fill(&d, o->B, o->T, 1, &bt, err)) ||
+                (bad = train_model_forward(&m, bt.tok, NULL, NULL, bt.rows, o->T, err)))
+                break;
+            rm_rewards(&m, &head, &bt, o->T, rew);
+            loss_sum += rm_loss(&bt, rew, 1.0f / (float)o->accum, drew, &pairs, &correct);
+            counted += 1;
+            memset(dlnf, 0, (size_t)bt.rows * o->T * C * sizeof *dlnf);
+            for (int i = 0; i < bt.rows; i++) {
+                size_t at = ((size_t)i * o->T + (size_t)(bt.len[i] - 1)) * C;
+                for (int c = 0; c < C; c++) {
+                    dlnf[at + c] = drew[i] * head.w[c];
+                    head.g[c] += drew[i] * m.acts.lnf[at + c];
+                }
+            }
+            train_model_backward_hidden(&m, dlnf);
+        }
+        for (int a = 0; a < o->accum && !bad && o->stage != TRAIN_STAGE_RM; a++) {
             bad = next_batch(&d, o->stage, o->B, o->T, tok, tgt, wts, err);
             if (!bad) {
                 bad = train_model_forward(&m, tok, tgt, wts, o->B, o->T, err);
@@ -667,7 +1046,26 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             (rc = train_dist_sum(dist, sums, 2, err)))
             goto out;
         float loss = sums[1] > 0 ? (float)(sums[0] / sums[1]) : NAN;
-        float norm = train_clip_grad_norm(&m, o->clip);
+        float norm;
+        if (o->stage == TRAIN_STAGE_RM) {
+            /* one global norm over the model and the head */
+            if ((rc = train_dist_allreduce_mean(dist, head.g, (size_t)head.C, err)))
+                goto out;
+            double hn = 0, mn = train_grad_norm(&m);
+            for (int c = 0; c < head.C; c++)
+                hn += (double)head.g[c] * head.g[c];
+            norm = (float)sqrt(mn * mn + hn);
+            if (o->clip > 0 && norm > o->clip) {
+                float sc = o->clip / (norm + 1e-6f);
+                for (size_t i = 0; i < m.n_params; i++)
+                    m.grads_mem[i] *= sc;
+                for (int c = 0; c < head.C; c++)
+                    head.g[c] *= sc;
+            }
+            rm_head_step(&head, &o->adamw, lr);
+        } else {
+            norm = train_clip_grad_norm(&m, o->clip);
+        }
         train_adamw_step(&opt, &m, &o->adamw, lr);
         st.step++;
         st.tokens += (uint64_t)o->B * o->T * o->accum * dist->world;
@@ -700,7 +1098,19 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         }
         int eval_now = o->val && o->eval_every > 0 && (st.step % o->eval_every == 0 || st.step == until);
         train_model_set_training(&m, 0);
-        if (eval_now) {
+        if (eval_now && o->stage == TRAIN_STAGE_RM) {
+            double vl = 0, acc = 0;
+            if ((rc = rm_evaluate(&m, &head, o->val, o->B, o->T, o->eval_batches, dist, &vl, &acc, err)))
+                goto out;
+            if (lead) {
+                json_t *j = json_pack("{s:I,s:f,s:f}", "step", (json_int_t)(st.step - 1), "val_loss", vl,
+                                      "val_accuracy", acc);
+                append_json(metrics, j);
+                json_decref(j);
+                if (!o->quiet)
+                    fprintf(stderr, "step %ld | val loss %.4f | pairwise accuracy %.1f%%\n", st.step, vl, 100 * acc);
+            }
+        } else if (eval_now) {
             train_eval_t ev;
             if ((rc = train_eval_dataset(&m, o->val, o->B, o->T, o->eval_batches, dist, &ev, err)))
                 goto out;
@@ -723,7 +1133,8 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         }
         int stop = train_dist_any_error(dist, stop_requested);
         if ((o->ckpt_every > 0 && st.step % o->ckpt_every == 0) || st.step == until || stop) {
-            if (lead && (rc = save_checkpoint(o->out, o, &m, &opt, &st, dist->world, err)))
+            if (lead && (rc = save_checkpoint(o->out, o, &m, &opt, o->stage == TRAIN_STAGE_RM ? &head : NULL, &st,
+                                              dist->world, err)))
                 goto out;
             train_dist_barrier(dist);
         }
@@ -741,6 +1152,8 @@ out:
     free(metrics_path), free(init_path), free(resume_dir);
     free(tok), free(tgt), free(wts);
     free(d.win), free(d.order);
+    free(bt.tok), free(bt.len), free(bt.group), free(bt.rank), free(rew), free(drew), free(dlnf);
+    rm_head_free(&head);
     shard_dataset_close(&d.ds);
     train_optim_free(&opt);
     train_model_free(&m);

@@ -6,7 +6,10 @@
  *   metrics.jsonl      one JSON object per step (and per evaluation)
  *   ckpt-NNNNNNNN/     a checkpoint: model.safetensors (Hugging Face GPT-2
  *                      names), optim.bin (AdamW moments), state.json (step,
- *                      sampler position, options); written as
+ *                      sampler position, options), and for a reward model
+ *                      score.safetensors (the scalar head, "score.weight"
+ *                      [1, C] as GPT2ForSequenceClassification names it) and
+ *                      score_optim.bin; written as
  *                      ckpt-NNNNNNNN.tmp and renamed, so it is whole or absent
  *   latest             the name of the newest complete checkpoint
  *   loss.png           the loss curves, redrawn at each evaluation and at the end
@@ -40,7 +43,7 @@ void train_dist_barrier(train_dist_t *d);
 
 /* ---- runs ------------------------------------------------------------- */
 
-typedef enum { TRAIN_STAGE_PRETRAIN = 1, TRAIN_STAGE_SFT = 2 } train_stage_t;
+typedef enum { TRAIN_STAGE_PRETRAIN = 1, TRAIN_STAGE_SFT = 2, TRAIN_STAGE_RM = 3 } train_stage_t;
 
 typedef struct {
     train_stage_t stage;
@@ -82,6 +85,16 @@ int train_eval_dataset(train_model_t *m, const char *data, int B, int T, int max
 /* The checkpoint file of a model: path itself if it is a file, else
  * path/model.safetensors, else the model of path/latest. Caller frees. */
 char *train_checkpoint_model_path(const char *path, gl_err_t *err);
+
+/* ---- reward models ---------------------------------------------------- */
+
+/* Scores rows (B, T) of prompt+response tokens, each padded after its true
+ * length len[i]: rewards[i] = w . h(i, len[i]-1), the final hidden state at
+ * the true last token (never at padding). w has n_embd floats. */
+int train_rm_score(train_model_t *m, const float *w, const int32_t *tokens, const int *len, int rows, int T,
+                   float *rewards, gl_err_t *err);
+/* Loads a reward head ("score.weight", [1, C], F32) into w[C]. */
+int train_rm_head_load(const char *path, int C, float *w, gl_err_t *err);
 
 /* Renders metrics.jsonl to a PNG (loss, held-out loss, learning rate,
  * throughput); written atomically. */
