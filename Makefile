@@ -139,7 +139,8 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
 
 TEST_ENV := GPTLINE=$(abspath $(BUILD)/gptline) GL_BUILD=$(abspath $(BUILD)) \
 	GL_DATA=$(DATA) GL_SRC=$(CURDIR) PYTHON=$(PYTHON) GPTLINE_PROGRESS=0 \
-	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
 
 test: all $(TEST_BINS) $(FUZZ_STANDALONE)
 	$(TEST_ENV) prove -j2 --exec '' $(TEST_BINS) $(FUZZ_STANDALONE) $(TEST_SCRIPTS)
