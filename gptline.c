@@ -13,6 +13,7 @@
 static const gl_cmd_t commands[] = {
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
     {"train", train_cmd, "train a GPT: pretrain, sft"},
+    {"sample", train_sample_cmd, "generate text from a checkpoint (KV cache, top-k/top-p)"},
     {"eval", train_eval_cmd, "loss, perplexity and bits per byte of a checkpoint on shards"},
     {NULL, NULL, NULL},
 };

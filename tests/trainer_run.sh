@@ -78,6 +78,16 @@ got=$(sed -n 's/.*"loss":\([^,]*\).*/\1/p' "$TMP/.out")
 awk -v a="$want" -v b="$got" 'BEGIN {d = a - b; if (d < 0) d = -d; exit !(d < 1e-4)}'
 _result $? "eval loss $got equals the run's $want"
 
+# sampling from the checkpoint
+check "sample --help" $G sample --help
+check "sample greedy ids" $G sample --model "$TMP/a" --prompt-ids "71 78 85" -n 8 -t 0 --ids
+is "8 ids" "$(wc -w < "$TMP/.out")" 8
+cp "$TMP/.out" "$TMP/g1"; $G sample --model "$TMP/a" --prompt-ids "71,78,85" -n 8 -t 0 --ids > "$TMP/g2"
+cmp -s "$TMP/g1" "$TMP/g2"; _result $? "greedy is deterministic"
+check "sample text" $G sample --model "$TMP/a" --prompt "The " -n 20 -t 0.8 --top-k 40 --seed 3 -N 2
+is "two samples, one per line" "$(wc -l < "$TMP/.out")" 2
+check_fails "bad ids" 2 $G sample --model "$TMP/a" --prompt-ids "1 x" -n 3
+
 # data parallel: 2 ranks x accum 1 == 1 process x accum 2
 if command -v mpirun >/dev/null; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1

@@ -220,3 +220,138 @@ int train_eval_cmd(int argc, char **argv)
     train_dist_finalize(&dist);
     return status;
 }
+
+/* ---- gptline sample ----------------------------------------------------- */
+
+/* Parses "12 7 3" (spaces or commas) into ids; returns the count or -1. */
+static int parse_ids(const char *s, int32_t *ids, int cap)
+{
+    int n = 0;
+    for (;;) {
+        while (*s == ' ' || *s == ',')
+            s++;
+        if (!*s)
+            return n;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v > INT32_MAX || n >= cap)
+            return -1;
+        ids[n++] = (int32_t)v;
+        s = end;
+    }
+}
+
+int train_sample_cmd(int argc, char **argv)
+{
+    static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
+                                         {"prompt", required_argument, NULL, 'p'},
+                                         {"prompt-ids", required_argument, NULL, 'I'},
+                                         {"max-new", required_argument, NULL, 'n'},
+                                         {"temperature", required_argument, NULL, 't'},
+                                         {"top-k", required_argument, NULL, 'k'},
+                                         {"top-p", required_argument, NULL, 'P'},
+                                         {"seed", required_argument, NULL, 's'},
+                                         {"num", required_argument, NULL, 'N'},
+                                         {"ids", no_argument, NULL, 'i'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    const char *model = NULL, *prompt = NULL, *prompt_ids = NULL;
+    train_sample_opts_t so = {.temperature = 1.0f, .max_new = 100, .stop_id = -1, .seed = 1};
+    int ids_out = 0, num = 1, c, seed = 1;
+    while ((c = getopt_long(argc, argv, "m:p:I:n:t:k:P:s:N:ih", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'p': prompt = optarg; break;
+        case 'I': prompt_ids = optarg; break;
+        case 'n': bad = parse_int(optarg, &so.max_new) || !so.max_new; break;
+        case 't': bad = parse_float(optarg, &so.temperature) || so.temperature < 0; break;
+        case 'k': bad = parse_int(optarg, &so.top_k); break;
+        case 'P': bad = parse_float(optarg, &so.top_p) || so.top_p < 0 || so.top_p > 1; break;
+        case 's': bad = parse_int(optarg, &seed); break;
+        case 'N': bad = parse_int(optarg, &num) || !num; break;
+        case 'i': ids_out = 1; break;
+        case 'h':
+            printf("usage: %s --model CKPT (--prompt TEXT | --prompt-ids \"ID ...\") [options]\n\n"
+                   "Generates a continuation with the KV cache: temperature 0 is greedy; top-k\n"
+                   "and top-p (nucleus) restrict sampling; stops at end-of-text. A --prompt\n"
+                   "is text for byte-level models (vocabulary 257).\n\n"
+                   "  -n, --max-new N       tokens to generate (100)\n"
+                   "  -t, --temperature X   1.0; 0 = greedy\n"
+                   "  -k, --top-k N         0 = off\n"
+                   "  -P, --top-p X         0 or 1 = off\n"
+                   "  -s, --seed N          sampling seed (1)\n"
+                   "  -N, --num N           samples of the same prompt, one per line\n"
+                   "  -i, --ids             print token ids instead of text\n",
+                   argv[0]);
+            return GL_EXIT_OK;
+        default: return gl_usage_error(argv[0], "bad option");
+        }
+        if (bad)
+            return gl_usage_error(argv[0], "bad value '%s'", optarg);
+    }
+    if (!model || optind != argc || !!prompt == !!prompt_ids)
+        return gl_usage_error(argv[0], "--model and one of --prompt or --prompt-ids are required");
+    so.seed = (uint64_t)seed;
+    gl_err_t err = {0};
+    train_model_t m = {0};
+    train_config_t cfg;
+    train_gen_t g = {0};
+    char *path = NULL;
+    int32_t *pids = NULL, *out = NULL;
+    int plen = 0, status = GL_EXIT_OK;
+    if (!(path = train_checkpoint_model_path(model, &err)) || train_read_config(path, &cfg, &err) ||
+        train_model_init(&m, &cfg, 0, 0, 0, &err) || train_load(&m, path, 0, &err)) {
+        status = gl_cmd_fail(argv[0], &err);
+        goto out;
+    }
+    int bytes = cfg.vocab_size == 257;
+    pids = gl_xmalloc((size_t)cfg.n_ctx * sizeof *pids);
+    if (prompt) {
+        if (!bytes) {
+            status = gl_usage_error(argv[0], "--prompt text needs a byte-level model; give --prompt-ids");
+            goto out;
+        }
+        for (const char *q = prompt; *q && plen < cfg.n_ctx; q++)
+            pids[plen++] = (uint8_t)*q;
+    } else if ((plen = parse_ids(prompt_ids, pids, cfg.n_ctx)) <= 0) {
+        status = gl_usage_error(argv[0], "bad --prompt-ids '%s'", prompt_ids);
+        goto out;
+    }
+    if (bytes)
+        so.stop_id = 256;
+    if (plen + so.max_new > cfg.n_ctx + 1)
+        so.max_new = cfg.n_ctx + 1 - plen;
+    if (so.max_new < 1) {
+        status = gl_usage_error(argv[0], "the prompt fills the model's context of %d", cfg.n_ctx);
+        goto out;
+    }
+    if (train_gen_init(&g, &m, 1, cfg.n_ctx, &err)) {
+        status = gl_cmd_fail(argv[0], &err);
+        goto out;
+    }
+    out = gl_xmalloc((size_t)so.max_new * sizeof *out);
+    for (int k = 0; k < num; k++) {
+        int olen;
+        const int32_t *pp = pids;
+        if (train_generate(&g, &pp, &plen, &so, out, &olen, NULL, &err)) {
+            status = gl_cmd_fail(argv[0], &err);
+            goto out;
+        }
+        if (olen && out[olen - 1] == so.stop_id && !ids_out)
+            olen--;
+        for (int i = 0; i < olen; i++) {
+            if (ids_out)
+                printf(i ? " %d" : "%d", out[i]);
+            else
+                putchar(out[i] < 256 ? out[i] : '?');
+        }
+        putchar('\n');
+        so.seed++;
+    }
+out:
+    free(path), free(pids), free(out);
+    train_gen_free(&g);
+    train_model_free(&m);
+    return status;
+}
