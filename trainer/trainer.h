@@ -267,4 +267,11 @@ int train_save(const train_model_t *m, const char *path, int grads, gl_err_t *er
  * name is an error. Metadata, when present, must agree with the model. */
 int train_load(train_model_t *m, const char *path, int grads, gl_err_t *err);
 
+/* The optimizer state of a model, in the same format: the moments as
+ * "exp_avg.<name>" and "exp_avg_sq.<name>" (PyTorch's names for them),
+ * the update count as metadata "step", the model config as for weights;
+ * written atomically. Load checks everything train_load checks. */
+int train_optim_save(const train_optim_t *o, const train_model_t *m, const char *path, gl_err_t *err);
+int train_optim_load(train_optim_t *o, train_model_t *m, const char *path, gl_err_t *err);
+
 #endif
