@@ -165,6 +165,11 @@ void train_model_set_training(train_model_t *m, int on);
 int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *targets,
                         const float *weights, int B, int T, gl_err_t *err);
 
+/* Splits windows win[B * (T+1)] (what shard_sampler_next yields) into
+ * inputs tok[B * T] = win[:, :T] and next-token targets tgt[B * T] =
+ * win[:, 1:]. */
+void train_split_windows(const int32_t *win, int B, int T, int32_t *tok, int32_t *tgt);
+
 /* Sets the gradients to zero (start of an accumulation). */
 void train_model_zero_grad(train_model_t *m);
 
