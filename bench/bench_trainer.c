@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "common/common.h"
@@ -163,6 +164,11 @@ int main(int argc, char **argv)
     else
         printf("best of 1 and 2 threads: C %.0f tok/s (PyTorch reference not run: torch missing); MFU %.1f%%\n",
                best_c, 100 * best_mfu);
+    struct rusage self, kids;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &kids);
+    printf("peak memory: C %.0f MiB, PyTorch %.0f MiB (max resident set)\n", self.ru_maxrss / 1024.0,
+           kids.ru_maxrss / 1024.0);
     free(tok);
     free(tgt);
     train_optim_free(&o);

@@ -440,8 +440,17 @@ static void test_threads(void)
     train_model_free(&m);
 }
 
+static void test_windows(void)
+{
+    int32_t win[2 * 5] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, tok[8], tgt[8];
+    train_split_windows(win, 2, 4, tok, tgt);
+    int32_t wt[8] = {1, 2, 3, 4, 6, 7, 8, 9}, wg[8] = {2, 3, 4, 5, 7, 8, 9, 10};
+    ok(!memcmp(tok, wt, sizeof wt) && !memcmp(tgt, wg, sizeof wg), "windows split into inputs and targets");
+}
+
 int main(void)
 {
+    test_windows();
     test_encoder();
     test_layernorm();
     test_matmul();

@@ -249,6 +249,58 @@ int main(void)
     expect_fail(&b, tpath("absent.safetensors"), GL_ENOTFOUND, "absent", "missing file");
     is_int(train_read_config(bp, &rc_cfg, &err), GL_ECORRUPT, "read config of a corrupt file fails");
 
+    /* Optimizer state: a run saved after 3 steps and resumed gives the same
+     * losses as the run that went on. */
+    {
+        train_model_t r;
+        train_optim_t o, o2;
+        gl_err_clear(&err);
+        is_int(train_model_init(&r, &cfg, 2, 8, TRAIN_GRADS, &err), GL_OK, "trainable model");
+        train_model_init_weights(&r, 11);
+        train_optim_init(&o, &r, &err);
+        int32_t tok[16], tgt[16];
+        for (int i = 0; i < 16; i++) {
+            tok[i] = (i * 5 + 1) % 29;
+            tgt[i] = (i * 3 + 2) % 29;
+        }
+        train_adamw_t hp = {0.9f, 0.95f, 1e-8f, 0.1f};
+        float went_on[3], resumed[3];
+        for (int s = 0; s < 6; s++) {
+            if (s == 3) {
+                is_int(train_save(&r, tpath("w.safetensors"), 0, &err), GL_OK, "save weights: %s", err.msg);
+                is_int(train_optim_save(&o, &r, tpath("o.safetensors"), &err), GL_OK, "save optimizer: %s",
+                       err.msg);
+            }
+            train_model_zero_grad(&r);
+            train_model_forward(&r, tok, tgt, NULL, 2, 8, &err);
+            if (s >= 3)
+                went_on[s - 3] = r.loss;
+            train_model_backward(&r, 1.0f);
+            train_adamw_step(&o, &r, &hp, 1e-2f);
+        }
+        memset(r.params_mem, 0, r.n_params * sizeof(float));
+        train_optim_init(&o2, &r, &err);
+        is_int(train_load(&r, tpath("w.safetensors"), 0, &err), GL_OK, "load weights: %s", err.msg);
+        is_int(train_optim_load(&o2, &r, tpath("o.safetensors"), &err), GL_OK, "load optimizer: %s", err.msg);
+        is_int(o2.step, 3, "optimizer step restored");
+        for (int s = 0; s < 3; s++) {
+            train_model_zero_grad(&r);
+            train_model_forward(&r, tok, tgt, NULL, 2, 8, &err);
+            resumed[s] = r.loss;
+            train_model_backward(&r, 1.0f);
+            train_adamw_step(&o2, &r, &hp, 1e-2f);
+        }
+        ok(!memcmp(went_on, resumed, sizeof went_on), "resumed losses equal (%.6f %.6f %.6f)", resumed[0],
+           resumed[1], resumed[2]);
+        expect_fail(&r, tpath("o.safetensors"), GL_EMISMATCH, "exp_avg.wte.weight",
+                    "optimizer file is not a weights file");
+        gl_err_clear(&err);
+        int rc = train_optim_load(&o2, &r, tpath("w.safetensors"), &err);
+        ok(rc == GL_ECORRUPT && strstr(err.msg, "step"), "weights file is not an optimizer file: %s", err.msg);
+        train_optim_free(&o);
+        train_optim_free(&o2);
+        train_model_free(&r);
+    }
     train_model_free(&a);
     train_model_free(&b);
     return tap_done();

@@ -1,16 +1,20 @@
 /* kernels.c — the layers of the GPT-2 model: a _forward/_backward pair per
  * layer over flat float32 arrays, as in llm.c.
  *
- * Matrix products go to OpenBLAS sgemm; the rest are loops the compiler
- * vectorises, threaded with OpenMP over rows. Matrices are [in, out]
+ * Matrix products go to OpenBLAS sgemm, cut into one slab per OpenMP
+ * thread (train_k_gemm: one thread pool, OpenBLAS itself single-threaded);
+ * the rest are loops the compiler vectorises, threaded over rows, with a
+ * polynomial exp instead of a libm call per element. Matrices are [in, out]
  * (Conv1D layout), so y = x W is a plain row-major sgemm; biases and
  * residual additions are fused into it by filling the output first and
- * calling sgemm with beta = 1. Attention is computed row by row, flash
- * style: the forward keeps each softmax row's log-sum-exp and the backward
- * recomputes the probabilities, so nothing T x T is stored.
+ * calling sgemm with beta = 1. Attention is flash style: the forward keeps
+ * each softmax row's log-sum-exp and the backward recomputes the
+ * probabilities, per head and block of query rows, so nothing T x T is
+ * stored; the row-by-row version is kept as the reference.
  *
- * These are the reference the tests compare, layer by layer, against
- * finite differences (tests/test_trainer_grad.c).
+ * Workload: thousands of rows of width 64..4096 per call; loops under
+ * PAR_MIN elements stay on one thread. The tests check every layer's
+ * backward against finite differences (tests/test_trainer_grad.c).
  */
 #include "trainer/internal.h"
 

@@ -412,6 +412,15 @@ int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *
     return GL_OK;
 }
 
+void train_split_windows(const int32_t *win, int B, int T, int32_t *tok, int32_t *tgt)
+{
+    for (int b = 0; b < B; b++) {
+        const int32_t *w = win + (size_t)b * (T + 1);
+        memcpy(tok + (size_t)b * T, w, (size_t)T * sizeof(int32_t));
+        memcpy(tgt + (size_t)b * T, w + 1, (size_t)T * sizeof(int32_t));
+    }
+}
+
 void train_model_zero_grad(train_model_t *m)
 {
     assert(m && m->grads_mem);

@@ -270,16 +270,17 @@ static int host_is_le(void)
     return *(uint8_t *)&x == 1;
 }
 
-int train_save(const train_model_t *m, const char *path, int grads, gl_err_t *err)
+/* Writes blocks (each laid out like m->params_mem) under the GPT-2 names,
+ * block i prefixed with prefix[i], with the config and extra metadata. */
+static int save_blocks(const train_model_t *m, const char *path, int nb, const char *const *prefix,
+                       const float *const *block, const char *extra_key, const char *extra_val,
+                       gl_err_t *err)
 {
-    const train_params_t *src = grads ? &m->grads : &m->params;
     const train_config_t *c = &m->cfg;
-    if (grads && !m->grads_mem)
-        return gl_err_set(err, GL_EINVAL, "%s: the model has no gradients to save", path);
     if (!host_is_le())
         return gl_err_set(err, GL_EUNSUPPORTED, "%s: saving needs a little-endian host", path);
     json_t *root = json_object(), *meta = json_object();
-    char num[32], name[96];
+    char num[32], name[160];
 #define META(k, v) do { snprintf(num, sizeof num, "%d", (v)); json_object_set_new(meta, k, json_string(num)); } while (0)
     json_object_set_new(meta, "format", json_string("pt"));
     META("n_layer", c->n_layer);
@@ -289,24 +290,30 @@ int train_save(const train_model_t *m, const char *path, int grads, gl_err_t *er
     META("vocab_size", c->vocab_size);
 #undef META
     json_object_set_new(meta, "producer", json_string("gptline " GL_VERSION));
+    if (extra_key)
+        json_object_set_new(meta, extra_key, json_string(extra_val));
     json_object_set_new(root, "__metadata__", meta);
     uint64_t off = 0;
-    for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
-        int nl = per_layer(k) ? c->n_layer : 1;
-        for (int l = 0; l < nl; l++) {
-            int64_t shape[4];
-            int nd = kind_shape(c, k, shape);
-            uint64_t bytes = (uint64_t)m->sizes[k] / nl * 4;
-            json_t *t = json_object(), *js = json_array();
-            for (int i = 0; i < nd; i++)
-                json_array_append_new(js, json_integer(shape[i]));
-            json_object_set_new(t, "dtype", json_string("F32"));
-            json_object_set_new(t, "shape", js);
-            json_object_set_new(t, "data_offsets",
-                                json_pack("[II]", (json_int_t)off, (json_int_t)(off + bytes)));
-            tensor_name(name, sizeof name, k, l);
-            json_object_set_new(root, name, t);
-            off += bytes;
+    for (int b = 0; b < nb; b++) {
+        for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
+            int nl = per_layer(k) ? c->n_layer : 1;
+            for (int l = 0; l < nl; l++) {
+                int64_t shape[4];
+                int nd = kind_shape(c, k, shape);
+                uint64_t bytes = (uint64_t)m->sizes[k] / nl * 4;
+                json_t *t = json_object(), *js = json_array();
+                for (int i = 0; i < nd; i++)
+                    json_array_append_new(js, json_integer(shape[i]));
+                json_object_set_new(t, "dtype", json_string("F32"));
+                json_object_set_new(t, "shape", js);
+                json_object_set_new(t, "data_offsets",
+                                    json_pack("[II]", (json_int_t)off, (json_int_t)(off + bytes)));
+                size_t pl = strlen(prefix[b]);
+                memcpy(name, prefix[b], pl);
+                tensor_name(name + pl, sizeof name - pl, k, l);
+                json_object_set_new(root, name, t);
+                off += bytes;
+            }
         }
     }
     char *hdr = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -328,14 +335,36 @@ int train_save(const train_model_t *m, const char *path, int grads, gl_err_t *er
     for (size_t i = hlen; ok && i < padded; i++)
         ok = fputc(' ', af.f) != EOF;
     free(hdr);
-    for (int k = 0; ok && k < TRAIN_NPARAM_TENSORS; k++)
-        ok = fwrite(src->t[k], sizeof(float), m->sizes[k], af.f) == m->sizes[k];
+    /* The blocks are laid out in tensor order, which is the header's. */
+    for (int b = 0; ok && b < nb; b++)
+        ok = fwrite(block[b], sizeof(float), m->n_params, af.f) == m->n_params;
     if (!ok) {
         rc = gl_err_set(err, GL_EIO, "%s: write failed: %s", path, strerror(errno));
         gl_atomic_abort(&af);
         return rc;
     }
     return gl_atomic_commit(&af, err);
+}
+
+int train_save(const train_model_t *m, const char *path, int grads, gl_err_t *err)
+{
+    if (grads && !m->grads_mem)
+        return gl_err_set(err, GL_EINVAL, "%s: the model has no gradients to save", path);
+    const char *prefix[1] = {""};
+    const float *block[1] = {grads ? m->grads_mem : m->params_mem};
+    return save_blocks(m, path, 1, prefix, block, NULL, NULL, err);
+}
+
+static const char *const optim_prefix[2] = {"exp_avg.", "exp_avg_sq."};
+
+int train_optim_save(const train_optim_t *o, const train_model_t *m, const char *path, gl_err_t *err)
+{
+    if (o->n != m->n_params)
+        return gl_err_set(err, GL_EINVAL, "%s: optimizer state does not match the model", path);
+    char step[32];
+    snprintf(step, sizeof step, "%ld", o->step);
+    const float *block[2] = {o->m, o->v};
+    return save_blocks(m, path, 2, optim_prefix, block, "step", step, err);
 }
 
 /* ---- loading ----------------------------------------------------------- */
@@ -503,12 +532,13 @@ static void convert(float *dst, const uint8_t *src, size_t n, train_dtype_t dt)
     }
 }
 
-int train_load(train_model_t *m, const char *path, int grads, gl_err_t *err)
+/* Loads blocks (each laid out like m->params_mem) from the tensors named
+ * prefix[i] + GPT-2 name; every tensor of every block must be there. With
+ * step non-NULL, the "step" metadata is read into it. */
+static int load_blocks(train_model_t *m, const char *path, int nb, const char *const *prefix,
+                       float *const *block, long *step, gl_err_t *err)
 {
-    train_params_t *dst = grads ? &m->grads : &m->params;
     const train_config_t *c = &m->cfg;
-    if (grads && !m->grads_mem)
-        return gl_err_set(err, GL_EINVAL, "%s: the model has no gradients to load into", path);
     mapped_t mf;
     train_st_t st;
     uint8_t *seen = NULL;
@@ -532,11 +562,22 @@ int train_load(train_model_t *m, const char *path, int grads, gl_err_t *err)
             goto out;
         }
     }
+    if (step) {
+        const char *sv = train_st_meta(&st, "step");
+        char *end;
+        errno = 0;
+        long v = sv ? strtol(sv, &end, 10) : -1;
+        if (!sv || errno || end == sv || *end || v < 0) {
+            rc = gl_err_set(err, GL_ECORRUPT, "%s: metadata step missing or invalid", path);
+            goto out;
+        }
+        *step = v;
+    }
     /* Every file tensor must be a model tensor (or a known ignorable one). */
-    int total = 0;
+    int per_block = 0;
     for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++)
-        total += per_layer(k) ? c->n_layer : 1;
-    int matched = 0;
+        per_block += per_layer(k) ? c->n_layer : 1;
+    int total = per_block * nb, matched = 0;
     seen = calloc((size_t)total, 1);
     if (!seen) {
         rc = gl_err_set(err, GL_ENOMEM, "%s: out of memory", path);
@@ -544,9 +585,18 @@ int train_load(train_model_t *m, const char *path, int grads, gl_err_t *err)
     }
     for (size_t i = 0; i < st.n_tensors; i++) {
         const train_st_tensor_t *t = &st.tensors[i];
-        const char *n = base_name(t->name);
+        int b = -1;   /* the block of the longest matching prefix */
+        size_t bl = 0;
+        for (int j = 0; j < nb; j++) {
+            size_t pl = strlen(prefix[j]);
+            if (!strncmp(t->name, prefix[j], pl) && (b < 0 || pl > bl)) {
+                b = j;
+                bl = pl;
+            }
+        }
+        const char *n = b >= 0 ? base_name(t->name + strlen(prefix[b])) : t->name;
         int kind = -1, layer = 0;
-        for (int k = 0; k < TRAIN_NPARAM_TENSORS && kind < 0; k++) {
+        for (int k = 0; b >= 0 && k < TRAIN_NPARAM_TENSORS && kind < 0; k++) {
             if (!per_layer(k)) {
                 if (!strcmp(n, hf_suffix[k]))
                     kind = k;
@@ -587,7 +637,7 @@ int train_load(train_model_t *m, const char *path, int grads, gl_err_t *err)
                             path, t->name, got, exp);
             goto out;
         }
-        int slot = layer;
+        int slot = b * per_block + layer;
         for (int k = 0; k < kind; k++)
             slot += per_layer(k) ? c->n_layer : 1;
         if (seen[slot]) {
@@ -596,19 +646,23 @@ int train_load(train_model_t *m, const char *path, int grads, gl_err_t *err)
         }
         seen[slot] = 1;
         size_t per = m->sizes[kind] / (per_layer(kind) ? c->n_layer : 1);
-        convert(dst->t[kind] + per * layer, mf.map + st.data_offset + t->begin, per, t->dtype);
+        float *dst = block[b] + (m->params.t[kind] - m->params_mem) + per * layer;
+        convert(dst, mf.map + st.data_offset + t->begin, per, t->dtype);
         matched++;
     }
-    /* Names are unique in the header and each matched a distinct slot (a
-     * "transformer." duplicate of a plain name would double count). */
-    for (int k = 0, slot = 0; !rc && k < TRAIN_NPARAM_TENSORS; k++) {
-        for (int l = 0; l < (per_layer(k) ? c->n_layer : 1); l++, slot++) {
-            if (!seen[slot]) {
-                char name[96];
-                tensor_name(name, sizeof name, k, l);
-                rc = gl_err_set(err, GL_EMISMATCH, "%s: tensor '%s' missing (%d of %d found)", path,
-                                name, matched, total);
-                break;
+    /* Names are unique in the header and each matched a distinct slot. */
+    for (int b = 0, slot = 0; !rc && b < nb; b++) {
+        for (int k = 0; !rc && k < TRAIN_NPARAM_TENSORS; k++) {
+            for (int l = 0; l < (per_layer(k) ? c->n_layer : 1); l++, slot++) {
+                if (!seen[slot]) {
+                    char name[160];
+                    size_t pl = strlen(prefix[b]);
+                    memcpy(name, prefix[b], pl);
+                    tensor_name(name + pl, sizeof name - pl, k, l);
+                    rc = gl_err_set(err, GL_EMISMATCH, "%s: tensor '%s' missing (%d of %d found)", path,
+                                    name, matched, total);
+                    break;
+                }
             }
         }
     }
@@ -616,5 +670,26 @@ out:
     free(seen);
     train_st_free(&st);
     unmap_file(&mf);
+    return rc;
+}
+
+int train_load(train_model_t *m, const char *path, int grads, gl_err_t *err)
+{
+    if (grads && !m->grads_mem)
+        return gl_err_set(err, GL_EINVAL, "%s: the model has no gradients to load into", path);
+    const char *prefix[1] = {""};
+    float *block[1] = {grads ? m->grads_mem : m->params_mem};
+    return load_blocks(m, path, 1, prefix, block, NULL, err);
+}
+
+int train_optim_load(train_optim_t *o, train_model_t *m, const char *path, gl_err_t *err)
+{
+    if (o->n != m->n_params)
+        return gl_err_set(err, GL_EINVAL, "%s: optimizer state does not match the model", path);
+    float *block[2] = {o->m, o->v};
+    long step = 0;
+    int rc = load_blocks(m, path, 2, optim_prefix, block, &step, err);
+    if (!rc)
+        o->step = step;
     return rc;
 }

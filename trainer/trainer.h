@@ -165,6 +165,11 @@ void train_model_set_training(train_model_t *m, int on);
 int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *targets,
                         const float *weights, int B, int T, gl_err_t *err);
 
+/* Splits windows win[B * (T+1)] (what shard_sampler_next yields) into
+ * inputs tok[B * T] = win[:, :T] and next-token targets tgt[B * T] =
+ * win[:, 1:]. */
+void train_split_windows(const int32_t *win, int B, int T, int32_t *tok, int32_t *tgt);
+
 /* Sets the gradients to zero (start of an accumulation). */
 void train_model_zero_grad(train_model_t *m);
 
@@ -266,5 +271,12 @@ int train_save(const train_model_t *m, const char *path, int grads, gl_err_t *er
  * "lm_head.weight" and the attention mask buffers are ignored; any other
  * name is an error. Metadata, when present, must agree with the model. */
 int train_load(train_model_t *m, const char *path, int grads, gl_err_t *err);
+
+/* The optimizer state of a model, in the same format: the moments as
+ * "exp_avg.<name>" and "exp_avg_sq.<name>" (PyTorch's names for them),
+ * the update count as metadata "step", the model config as for weights;
+ * written atomically. Load checks everything train_load checks. */
+int train_optim_save(const train_optim_t *o, const train_model_t *m, const char *path, gl_err_t *err);
+int train_optim_load(train_optim_t *o, train_model_t *m, const char *path, gl_err_t *err);
 
 #endif
