@@ -29,7 +29,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define OPTIM_MAGIC "GLOPTIM1"
 #define STATE_FORMAT 1
 
 void train_run_defaults(train_run_opts_t *o)
@@ -79,13 +78,21 @@ static void rm_head_free(rm_head_t *h)
     memset(h, 0, sizeof *h);
 }
 
-static int rm_head_save(const rm_head_t *h, const char *path, gl_err_t *err)
+/* Writes the head as safetensors: "score.weight" [1, C], and with moments
+ * also "exp_avg.score.weight" and "exp_avg_sq.score.weight" (the optimizer
+ * state's names) and the update count in the metadata. */
+static int rm_head_save(const rm_head_t *h, const char *path, int moments, gl_err_t *err)
 {
-    char hdr[256];
-    int n = snprintf(hdr, sizeof hdr,
-                     "{\"score.weight\":{\"dtype\":\"F32\",\"shape\":[1,%d],\"data_offsets\":[0,%zu]},"
-                     "\"__metadata__\":{\"format\":\"pt\"}}",
-                     h->C, (size_t)h->C * sizeof(float));
+    static const char *names[3] = {"score.weight", "exp_avg.score.weight", "exp_avg_sq.score.weight"};
+    const float *data[3] = {h->w, h->m, h->v};
+    int nt = moments ? 3 : 1;
+    size_t bytes = (size_t)h->C * sizeof(float);
+    char hdr[1024];
+    int n = snprintf(hdr, sizeof hdr, "{");
+    for (int i = 0; i < nt; i++)
+        n += snprintf(hdr + n, sizeof hdr - (size_t)n, "\"%s\":{\"dtype\":\"F32\",\"shape\":[1,%d],\"data_offsets\":[%zu,%zu]},",
+                      names[i], h->C, i * bytes, (i + 1) * bytes);
+    n += snprintf(hdr + n, sizeof hdr - (size_t)n, "\"__metadata__\":{\"format\":\"pt\",\"step\":\"%ld\"}}", h->step);
     while (n % 8)
         hdr[n++] = ' ';
     uint64_t hl = (uint64_t)n;
@@ -93,8 +100,10 @@ static int rm_head_save(const rm_head_t *h, const char *path, gl_err_t *err)
     int rc = gl_atomic_open(&af, path, err);
     if (rc)
         return rc;
-    if (fwrite(&hl, 8, 1, af.f) != 1 || fwrite(hdr, 1, (size_t)n, af.f) != (size_t)n ||
-        fwrite(h->w, sizeof(float), (size_t)h->C, af.f) != (size_t)h->C) {
+    int bad = fwrite(&hl, 8, 1, af.f) != 1 || fwrite(hdr, 1, (size_t)n, af.f) != (size_t)n;
+    for (int i = 0; i < nt && !bad; i++)
+        bad = fwrite(data[i], sizeof(float), (size_t)h->C, af.f) != (size_t)h->C;
+    if (bad) {
         gl_atomic_abort(&af);
         return gl_err_set(err, GL_EIO, "%s: write failed: %s", path, strerror(errno));
     }
@@ -114,13 +123,21 @@ static int rm_head_load(rm_head_t *h, const char *path, gl_err_t *err)
     rc = gl_err_set(err, GL_ECORRUPT, "%s: no F32 score.weight of shape [1, %d]", path, h->C);
     for (size_t i = 0; i < st.n_tensors; i++) {
         const train_st_tensor_t *t = &st.tensors[i];
-        if (!strcmp(t->name, "score.weight") && t->dtype == TRAIN_F32 && t->ndim == 2 && t->shape[0] == 1 &&
-            t->shape[1] == h->C) {
-            memcpy(h->w, data + st.data_offset + t->begin, (size_t)h->C * sizeof(float));
+        float *dst = !strcmp(t->name, "score.weight")              ? h->w
+                     : !strcmp(t->name, "exp_avg.score.weight")    ? h->m
+                     : !strcmp(t->name, "exp_avg_sq.score.weight") ? h->v
+                                                                   : NULL;
+        if (!dst || !(t->dtype == TRAIN_F32 && t->ndim == 2 && t->shape[0] == 1 && t->shape[1] == h->C))
+            continue;
+        memcpy(dst, data + st.data_offset + t->begin, (size_t)h->C * sizeof(float));
+        if (dst == h->w) {
             rc = GL_OK;
             gl_err_clear(err);
         }
     }
+    const char *step = train_st_meta(&st, "step");
+    if (step && h->m)
+        h->step = atol(step);
     train_st_free(&st);
 out:
     free(data);
@@ -141,56 +158,6 @@ static void rm_head_step(rm_head_t *h, const train_adamw_t *a, float lr)
 }
 
 /* ---- checkpoints ------------------------------------------------------ */
-
-static int write_optim(const char *path, const train_optim_t *o, gl_err_t *err)
-{
-    gl_atomic_file_t af;
-    int rc = gl_atomic_open(&af, path, err);
-    if (rc)
-        return rc;
-    uint64_t n = o->n, step = (uint64_t)o->step;
-    XXH3_state_t *h = XXH3_createState();
-    XXH3_64bits_reset(h);
-    XXH3_64bits_update(h, o->m, n * sizeof(float));
-    XXH3_64bits_update(h, o->v, n * sizeof(float));
-    uint64_t sum = XXH3_64bits_digest(h);
-    XXH3_freeState(h);
-    if (fwrite(OPTIM_MAGIC, 1, 8, af.f) != 8 || fwrite(&n, 8, 1, af.f) != 1 || fwrite(&step, 8, 1, af.f) != 1 ||
-        fwrite(o->m, sizeof(float), n, af.f) != n || fwrite(o->v, sizeof(float), n, af.f) != n ||
-        fwrite(&sum, 8, 1, af.f) != 1) {
-        gl_atomic_abort(&af);
-        return gl_err_set(err, GL_EIO, "%s: write failed: %s", path, strerror(errno));
-    }
-    return gl_atomic_commit(&af, err);
-}
-
-static int read_optim(const char *path, train_optim_t *o, gl_err_t *err)
-{
-    char *data;
-    size_t len;
-    int rc = gl_read_file(path, 24 + 2 * o->n * sizeof(float) + 8, &data, &len, err);
-    if (rc)
-        return rc;
-    uint64_t n, step, sum;
-    if (len != 24 + 2 * o->n * sizeof(float) + 8 || memcmp(data, OPTIM_MAGIC, 8)) {
-        rc = gl_err_set(err, GL_ECORRUPT, "%s: not an optimizer state of %zu parameters (%zu bytes)", path, o->n,
-                        len);
-        goto out;
-    }
-    memcpy(&n, data + 8, 8);
-    memcpy(&step, data + 16, 8);
-    memcpy(&sum, data + len - 8, 8);
-    if (n != o->n || sum != XXH3_64bits(data + 24, 2 * n * sizeof(float))) {
-        rc = gl_err_set(err, GL_ECORRUPT, "%s: optimizer state damaged (size or checksum)", path);
-        goto out;
-    }
-    memcpy(o->m, data + 24, n * sizeof(float));
-    memcpy(o->v, data + 24 + n * sizeof(float), n * sizeof(float));
-    o->step = (long)step;
-out:
-    free(data);
-    return rc;
-}
 
 typedef struct {
     long step;                  /* steps done */
@@ -213,20 +180,17 @@ static int save_checkpoint(const char *out, const train_run_opts_t *o, const tra
     snprintf(name, sizeof name, "ckpt-%08ld", st->step);
     snprintf(tmpname, sizeof tmpname, "ckpt-%08ld.tmp", st->step);
     char *dir = gl_path_join(out, name), *tmp = gl_path_join(out, tmpname);
-    char *mp = gl_path_join(tmp, "model.safetensors"), *op = gl_path_join(tmp, "optim.bin"),
+    char *mp = gl_path_join(tmp, "model.safetensors"), *op = gl_path_join(tmp, "optim.safetensors"),
          *sp = gl_path_join(tmp, "state.json"), *lp = gl_path_join(out, "latest");
     int rc = gl_mkdir_p(tmp, err);
     if (!rc)
         rc = train_save(m, mp, 0, err);
     if (!rc)
-        rc = write_optim(op, opt, err);
+        rc = train_optim_save(opt, m, op, err);
     if (!rc && head) {
-        char *hp = gl_path_join(tmp, "score.safetensors"), *hop = gl_path_join(tmp, "score_optim.bin");
-        train_optim_t ho = {.m = head->m, .v = head->v, .n = (size_t)head->C, .step = head->step};
-        rc = rm_head_save(head, hp, err);
-        if (!rc)
-            rc = write_optim(hop, &ho, err);
-        free(hp), free(hop);
+        char *hp = gl_path_join(tmp, "score.safetensors");
+        rc = rm_head_save(head, hp, 1, err);
+        free(hp);
     }
     if (!rc) {
         json_t *j = json_pack("{s:i,s:I,s:{s:I,s:I},s:I,s:I,s:o,s:{s:i,s:i,s:i,s:i,s:I,s:I},s:i}", "format",
@@ -244,8 +208,8 @@ static int save_checkpoint(const char *out, const train_run_opts_t *o, const tra
         /* a checkpoint of the same step from an earlier, killed run: replace it */
         struct stat stt;
         if (stat(dir, &stt) == 0) {
-            static const char *files[] = {"model.safetensors", "optim.bin", "state.json", "score.safetensors",
-                                          "score_optim.bin"};
+            static const char *files[] = {"model.safetensors", "optim.safetensors", "state.json",
+                                          "score.safetensors"};
             for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
                 char *f = gl_path_join(dir, files[i]);
                 unlink(f);
@@ -634,7 +598,7 @@ int train_rm_score(train_model_t *m, const float *w, const int32_t *tokens, cons
 
 int train_rm_head_load(const char *path, int C, float *w, gl_err_t *err)
 {
-    rm_head_t h = {.C = C, .w = w};
+    rm_head_t h = {.C = C, .w = w}; /* no moments: only the weight is read */
     return rm_head_load(&h, path, err);
 }
 
@@ -925,21 +889,17 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     if (o->resume) {
         resume_dir = latest_checkpoint(o->out, err);
         if (resume_dir) {
-            char *mp = gl_path_join(resume_dir, "model.safetensors"), *op = gl_path_join(resume_dir, "optim.bin");
+            char *mp = gl_path_join(resume_dir, "model.safetensors"),
+                 *op = gl_path_join(resume_dir, "optim.safetensors");
             rc = load_state(resume_dir, o, &m, dist->world, &st, err);
             if (!rc)
                 rc = train_load(&m, mp, 0, err);
             if (!rc)
-                rc = read_optim(op, &opt, err);
+                rc = train_optim_load(&opt, &m, op, err);
             if (!rc && o->stage == TRAIN_STAGE_RM) {
-                char *hp = gl_path_join(resume_dir, "score.safetensors"),
-                     *hop = gl_path_join(resume_dir, "score_optim.bin");
-                train_optim_t ho = {.m = head.m, .v = head.v, .n = (size_t)head.C};
+                char *hp = gl_path_join(resume_dir, "score.safetensors");
                 rc = rm_head_load(&head, hp, err);
-                if (!rc)
-                    rc = read_optim(hop, &ho, err);
-                head.step = ho.step;
-                free(hp), free(hop);
+                free(hp);
             }
             free(mp), free(op);
             if (rc)

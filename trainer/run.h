@@ -5,11 +5,11 @@
  * A run writes into its output folder:
  *   metrics.jsonl      one JSON object per step (and per evaluation)
  *   ckpt-NNNNNNNN/     a checkpoint: model.safetensors (Hugging Face GPT-2
- *                      names), optim.bin (AdamW moments), state.json (step,
- *                      sampler position, options), and for a reward model
- *                      score.safetensors (the scalar head, "score.weight"
- *                      [1, C] as GPT2ForSequenceClassification names it) and
- *                      score_optim.bin; written as
+ *                      names), optim.safetensors (AdamW moments), state.json
+ *                      (step, sampler position, options), and for a reward
+ *                      model score.safetensors (the scalar head,
+ *                      "score.weight" [1, C] as GPT2ForSequenceClassification
+ *                      names it, with its moments); written as
  *                      ckpt-NNNNNNNN.tmp and renamed, so it is whole or absent
  *   latest             the name of the newest complete checkpoint
  *   loss.png           the loss curves, redrawn at each evaluation and at the end
