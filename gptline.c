@@ -48,8 +48,13 @@ static void pick_blas_kernels(char **argv)
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
         return;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return;
+    self[n] = '\0';
     setenv("OPENBLAS_CORETYPE", "Haswell", 1);
-    execv("/proc/self/exe", argv); /* on failure: go on with the slow kernels */
+    execv(self, argv); /* on failure: go on with the slow kernels */
 }
 
 int main(int argc, char **argv)
