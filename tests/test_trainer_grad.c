@@ -431,6 +431,24 @@ static void test_threads(void)
         ok(e < 1e-4, "gradient of %s: 2 threads = 1 thread (rel %.1e)", train_param_name(k), e);
     }
     train_set_threads(2);
+    /* A smaller batch than the capacity gives what a model of exactly that
+     * size gives. */
+    train_model_t m2;
+    int B2 = 3, T2 = 100;
+    is_int(train_model_init(&m2, &cfg, B2, T2, TRAIN_GRADS, &err), GL_OK, "exact-size model");
+    memcpy(m2.params_mem, m.params_mem, m.n_params * sizeof(float));
+    train_model_t *mm[2] = {&m, &m2};
+    for (int run = 0; run < 2; run++) {
+        train_model_zero_grad(mm[run]);
+        train_model_forward(mm[run], tok, tgt, NULL, B2, T2, &err);
+        memcpy(lg[run], mm[run]->acts.logits, (size_t)B2 * T2 * 100 * sizeof(float));
+        train_model_backward(mm[run], 1.0f);
+    }
+    ok(m.loss == m2.loss && !memcmp(lg[0], lg[1], (size_t)B2 * T2 * 100 * sizeof(float)),
+       "batch below capacity: same logits and loss as an exact-size model");
+    ok(!memcmp(m.grads_mem, m2.grads_mem, m.n_params * sizeof(float)),
+       "batch below capacity: same gradients");
+    train_model_free(&m2);
     for (int run = 0; run < 2; run++) {
         free(g[run]);
         free(lg[run]);
