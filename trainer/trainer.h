@@ -60,7 +60,9 @@ typedef struct {
 /* ---- the model -------------------------------------------------------- */
 
 /* Activations kept by the forward pass for the backward pass, for up to
- * B x T tokens (L = layers, NH = heads). */
+ * B x T tokens (L = layers, NH = heads). Each layer's slice starts at the
+ * capacity's offset (l * B * T * width); inside it, the tokens of the last
+ * forward are packed: row b, position t at b * T' + t for that call's T'. */
 typedef struct {
     float *encoded;    /* (B,T,C) embeddings: input of layer 0 */
     float *ln1;        /* (L,B,T,C) */
@@ -127,8 +129,10 @@ void train_set_threads(int n);
 /* Allocates a model of config cfg able to run batches of up to B rows of
  * up to T tokens (T <= cfg->n_ctx); B = T = 0 allocates the weights only.
  * Weights start at zero (see train_model_init_weights / train_load).
- * The model owns everything; train_model_free() releases it. On error the
- * model is left freed (free is still safe). */
+ * Per-thread scratch is sized for the OpenMP thread count in force, and
+ * OpenBLAS is set to one thread (see train_set_threads). The model owns
+ * everything; train_model_free() releases it. On error the model is left
+ * freed (free is still safe). GL_EINVAL for a bad config, GL_ENOMEM. */
 int train_model_init(train_model_t *m, const train_config_t *cfg, int B, int T,
                      int flags, gl_err_t *err);
 /* Releases what init allocated; safe on a zeroed or already freed model. */
