@@ -191,6 +191,32 @@ void train_model_backward(train_model_t *m, float loss_scale);
  * projection gets no gradient from this path. */
 void train_model_backward_hidden(train_model_t *m, const float *dlnf);
 
+/* ---- generation with a KV cache ------------------------------------------ */
+
+/* The keys and values of every layer for the positions fed so far, for up
+ * to B rows and T positions (T <= n_ctx), and the buffers of one step.
+ * Owned by the caller (train_kv_init / train_kv_free); used with the model
+ * it was made for, which it does not own. */
+typedef struct {
+    int B, T, L, C, V;
+    int len;          /* positions fed so far */
+    float *k, *v;     /* (L, B, T, C) */
+    float *mem;       /* one step's buffers */
+    float *x, *ln, *mean, *rstd, *qkv, *att, *fch, *scores;
+    float *logits;    /* (B, V): next-token logits after the last step */
+} train_kv_t;
+
+int train_kv_init(train_kv_t *kv, const train_model_t *m, int B, int T, gl_err_t *err);
+void train_kv_free(train_kv_t *kv);
+/* Forgets the positions fed (a new prompt). */
+void train_kv_reset(train_kv_t *kv);
+
+/* Feeds tokens[B] (one per row) at position kv->len, keeping its keys and
+ * values, and leaves the next-token logits in kv->logits. Same results as
+ * train_model_forward over the whole sequence, at the cost of one position.
+ * GL_ERANGE when the cache is full or a token is out of the vocab. */
+int train_model_decode(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, gl_err_t *err);
+
 /* ---- optimiser -------------------------------------------------------- */
 
 typedef struct {
