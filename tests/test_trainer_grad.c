@@ -431,6 +431,24 @@ static void test_threads(void)
         ok(e < 1e-4, "gradient of %s: 2 threads = 1 thread (rel %.1e)", train_param_name(k), e);
     }
     train_set_threads(2);
+    /* A smaller batch than the capacity gives what a model of exactly that
+     * size gives. */
+    train_model_t m2;
+    int B2 = 3, T2 = 100;
+    is_int(train_model_init(&m2, &cfg, B2, T2, TRAIN_GRADS, &err), GL_OK, "exact-size model");
+    memcpy(m2.params_mem, m.params_mem, m.n_params * sizeof(float));
+    train_model_t *mm[2] = {&m, &m2};
+    for (int run = 0; run < 2; run++) {
+        train_model_zero_grad(mm[run]);
+        train_model_forward(mm[run], tok, tgt, NULL, B2, T2, &err);
+        memcpy(lg[run], mm[run]->acts.logits, (size_t)B2 * T2 * 100 * sizeof(float));
+        train_model_backward(mm[run], 1.0f);
+    }
+    ok(m.loss == m2.loss && !memcmp(lg[0], lg[1], (size_t)B2 * T2 * 100 * sizeof(float)),
+       "batch below capacity: same logits and loss as an exact-size model");
+    ok(!memcmp(m.grads_mem, m2.grads_mem, m.n_params * sizeof(float)),
+       "batch below capacity: same gradients");
+    train_model_free(&m2);
     for (int run = 0; run < 2; run++) {
         free(g[run]);
         free(lg[run]);
@@ -448,8 +466,45 @@ static void test_windows(void)
     ok(!memcmp(tok, wt, sizeof wt) && !memcmp(tgt, wg, sizeof wg), "windows split into inputs and targets");
 }
 
+/* Decoding position by position with the KV cache gives the logits of
+ * the full forward at every position. */
+static void test_decode(void)
+{
+    train_config_t cfg = {.n_layer = 2, .n_head = 2, .n_embd = 16, .n_ctx = 12, .vocab_size = 23};
+    int B = 2, T = 12, V = 23;
+    train_model_t m;
+    train_kv_t kv;
+    gl_err_t err = {0};
+    train_model_init(&m, &cfg, B, T, 0, &err);
+    for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++)
+        fill(m.params.t[k], m.sizes[k], 0.3f,
+             k == TRAIN_LN1W || k == TRAIN_LN2W || k == TRAIN_LNFW ? 1.0f : 0.0f);
+    int32_t tok[24];
+    for (int i = 0; i < B * T; i++)
+        tok[i] = (i * 7 + 2) % V;
+    is_int(train_model_forward(&m, tok, NULL, NULL, B, T, &err), GL_OK, "full forward");
+    is_int(train_kv_init(&kv, &m, B, T, &err), GL_OK, "kv init");
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        int32_t step[2] = {tok[t], tok[T + t]};
+        if (train_model_decode(&m, &kv, step, &err))
+            break;
+        for (int b = 0; b < B; b++)
+            worst = fmax(worst, max_rel(kv.logits + (size_t)b * V, m.acts.logits + ((size_t)b * T + t) * V, V));
+    }
+    ok(kv.len == T && worst < 1e-5, "decoded logits = full forward at every position (rel %.1e)", worst);
+    int32_t one[2] = {0, 0};
+    is_int(train_model_decode(&m, &kv, one, &err), GL_ERANGE, "full cache refused");
+    train_kv_reset(&kv);
+    one[1] = V;
+    is_int(train_model_decode(&m, &kv, one, &err), GL_ERANGE, "token outside the vocab refused");
+    train_kv_free(&kv);
+    train_model_free(&m);
+}
+
 int main(void)
 {
+    test_decode();
     test_windows();
     test_encoder();
     test_layernorm();

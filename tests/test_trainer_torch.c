@@ -256,6 +256,50 @@ int main(void)
         ok(rl[STEPS - 1] < rl[0] - 0.1, "training lowers the loss (%.3f -> %.3f)", rl[0], rl[STEPS - 1]);
     }
     free(rl);
+
+    /* ---- greedy continuation with the KV cache vs the reference ---- */
+    {
+        enum { PROMPT = 5, GEN = 12 };
+        int32_t prompt[PROMPT] = {3, 14, 15, 92, 65}, got[GEN];
+        train_kv_t kv;
+        rc = train_kv_init(&kv, &m, 1, cfg.n_ctx, &err);
+        is_int(rc, GL_OK, "kv cache init: %s", err.msg);
+        for (int i = 0; i < PROMPT && !rc; i++)
+            rc = train_model_decode(&m, &kv, &prompt[i], &err);
+        for (int i = 0; i < GEN && !rc; i++) {
+            int best = 0;
+            for (int v = 1; v < V; v++)
+                if (kv.logits[v] > kv.logits[best])
+                    best = v;
+            got[i] = best;
+            if (i + 1 < GEN)
+                rc = train_model_decode(&m, &kv, &got[i], &err);
+        }
+        is_int(rc, GL_OK, "decode ran: %s", err.msg);
+        snprintf(cmd, sizeof cmd, "greedy '%s' 3,14,15,92,65 %d > '%s/greedy.txt'", model_path, GEN, dir);
+        /* the trained weights: save them for the reference */
+        rc = train_save(&m, model_path, 0, &err);
+        is_int(rc, GL_OK, "save trained model: %s", err.msg);
+        is_int(run_ref(cmd), 0, "reference greedy ran");
+        snprintf(path, sizeof path, "%s/greedy.txt", dir);
+        FILE *f = fopen(path, "r");
+        int want[GEN], n = 0;
+        while (f && n < GEN && fscanf(f, "%d,", &want[n]) == 1)
+            n++;
+        if (f)
+            fclose(f);
+        int same = n == GEN;
+        for (int i = 0; same && i < GEN; i++)
+            same = got[i] == want[i];
+        char gs[256] = "", ws[256] = "";
+        for (int i = 0; i < GEN; i++) {
+            snprintf(gs + strlen(gs), sizeof gs - strlen(gs), "%d ", got[i]);
+            if (i < n)
+                snprintf(ws + strlen(ws), sizeof ws - strlen(ws), "%d ", want[i]);
+        }
+        ok(same, "greedy continuation equals the reference's: %s/ %s", gs, ws);
+        train_kv_free(&kv);
+    }
     for (int i = 0; i < NM; i++)
         free_micro(&mbs[i]);
     train_optim_free(&opt);

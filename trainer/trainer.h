@@ -60,7 +60,9 @@ typedef struct {
 /* ---- the model -------------------------------------------------------- */
 
 /* Activations kept by the forward pass for the backward pass, for up to
- * B x T tokens (L = layers, NH = heads). */
+ * B x T tokens (L = layers, NH = heads). Each layer's slice starts at the
+ * capacity's offset (l * B * T * width); inside it, the tokens of the last
+ * forward are packed: row b, position t at b * T' + t for that call's T'. */
 typedef struct {
     float *encoded;    /* (B,T,C) embeddings: input of layer 0 */
     float *ln1;        /* (L,B,T,C) */
@@ -127,8 +129,10 @@ void train_set_threads(int n);
 /* Allocates a model of config cfg able to run batches of up to B rows of
  * up to T tokens (T <= cfg->n_ctx); B = T = 0 allocates the weights only.
  * Weights start at zero (see train_model_init_weights / train_load).
- * The model owns everything; train_model_free() releases it. On error the
- * model is left freed (free is still safe). */
+ * Per-thread scratch is sized for the OpenMP thread count in force, and
+ * OpenBLAS is set to one thread (see train_set_threads). The model owns
+ * everything; train_model_free() releases it. On error the model is left
+ * freed (free is still safe). GL_EINVAL for a bad config, GL_ENOMEM. */
 int train_model_init(train_model_t *m, const train_config_t *cfg, int B, int T,
                      int flags, gl_err_t *err);
 /* Releases what init allocated; safe on a zeroed or already freed model. */
@@ -186,6 +190,32 @@ void train_model_backward(train_model_t *m, float loss_scale);
  * computes its own gradient and passes dlnf down. The tied output
  * projection gets no gradient from this path. */
 void train_model_backward_hidden(train_model_t *m, const float *dlnf);
+
+/* ---- generation with a KV cache ------------------------------------------ */
+
+/* The keys and values of every layer for the positions fed so far, for up
+ * to B rows and T positions (T <= n_ctx), and the buffers of one step.
+ * Owned by the caller (train_kv_init / train_kv_free); used with the model
+ * it was made for, which it does not own. */
+typedef struct {
+    int B, T, L, C, V;
+    int len;          /* positions fed so far */
+    float *k, *v;     /* (L, B, T, C) */
+    float *mem;       /* one step's buffers */
+    float *x, *ln, *mean, *rstd, *qkv, *att, *fch, *scores;
+    float *logits;    /* (B, V): next-token logits after the last step */
+} train_kv_t;
+
+int train_kv_init(train_kv_t *kv, const train_model_t *m, int B, int T, gl_err_t *err);
+void train_kv_free(train_kv_t *kv);
+/* Forgets the positions fed (a new prompt). */
+void train_kv_reset(train_kv_t *kv);
+
+/* Feeds tokens[B] (one per row) at position kv->len, keeping its keys and
+ * values, and leaves the next-token logits in kv->logits. Same results as
+ * train_model_forward over the whole sequence, at the cost of one position.
+ * GL_ERANGE when the cache is full or a token is out of the vocab. */
+int train_model_decode(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, gl_err_t *err);
 
 /* ---- optimiser -------------------------------------------------------- */
 

@@ -13,6 +13,9 @@ by default, so it is the "true" value the float32 C code is compared to.
       AdamW steps with warmup + cosine schedule, clipping and gradient
       accumulation over the micro-batches of BATCH; writes the loss of each
       step to OUTDIR/losses.f64.
+  gpt2_ref.py greedy MODEL IDS N
+      greedy continuation of the comma-separated prompt IDS by N tokens
+      (full forward at each step, no cache); prints the N ids.
   gpt2_ref.py bench L H C T B V STEPS THREADS
       prints tokens/s of a training step (float32) by wall clock and per
       CPU-second, for bench/bench_trainer.
@@ -135,6 +138,19 @@ def cmd_grads(model, batch, outdir):
     st_write(f"{outdir}/grads.safetensors", {k: v.grad.numpy() for k, v in ref.P.items()}, meta)
 
 
+def cmd_greedy(model, ids, n):
+    ref, _ = load(model, torch.float64)
+    seq = [int(x) for x in ids.split(",")]
+    out = []
+    with torch.no_grad():
+        for _ in range(int(n)):
+            logits = ref.forward(torch.tensor([seq]))
+            nxt = int(logits[0, -1].argmax())
+            seq.append(nxt)
+            out.append(nxt)
+    print(",".join(str(x) for x in out))
+
+
 def lr_at(h, step):
     if step < h["warmup"]:
         return h["max_lr"] * (step + 1) / h["warmup"]
@@ -212,6 +228,8 @@ def main(argv):
         cmd_grads(*argv[1:4])
     elif len(argv) >= 5 and argv[0] == "train":
         cmd_train(*argv[1:5])
+    elif len(argv) >= 4 and argv[0] == "greedy":
+        cmd_greedy(*argv[1:4])
     elif len(argv) >= 9 and argv[0] == "bench":
         cmd_bench(*(int(a) for a in argv[1:9]))
     else:
