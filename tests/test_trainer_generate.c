@@ -38,11 +38,11 @@ int main(void)
     }
     /* (1) */
     train_model_forward(&m, seq, NULL, NULL, 1, CTX, &err);
-    train_gen_t g;
-    ok(train_gen_init(&g, &m, 1, CTX, &err) == 0, "cache for 1 row of %d", CTX);
+    train_kv_t g;
+    ok(train_kv_init(&g, &m, 1, CTX, &err) == 0, "cache for 1 row of %d", CTX);
     double worst = 0;
     for (int t = 0; t < CTX; t++) {
-        train_gen_step(&g, &seq[t], &err);
+        train_model_decode(&m, &g, &seq[t], &err);
         for (int v = 0; v < V; v++) {
             double a = g.logits[v], b = m.acts.logits[(size_t)t * V + v];
             double d = fabs(a - b) / (1 + fabs(b));
@@ -51,8 +51,8 @@ int main(void)
     }
     ok(worst < 1e-4, "cached logits equal the full forward at all %d positions (worst rel. %.2g)", CTX, worst);
     int32_t over = 1;
-    ok(train_gen_step(&g, &over, &err) == GL_ERANGE, "a full row is refused");
-    train_gen_free(&g);
+    ok(train_model_decode(&m, &g, &over, &err) == GL_ERANGE, "a full row is refused");
+    train_kv_free(&g);
 
     /* (2) */
     const int32_t *prompts[3] = {seq, seq + 5, seq + 9};
@@ -60,14 +60,14 @@ int main(void)
     int32_t out[3 * 10], one[10];
     train_sample_opts_t greedy = {.temperature = 0, .max_new = 10, .stop_id = -1};
     gl_err_clear(&err);
-    train_gen_init(&g, &m, 3, CTX, &err);
-    ok(train_generate(&g, prompts, plen, &greedy, out, olen, NULL, &err) == 0, "batch of 3 prompts: %s",
+    train_kv_init(&g, &m, 3, CTX, &err);
+    ok(train_generate(&g, &m, prompts, plen, &greedy, out, olen, NULL, &err) == 0, "batch of 3 prompts: %s",
        err.msg[0] ? err.msg : "ok");
-    train_gen_free(&g);
+    train_kv_free(&g);
     int same = 1;
-    train_gen_init(&g, &m, 1, CTX, &err);
+    train_kv_init(&g, &m, 1, CTX, &err);
     for (int b = 0; b < 3; b++) {
-        train_generate(&g, &prompts[b], &plen[b], &greedy, one, &olen1, NULL, &err);
+        train_generate(&g, &m, &prompts[b], &plen[b], &greedy, one, &olen1, NULL, &err);
         same &= olen1 == olen[b] && !memcmp(one, out + b * 10, (size_t)olen1 * sizeof *one);
     }
     ok(same, "each row of the batch equals the row generated alone");
@@ -93,7 +93,7 @@ int main(void)
             size_t n = 0;
             const int32_t *pr = seq + 5;
             int pl = 3;
-            train_generate(&g, &pr, &pl, &greedy, one, &olen1, NULL, &err);
+            train_generate(&g, &m, &pr, &pl, &greedy, one, &olen1, NULL, &err);
             for (int i = 0; i < olen1; i++)
                 n += (size_t)snprintf(mine + n, sizeof mine - n, i ? " %d" : "%d", one[i]);
             line[strcspn(line, "\n")] = '\0';
@@ -111,31 +111,31 @@ int main(void)
     const int32_t *pr = seq;
     int pl = 4;
     float lp[12];
-    train_generate(&g, &pr, &pl, &samp, a, &la, lp, &err);
-    train_generate(&g, &pr, &pl, &samp, b2, &lb, NULL, &err);
+    train_generate(&g, &m, &pr, &pl, &samp, a, &la, lp, &err);
+    train_generate(&g, &m, &pr, &pl, &samp, b2, &lb, NULL, &err);
     ok(la == lb && !memcmp(a, b2, (size_t)la * sizeof *a), "same seed, same sample");
     int lp_ok = 1;
     for (int i = 0; i < la; i++)
         lp_ok &= lp[i] <= 0 && isfinite(lp[i]);
     ok(lp_ok, "log-probabilities returned");
     samp.seed = 43;
-    train_generate(&g, &pr, &pl, &samp, b2, &lb, NULL, &err);
+    train_generate(&g, &m, &pr, &pl, &samp, b2, &lb, NULL, &err);
     ok(memcmp(a, b2, (size_t)la * sizeof *a) != 0, "another seed, another sample");
     train_sample_opts_t topk1 = {.temperature = 1.5f, .top_k = 1, .seed = 9, .max_new = 12, .stop_id = -1};
-    train_generate(&g, &pr, &pl, &topk1, a, &la, NULL, &err);
+    train_generate(&g, &m, &pr, &pl, &topk1, a, &la, NULL, &err);
     greedy.max_new = 12;
-    train_generate(&g, &pr, &pl, &greedy, b2, &lb, NULL, &err);
+    train_generate(&g, &m, &pr, &pl, &greedy, b2, &lb, NULL, &err);
     ok(la == lb && !memcmp(a, b2, (size_t)la * sizeof *a), "top-k 1 is greedy");
     train_sample_opts_t stop = greedy;
     stop.stop_id = b2[2];
-    train_generate(&g, &pr, &pl, &stop, a, &la, NULL, &err);
+    train_generate(&g, &m, &pr, &pl, &stop, a, &la, NULL, &err);
     int first = 0;
     while (b2[first] != stop.stop_id)
         first++;
     ok(la == first + 1 && a[la - 1] == stop.stop_id, "stops at the stop id (after %d tokens)", la);
     int big = CTX;
-    ok(train_generate(&g, &pr, &big, &greedy, a, &la, NULL, &err) == GL_ERANGE, "prompt + max_new past the context refused");
-    train_gen_free(&g);
+    ok(train_generate(&g, &m, &pr, &big, &greedy, a, &la, NULL, &err) == GL_ERANGE, "prompt + max_new past the context refused");
+    train_kv_free(&g);
     train_model_free(&m);
     return tap_done();
 }

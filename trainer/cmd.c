@@ -296,7 +296,7 @@ int train_sample_cmd(int argc, char **argv)
     gl_err_t err = {0};
     train_model_t m = {0};
     train_config_t cfg;
-    train_gen_t g = {0};
+    train_kv_t kv = {0};
     char *path = NULL;
     int32_t *pids = NULL, *out = NULL;
     int plen = 0, status = GL_EXIT_OK;
@@ -326,7 +326,7 @@ int train_sample_cmd(int argc, char **argv)
         status = gl_usage_error(argv[0], "the prompt fills the model's context of %d", cfg.n_ctx);
         goto out;
     }
-    if (train_gen_init(&g, &m, 1, cfg.n_ctx, &err)) {
+    if (train_kv_init(&kv, &m, 1, cfg.n_ctx, &err)) {
         status = gl_cmd_fail(argv[0], &err);
         goto out;
     }
@@ -334,7 +334,7 @@ int train_sample_cmd(int argc, char **argv)
     for (int k = 0; k < num; k++) {
         int olen;
         const int32_t *pp = pids;
-        if (train_generate(&g, &pp, &plen, &so, out, &olen, NULL, &err)) {
+        if (train_generate(&kv, &m, &pp, &plen, &so, out, &olen, NULL, &err)) {
             status = gl_cmd_fail(argv[0], &err);
             goto out;
         }
@@ -351,7 +351,7 @@ int train_sample_cmd(int argc, char **argv)
     }
 out:
     free(path), free(pids), free(out);
-    train_gen_free(&g);
+    train_kv_free(&kv);
     train_model_free(&m);
     return status;
 }

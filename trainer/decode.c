@@ -8,6 +8,11 @@
  * is apart from the model, so one set of weights can serve several caches
  * and a frozen reference model needs none of the training buffers.
  *
+ * Each row has its own position, so rows holding prompts of different
+ * lengths advance together (a batch of RL rollouts or best-of-N samples
+ * shares every matrix product); a row may also be fed alone while the
+ * others wait (train_model_decode_rows).
+ *
  * Workload: B of 1..64 rows, T up to the context; a step is dominated by
  * reading the weights once (B x C by C x 4C products).
  */
@@ -34,7 +39,8 @@ int train_kv_init(train_kv_t *kv, const train_model_t *m, int B, int T, gl_err_t
     kv->k = malloc(cache * sizeof(float));
     kv->v = malloc(cache * sizeof(float));
     kv->mem = malloc(step * sizeof(float));
-    if (!kv->k || !kv->v || !kv->mem) {
+    kv->pos = calloc((size_t)B, sizeof *kv->pos);
+    if (!kv->k || !kv->v || !kv->mem || !kv->pos) {
         train_kv_free(kv);
         return gl_err_set(err, GL_ENOMEM, "kv cache: out of memory for %d rows x %d positions", B, T);
     }
@@ -58,28 +64,46 @@ void train_kv_free(train_kv_t *kv)
     free(kv->k);
     free(kv->v);
     free(kv->mem);
+    free(kv->pos);
     memset(kv, 0, sizeof *kv);
 }
 
-void train_kv_reset(train_kv_t *kv) { kv->len = 0; }
+void train_kv_reset(train_kv_t *kv)
+{
+    kv->len = 0;
+    memset(kv->pos, 0, (size_t)kv->B * sizeof *kv->pos);
+}
 
 int train_model_decode(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, gl_err_t *err)
 {
+    return train_model_decode_rows(m, kv, tokens, NULL, err);
+}
+
+int train_model_decode_rows(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, const uint8_t *feed,
+                            gl_err_t *err)
+{
     const train_config_t *c = &m->cfg;
-    int B = kv->B, C = c->n_embd, NH = c->n_head, V = c->vocab_size, hs = C / NH, pos = kv->len;
+    int B = kv->B, C = c->n_embd, NH = c->n_head, V = c->vocab_size, hs = C / NH;
     if (kv->C != C || kv->L != c->n_layer || kv->V != V)
         return gl_err_set(err, GL_EINVAL, "decode: the cache was made for another model");
-    if (pos >= kv->T)
-        return gl_err_set(err, GL_ERANGE, "decode: cache full at %d positions", kv->T);
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < B; b++) {
+        if (feed && !feed[b])
+            continue;
+        if (kv->pos[b] >= kv->T)
+            return gl_err_set(err, GL_ERANGE, "decode: row %d of the cache full at %d positions", b, kv->T);
         if (tokens[b] < 0 || tokens[b] >= V)
             return gl_err_set(err, GL_ERANGE, "decode: token %d of row %d outside vocab %d", tokens[b], b, V);
+    }
     const train_params_t *p = &m->params;
     float scale = 1.0f / sqrtf((float)hs);
-    for (int b = 0; b < B; b++)
+    /* a row not fed this step computes at its last position (results
+     * discarded, cache untouched): cheaper than compacting the batch */
+    for (int b = 0; b < B; b++) {
+        int pos = kv->pos[b] < kv->T ? kv->pos[b] : kv->T - 1;
+        int32_t tok = feed && !feed[b] ? 0 : tokens[b];
         for (int i = 0; i < C; i++)
-            kv->x[(size_t)b * C + i] = p->t[TRAIN_WTE][(size_t)tokens[b] * C + i] +
-                                       p->t[TRAIN_WPE][(size_t)pos * C + i];
+            kv->x[(size_t)b * C + i] = p->t[TRAIN_WTE][(size_t)tok * C + i] + p->t[TRAIN_WPE][(size_t)pos * C + i];
+    }
     for (int l = 0; l < c->n_layer; l++) {
         size_t lC = (size_t)l * C;
         train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LN1W] + lC,
@@ -87,6 +111,9 @@ int train_model_decode(const train_model_t *m, train_kv_t *kv, const int32_t *to
         train_k_matmul_forward(kv->qkv, kv->ln, p->t[TRAIN_QKVW] + lC * 3 * C, p->t[TRAIN_QKVB] + lC * 3,
                                NULL, B, C, 3 * C);
         for (int b = 0; b < B; b++) {
+            if (feed && !feed[b])
+                continue;
+            int pos = kv->pos[b];
             float *kc = kv->k + (((size_t)l * B + b) * kv->T) * C;
             float *vc = kv->v + (((size_t)l * B + b) * kv->T) * C;
             const float *q = kv->qkv + (size_t)b * 3 * C;
@@ -131,6 +158,11 @@ int train_model_decode(const train_model_t *m, train_kv_t *kv, const int32_t *to
     }
     train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LNFW], p->t[TRAIN_LNFB], B, C);
     train_k_gemm(0, 1, B, V, C, 1.0f, kv->ln, C, p->t[TRAIN_WTE], C, 0.0f, kv->logits, V);
-    kv->len = pos + 1;
+    kv->len = 0;
+    for (int b = 0; b < B; b++) {
+        if (!feed || feed[b])
+            kv->pos[b]++;
+        kv->len = kv->pos[b] > kv->len ? kv->pos[b] : kv->len;
+    }
     return GL_OK;
 }

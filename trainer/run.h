@@ -98,25 +98,6 @@ int train_rm_head_load(const char *path, int C, float *w, gl_err_t *err);
 
 /* ---- generation ------------------------------------------------------- */
 
-/* KV-cached generation for B rows of up to maxT positions. Borrows the
- * model's weights (which must outlive it). */
-typedef struct {
-    const train_model_t *m;
-    int B, maxT;
-    float *k, *v;            /* (L, B, maxT, C) cached keys and values */
-    float *x, *xn, *qkv, *y, *h, *att;
-    float *logits;           /* (B, V): logits of the last step */
-    int *pos;                /* (B): positions filled per row */
-} train_gen_t;
-
-int train_gen_init(train_gen_t *g, const train_model_t *m, int B, int maxT, gl_err_t *err);
-void train_gen_free(train_gen_t *g);
-/* Empties every row's cache. */
-void train_gen_reset(train_gen_t *g);
-/* Appends tokens[b] at position pos[b] of each row and leaves the next
- * token's logits in g->logits. GL_ERANGE when a row is full. */
-int train_gen_step(train_gen_t *g, const int32_t *tokens, gl_err_t *err);
-
 typedef struct {
     float temperature;       /* 0: greedy */
     int top_k;               /* 0: off */
@@ -126,12 +107,13 @@ typedef struct {
     int32_t stop_id;         /* end-of-text; -1: none */
 } train_sample_opts_t;
 
-/* Continues B prompts (prompts[b] of plen[b] >= 1 tokens): out is
- * (B, max_new), out_len[b] the tokens generated for row b (the stop id
- * included when reached); logprobs (optional, same shape) the
- * log-probability of each under the model's untempered distribution. */
-int train_generate(train_gen_t *g, const int32_t *const *prompts, const int *plen, const train_sample_opts_t *o,
-                   int32_t *out, int *out_len, float *logprobs, gl_err_t *err);
+/* Continues kv->B prompts (prompts[b] of plen[b] >= 1 tokens) with the
+ * model's KV-cached decoder (train_kv_t, trainer.h): out is (B, max_new),
+ * out_len[b] the tokens generated for row b (the stop id included when
+ * reached); logprobs (optional, same shape) the log-probability of each
+ * under the model's untempered distribution. Resets kv first. */
+int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const *prompts, const int *plen,
+                   const train_sample_opts_t *o, int32_t *out, int *out_len, float *logprobs, gl_err_t *err);
 
 /* Renders metrics.jsonl to a PNG (loss, held-out loss, learning rate,
  * throughput); written atomically. */

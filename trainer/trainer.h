@@ -199,7 +199,8 @@ void train_model_backward_hidden(train_model_t *m, const float *dlnf);
  * it was made for, which it does not own. */
 typedef struct {
     int B, T, L, C, V;
-    int len;          /* positions fed so far */
+    int len;          /* positions fed so far: the most of any row */
+    int *pos;         /* (B): positions fed so far, per row */
     float *k, *v;     /* (L, B, T, C) */
     float *mem;       /* one step's buffers */
     float *x, *ln, *mean, *rstd, *qkv, *att, *fch, *scores;
@@ -211,11 +212,16 @@ void train_kv_free(train_kv_t *kv);
 /* Forgets the positions fed (a new prompt). */
 void train_kv_reset(train_kv_t *kv);
 
-/* Feeds tokens[B] (one per row) at position kv->len, keeping its keys and
- * values, and leaves the next-token logits in kv->logits. Same results as
- * train_model_forward over the whole sequence, at the cost of one position.
- * GL_ERANGE when the cache is full or a token is out of the vocab. */
+/* Feeds tokens[B] (one per row) at each row's next position, keeping its
+ * keys and values, and leaves the next-token logits in kv->logits. Same
+ * results as train_model_forward over the whole sequence, at the cost of
+ * one position. GL_ERANGE when a row is full or a token is out of the
+ * vocab. */
 int train_model_decode(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, gl_err_t *err);
+/* The same for the rows b with feed[b] != 0 only (feed NULL: all); the
+ * other rows keep their positions, and their logits are meaningless. */
+int train_model_decode_rows(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, const uint8_t *feed,
+                            gl_err_t *err);
 
 /* ---- optimiser -------------------------------------------------------- */
 
