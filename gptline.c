@@ -6,11 +6,13 @@
  */
 #include "common/common.h"
 #include "shards/shards.h"
+#include "tokenizer/tokenizer.h"
 
 #include <string.h>
 
 static const gl_cmd_t commands[] = {
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
+    {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
     {NULL, NULL, NULL},
 };
 

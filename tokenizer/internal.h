@@ -69,7 +69,5 @@ void tok_vocab_rehash(tok_vocab_t *v);
 int tok_bpe_piece(const tok_vocab_t *v, const uint8_t *p, size_t n, uint32_t max_rank, tok_ids_t *out,
                   gl_err_t *err);
 
-/* Ensures room for extra more ids. */
-int tok_ids_reserve(tok_ids_t *a, size_t extra, gl_err_t *err);
 
 #endif

@@ -126,6 +126,8 @@ typedef struct {
     size_t n, cap;
 } tok_ids_t;
 void tok_ids_free(tok_ids_t *a);
+/* Ensures room for extra more ids (GL_ENOMEM otherwise). */
+int tok_ids_reserve(tok_ids_t *a, size_t extra, gl_err_t *err);
 
 /* Appends the ids of text[0..len) to out. Special tokens whose bits are set
  * in allowed (TOK_ALLOW_ALL, TOK_ALLOW_NONE, or tok_special_mask()s or-ed
