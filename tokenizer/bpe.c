@@ -26,7 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SMALL_PIECE 128
+#define SMALL_PIECE 48
 
 void tok_ids_free(tok_ids_t *a)
 {

@@ -17,10 +17,13 @@ typedef struct {
     uint32_t id;
 } tok_special_t;
 
-/* One slot of the open-addressing table bytes -> id. */
+/* One slot of the open-addressing table bytes -> id. The first 8 bytes
+ * of the token live in the slot, so most lookups (tokens of up to 8
+ * bytes) touch one cache line. */
 typedef struct {
+    uint64_t key; /* the first min(len, 8) bytes, little-endian, zero-padded */
     uint32_t id;  /* TOK_NONE when empty */
-    uint32_t tag; /* high half of the hash, to skip most memcmps */
+    uint32_t len;
 } tok_slot_t;
 
 struct tok_vocab {
@@ -42,16 +45,47 @@ struct tok_vocab {
 
 static inline uint64_t tok_hash_bytes(const uint8_t *p, size_t n) { return XXH3_64bits(p, n); }
 
-/* Id of bytes p[0..n) or TOK_NONE. The innermost lookup of encoding. */
+/* The first min(n, 8) bytes of p as a little-endian integer (n >= 1),
+ * without reading past p[n-1]. */
+static inline uint64_t tok_key8(const uint8_t *p, size_t n)
+{
+    uint64_t k;
+    if (n >= 8) {
+        memcpy(&k, p, 8);
+    } else if (n >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + n - 4, 4);
+        k = (uint64_t)lo | (uint64_t)hi << (8 * (n - 4));
+    } else {
+        k = (uint64_t)p[0] | (uint64_t)p[n / 2] << (8 * (n / 2)) | (uint64_t)p[n - 1] << (8 * (n - 1));
+    }
+    return k;
+}
+
+/* Slot hash of a token: a multiply-mix of its key for short tokens, XXH3
+ * for longer ones. */
+static inline uint64_t tok_slot_hash(const uint8_t *p, size_t n, uint64_t key)
+{
+    if (n > 8)
+        return XXH3_64bits(p, n);
+    uint64_t h = (key ^ (uint64_t)n << 59) * 0x9E3779B97F4A7C15ULL;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    return h ^ (h >> 32);
+}
+
+/* Id of bytes p[0..n) (n >= 1) or TOK_NONE. The innermost lookup of
+ * encoding. */
 static inline uint32_t tok_lookup(const tok_vocab_t *v, const uint8_t *p, size_t n)
 {
-    uint64_t h = tok_hash_bytes(p, n);
-    uint32_t tag = (uint32_t)(h >> 32), i = (uint32_t)h & v->mask;
+    uint64_t key = tok_key8(p, n);
+    uint32_t i = (uint32_t)tok_slot_hash(p, n, key) & v->mask;
     for (;;) {
         const tok_slot_t *s = &v->slots[i];
         if (s->id == TOK_NONE)
             return TOK_NONE;
-        if (s->tag == tag && v->len[s->id] == n && !memcmp(v->bytes + v->start[s->id], p, n))
+        if (s->key == key && s->len == n && (n <= 8 || !memcmp(v->bytes + v->start[s->id] + 8, p + 8, n - 8)))
             return s->id;
         i = (i + 1) & v->mask;
     }

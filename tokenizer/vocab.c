@@ -183,17 +183,18 @@ int tok_vocab_index(tok_vocab_t *v, const char *where, gl_err_t *err)
             continue;
         const uint8_t *p = v->bytes + v->start[id];
         uint32_t n = v->len[id];
-        uint64_t h = tok_hash_bytes(p, n);
-        uint32_t tag = (uint32_t)(h >> 32), i = (uint32_t)h & v->mask;
+        uint64_t key = tok_key8(p, n);
+        uint32_t i = (uint32_t)tok_slot_hash(p, n, key) & v->mask;
         while (v->slots[i].id != TOK_NONE) {
             uint32_t o = v->slots[i].id;
-            if (v->slots[i].tag == tag && v->len[o] == n && !memcmp(v->bytes + v->start[o], p, n))
+            if (v->len[o] == n && !memcmp(v->bytes + v->start[o], p, n))
                 return gl_err_set(err, GL_ECORRUPT, "%s: token '%s' appears twice (ids %u and %u)", where,
                                   quote(p, n, q, sizeof q), o, id);
             i = (i + 1) & v->mask;
         }
         v->slots[i].id = id;
-        v->slots[i].tag = tag;
+        v->slots[i].key = key;
+        v->slots[i].len = n;
         v->n_ordinary++;
     }
     for (int b = 0; b < 256; b++) {
