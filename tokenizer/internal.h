@@ -75,12 +75,11 @@ static inline uint64_t tok_slot_hash(const uint8_t *p, size_t n, uint64_t key)
     return h ^ (h >> 32);
 }
 
-/* Id of bytes p[0..n) (n >= 1) or TOK_NONE. The innermost lookup of
- * encoding. */
-static inline uint32_t tok_lookup(const tok_vocab_t *v, const uint8_t *p, size_t n)
+/* Id of bytes p[0..n) (n >= 1) with key tok_key8(p, n) and hash
+ * tok_slot_hash(p, n, key), or TOK_NONE. */
+static inline uint32_t tok_lookup_h(const tok_vocab_t *v, const uint8_t *p, size_t n, uint64_t key, uint64_t h)
 {
-    uint64_t key = tok_key8(p, n);
-    uint32_t i = (uint32_t)tok_slot_hash(p, n, key) & v->mask;
+    uint32_t i = (uint32_t)h & v->mask;
     for (;;) {
         const tok_slot_t *s = &v->slots[i];
         if (s->id == TOK_NONE)
@@ -89,6 +88,14 @@ static inline uint32_t tok_lookup(const tok_vocab_t *v, const uint8_t *p, size_t
             return s->id;
         i = (i + 1) & v->mask;
     }
+}
+
+/* Id of bytes p[0..n) (n >= 1) or TOK_NONE. The innermost lookup of
+ * encoding. */
+static inline uint32_t tok_lookup(const tok_vocab_t *v, const uint8_t *p, size_t n)
+{
+    uint64_t key = tok_key8(p, n);
+    return tok_lookup_h(v, p, n, key, tok_slot_hash(p, n, key));
 }
 
 /* Builds the lookup table, byte_id and the hash; checks that every single
