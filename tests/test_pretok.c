@@ -471,8 +471,26 @@ static void check_long_runs(void)
                 if (good[ALL[k]] && !agree(ALL[k], buf, len, "long run"))
                     good[ALL[k]] = 0;
         }
+    /* random mixes of spaces, tabs, CR, LF and Unicode spaces */
+    static const char *const spaces[] = {" ", "\t", "\r", "\n", "\r\n", "\xC2\xA0", "\xE3\x80\x80",
+                                         "\xC2\x85", "\v"};
+    for (int r = 0; r < 12; r++) {
+        size_t len = 0, target = 1000 + rnd_below(30000);
+        while (len < target) {
+            const char *sp = spaces[rnd_below(r < 6 ? 5 : sizeof spaces / sizeof *spaces)];
+            memcpy(buf + len, sp, strlen(sp));
+            len += strlen(sp);
+        }
+        const char *tail = tails[rnd_below(sizeof tails / sizeof *tails)];
+        memcpy(buf + len, tail, strlen(tail));
+        len += strlen(tail);
+        for (int k = 0; k < 3; k++)
+            if (good[ALL[k]] && !agree(ALL[k], buf, len, "whitespace mix"))
+                good[ALL[k]] = 0;
+    }
     for (int k = 0; k < 3; k++)
-        ok(good[ALL[k]], "%s: fast equals reference on 100 KB runs", tok_pretok_name(ALL[k]));
+        ok(good[ALL[k]], "%s: fast equals reference on 100 KB runs and long whitespace mixes",
+           tok_pretok_name(ALL[k]));
     free(buf);
 }
 
