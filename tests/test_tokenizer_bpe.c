@@ -224,6 +224,10 @@ static void test_malformed(const char *dir, const char *cl100k_path)
     write_file(p, buf, gl + 7);
     expect_fail(p, &gpt2pat, GL_ECORRUPT, "duplicate rank", "x.tiktoken:257: duplicate rank 5 (first on line 6)");
 
+    memcpy(buf + gl, "YWI= 999999999\n", 15); /* a huge rank: refused, not allocated */
+    write_file(p, buf, gl + 15);
+    expect_fail(p, &gpt2pat, GL_ERANGE, "huge rank", "too large");
+
     memcpy(buf + gl, "YWI=\n", 5);
     write_file(p, buf, gl + 5);
     expect_fail(p, &gpt2pat, GL_EPARSE, "missing rank", "x.tiktoken:257");

@@ -33,6 +33,7 @@
 #define TOK_FORMAT_VERSION 1
 #define TOK_MAX_SPECIALS 64      /* special tokens per vocabulary */
 #define TOK_MAX_TOKEN_BYTES 4096 /* longest ordinary token accepted */
+#define TOK_MAX_IDS (1u << 24)     /* ids (ranks, special ids) are below this */
 #define TOK_ALLOW_NONE ((uint64_t)0)
 #define TOK_ALLOW_ALL (~(uint64_t)0)
 

@@ -101,8 +101,8 @@ static bentry_t *bmap_get(bmap_t *m, const uint8_t *p, size_t n, uint64_t h, int
             return e;
         i = (i + 1) & (m->cap - 1);
     }
-    if (!insert)
-        return NULL;
+    if (!insert || m->alen + n > UINT32_MAX)
+        return NULL; /* absent, or the arena's 32-bit offsets are full */
     if (2 * (m->n + 1) > m->cap) {
         if (bmap_grow(m))
             return NULL;
@@ -203,7 +203,7 @@ static void *count_worker(void *arg)
             size_t n = tok_pretok_next(j->pattern, s, len, pos);
             if (n == 0 || n > len - pos)
                 n = 1;
-            if (n > TOK_MAX_TOKEN_BYTES) { /* no token can be longer: count the head only */
+            if (n > TOK_MAX_TOKEN_BYTES) { /* longer than any token may be: not counted */
                 pos += n;
                 continue;
             }
@@ -540,6 +540,10 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
     for (size_t i = 0; i < pm->cap; i++)
         if (pm->e[i].len != UINT32_MAX)
             total_sym += pm->e[i].len;
+    if (target > TOK_MAX_IDS) {
+        gl_err_set(err, GL_ERANGE, "vocabulary size %u is above %u", target, TOK_MAX_IDS);
+        return NULL;
+    }
     wstart = malloc((nw + 1) * sizeof *wstart);
     wlen = malloc((nw + 1) * sizeof *wlen);
     wcount = malloc((nw + 1) * sizeof *wcount);

@@ -222,8 +222,8 @@ static int add_special_raw(tok_vocab_t *v, const char *name, uint32_t id, gl_err
         return gl_err_set(err, GL_ERANGE, "%s: more than %d special tokens", v->name, TOK_MAX_SPECIALS);
     if (id == TOK_NONE)
         id = v->size;
-    if (id == TOK_NONE)
-        return gl_err_set(err, GL_ERANGE, "%s: no id left for special token %s", v->name, name);
+    if (id >= TOK_MAX_IDS)
+        return gl_err_set(err, GL_ERANGE, "%s: special token %s: id %u is too large", v->name, name, id);
     for (size_t k = 0; k < v->n_special; k++) {
         if (!strcmp(v->special[k].name, name))
             return gl_err_set(err, GL_EEXIST, "%s: special token %s registered twice", v->name, name);
@@ -466,6 +466,10 @@ static int parse_rank_lines(tok_vocab_t *v, const char *path, const uint8_t *buf
         n_lines++;
         p = next;
     }
+    if (max_rank >= TOK_MAX_IDS) {
+        rc = gl_err_set(err, GL_ERANGE, "%s: rank %u is too large (ranks are below %u)", path, max_rank, TOK_MAX_IDS);
+        goto out;
+    }
     if (max_lines != SIZE_MAX && n_lines < max_lines) {
         rc = gl_err_set(err, GL_ECORRUPT, "%s: truncated: %zu of %zu token lines", path, n_lines, max_lines);
         goto out;
@@ -610,7 +614,7 @@ static tok_vocab_t *load_gpt2(const char *path, const tok_load_opts_t *o, gl_err
     json_object_foreach(root, key, val)
     {
         json_int_t id = json_integer_value(val);
-        if (!json_is_integer(val) || id < 0 || id > 0x7ffffffe) {
+        if (!json_is_integer(val) || id < 0 || id >= (json_int_t)TOK_MAX_IDS) {
             gl_err_set(err, GL_EPARSE, "%s: token '%s' has no valid id", path, key);
             goto fail;
         }
@@ -932,6 +936,11 @@ tok_vocab_t *tok_vocab_from_tokens(const char *name, tok_pretok_t pattern, const
     size_t total = 0;
     if (!v)
         goto nomem;
+    if (n > TOK_MAX_IDS) {
+        gl_err_set(err, GL_ERANGE, "%s: %u tokens (limit %u)", name, n, TOK_MAX_IDS);
+        tok_vocab_free(&v);
+        return NULL;
+    }
     for (uint32_t i = 0; i < n; i++) {
         if (lens[i] > TOK_MAX_TOKEN_BYTES) {
             gl_err_set(err, GL_ERANGE, "%s: token %u of %u bytes (limit %d)", name, i, lens[i], TOK_MAX_TOKEN_BYTES);
