@@ -25,7 +25,12 @@ try {
   req.resolve('tiktoken');
   req.resolve('@anush008/tokenizers');
 } catch {
-  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--prefix', cache, ...pkgs], { stdio: 'ignore' });
+  try {
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--prefix', cache, ...pkgs], { stdio: 'ignore' });
+  } catch (e) {
+    console.log(`peers unavailable: npm install into ${cache} failed (${e.message.split('\n')[0]})`);
+    process.exit(0);
+  }
 }
 // best of n runs: [wall seconds, CPU seconds (this process), result]
 const best = (n, f) => {
