@@ -536,6 +536,7 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
     mstate_t M = {0};
     tok_vocab_t *v = NULL;
     const uint8_t **tokp = NULL;
+    int oom = 0;
 
     for (size_t i = 0; i < pm->cap; i++)
         if (pm->e[i].len != UINT32_MAX)
@@ -553,7 +554,7 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
     tbcap = 4096;
     tb = malloc(tbcap);
     if (!wstart || !wlen || !wcount || !sym || !tstart || !tlen || !tb || bmap_init(&tmap, 1 << 12))
-        goto oom;
+        { oom = 1; goto out; }
     /* words in arena order (deterministic for given inputs) */
     size_t w = 0, s = 0;
     for (size_t i = 0; i < pm->cap; i++) {
@@ -574,7 +575,7 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
         tlen[b] = 1;
         bentry_t *e = bmap_get(&tmap, &c, 1, tok_hash_bytes(&c, 1), 1);
         if (!e)
-            goto oom;
+            { oom = 1; goto out; }
         e->val = b;
     }
     tblen = 256;
@@ -585,12 +586,12 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
             adj(&M, p[k], p[k + 1], wcount[i], (uint32_t)i);
     }
     if (M.oom)
-        goto oom;
+        { oom = 1; goto out; }
     /* Initial heap: every pair. */
     for (size_t pi = 0; pi < M.P.n; pi++)
         if (M.P.count[pi] > 0 &&
             hpush(&heap, (hent_t){M.P.count[pi], (uint32_t)(M.P.pkey[pi] >> 32), (uint32_t)M.P.pkey[pi]}))
-            goto oom;
+            { oom = 1; goto out; }
     M.nt = 0;
 
     while (ntok < target && heap.n) {
@@ -600,7 +601,7 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
             continue;
         if (M.P.count[pi] != top.count) {
             if (hpush(&heap, (hent_t){M.P.count[pi], top.a, top.b}))
-                goto oom;
+                { oom = 1; goto out; }
             continue;
         }
         /* the new token's bytes */
@@ -610,7 +611,7 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
                 tbcap *= 2;
             uint8_t *p = realloc(tb, tbcap);
             if (!p)
-                goto oom;
+                { oom = 1; goto out; }
             tb = p;
         }
         memcpy(tb + tblen, tb + tstart[top.a], la);
@@ -627,7 +628,7 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
             tblen += la + lb;
             e = bmap_get(&tmap, tb + tstart[c], tlen[c], h, 1);
             if (!e)
-                goto oom;
+                { oom = 1; goto out; }
             e->val = c;
         }
         /* rewrite the words that hold (a, b) */
@@ -660,29 +661,28 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
         }
         free(L.w);
         if (M.oom)
-            goto oom;
+            { oom = 1; goto out; }
         /* the pairs that gained count go in once, with their live counts */
         for (size_t j = 0; j < M.nt; j++) {
             uint32_t q = M.touched[j];
             if (M.P.count[q] > 0 &&
                 hpush(&heap, (hent_t){M.P.count[q], (uint32_t)(M.P.pkey[q] >> 32), (uint32_t)M.P.pkey[q]}))
-                goto oom;
+                { oom = 1; goto out; }
         }
         if (t->o.progress)
             gl_progress_add(t->o.progress, 1, 0);
     }
     tokp = malloc((size_t)ntok * sizeof *tokp);
     if (!tokp)
-        goto oom;
+        { oom = 1; goto out; }
     for (uint32_t i = 0; i < ntok; i++)
         tokp[i] = tb + tstart[i];
     v = tok_vocab_from_tokens(t->o.name, t->o.pattern, tokp, tlen, ntok, err);
     if (v && t->o.chat_roles && tok_vocab_add_chat_roles(v, err))
         tok_vocab_free(&v);
-    goto out;
-oom:
-    gl_err_set(err, GL_ENOMEM, "out of memory training the vocabulary");
 out:
+    if (oom)
+        gl_err_set(err, GL_ENOMEM, "out of memory training the vocabulary");
     free(tokp);
     free(wstart);
     free(wlen);

@@ -934,29 +934,31 @@ tok_vocab_t *tok_vocab_from_tokens(const char *name, tok_pretok_t pattern, const
 {
     tok_vocab_t *v = vocab_alloc();
     size_t total = 0;
-    if (!v)
-        goto nomem;
+    if (!v) {
+        gl_err_set(err, GL_ENOMEM, "%s: out of memory", name);
+        return NULL;
+    }
+    v->name = gl_xstrdup(name);
+    v->pattern = pattern;
     if (n > TOK_MAX_IDS) {
         gl_err_set(err, GL_ERANGE, "%s: %u tokens (limit %u)", name, n, TOK_MAX_IDS);
-        tok_vocab_free(&v);
-        return NULL;
+        goto fail;
     }
     for (uint32_t i = 0; i < n; i++) {
         if (lens[i] > TOK_MAX_TOKEN_BYTES) {
             gl_err_set(err, GL_ERANGE, "%s: token %u of %u bytes (limit %d)", name, i, lens[i], TOK_MAX_TOKEN_BYTES);
-            tok_vocab_free(&v);
-            return NULL;
+            goto fail;
         }
         total += lens[i];
     }
-    v->name = gl_xstrdup(name);
-    v->pattern = pattern;
     v->n_ids = n;
     v->bytes = malloc(total + 1);
     v->start = calloc(n ? n : 1, sizeof *v->start);
     v->len = calloc(n ? n : 1, sizeof *v->len);
-    if (!v->bytes || !v->start || !v->len)
-        goto nomem;
+    if (!v->bytes || !v->start || !v->len) {
+        gl_err_set(err, GL_ENOMEM, "%s: out of memory", name);
+        goto fail;
+    }
     total = 0;
     for (uint32_t i = 0; i < n; i++) {
         if (lens[i])
@@ -966,10 +968,9 @@ tok_vocab_t *tok_vocab_from_tokens(const char *name, tok_pretok_t pattern, const
         total += lens[i];
     }
     if (tok_vocab_index(v, name, err))
-        tok_vocab_free(&v);
+        goto fail;
     return v;
-nomem:
-    gl_err_set(err, GL_ENOMEM, "%s: out of memory", name);
+fail:
     tok_vocab_free(&v);
     return NULL;
 }
