@@ -223,6 +223,22 @@ int main(void)
         good = round_trip(v, rb, n);
     }
     ok(good, "trained vocabulary round-trips random bytes");
+    /* a trained vocabulary written as GPT-2 files loads back the same */
+    if (v && tok_vocab_add_chat_roles(v, &err) == 0) {
+        char *dir = gl_path_join(tap_tmpdir(), "mine");
+        char *ej = gl_path_join(dir, "encoder.json");
+        gl_mkdir_p(dir, &err);
+        tok_load_opts_t lo = {.pattern = TOK_PRETOK_GPT2};
+        tok_vocab_t *w = NULL;
+        ok(tok_vocab_save(v, ej, TOK_FMT_GPT2, &err) == 0 && (w = tok_vocab_load(ej, &lo, &err)) &&
+               tok_vocab_hash(w) == tok_vocab_hash(v) && !strcmp(tok_vocab_name(w), "mine"),
+           "trained vocabulary -> GPT-2 files -> the same vocabulary");
+        if (!w)
+            tap_diag("%s", err.msg);
+        tok_vocab_free(&w);
+        free(ej);
+        free(dir);
+    }
     tok_vocab_free(&v);
 
     tok_train_opts_t o = {.vocab_size = 300, .chat_roles = 1};

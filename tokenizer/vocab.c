@@ -596,7 +596,8 @@ static tok_vocab_t *load_gpt2(const char *path, const tok_load_opts_t *o, gl_err
         gl_err_set(err, GL_ENOMEM, "%s: out of memory", path);
         return NULL;
     }
-    v->name = gl_xstrdup(o && o->name ? o->name : "gpt2");
+    if (o && o->name)
+        v->name = gl_xstrdup(o->name);
     root = json_load_file(path, 0, &je);
     if (!root) {
         gl_err_set(err, errno == ENOENT && je.line < 0 ? GL_ENOTFOUND : GL_EPARSE, "%s:%d: %s", path, je.line,
@@ -669,6 +670,18 @@ static tok_vocab_t *load_gpt2(const char *path, const tok_load_opts_t *o, gl_err
     root = NULL;
     if (tok_vocab_index(v, path, err))
         goto fail;
+    if (!v->name) { /* GPT-2's own files, else the folder's name */
+        const char *slash = strrchr(path, '/'), *b = path;
+        size_t bl = 0;
+        if (slash) {
+            b = slash;
+            while (b > path && b[-1] != '/')
+                b--;
+            bl = (size_t)(slash - b);
+        }
+        v->name = v->n_ordinary == 50256 || !bl ? gl_xstrdup(v->n_ordinary == 50256 ? "gpt2" : "encoder")
+                                                : strndup(b, bl);
+    }
 
     /* The merges: each line "a b" makes token a+b; their results must be
      * every multi-byte token, in increasing id order, so that rank = id. */
