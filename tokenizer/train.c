@@ -553,8 +553,10 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
     tlen = malloc((size_t)target * sizeof *tlen);
     tbcap = 4096;
     tb = malloc(tbcap);
-    if (!wstart || !wlen || !wcount || !sym || !tstart || !tlen || !tb || bmap_init(&tmap, 1 << 12))
-        { oom = 1; goto out; }
+    if (!wstart || !wlen || !wcount || !sym || !tstart || !tlen || !tb || bmap_init(&tmap, 1 << 12)) {
+        oom = 1;
+        goto out;
+    }
     /* words in arena order (deterministic for given inputs) */
     size_t w = 0, s = 0;
     for (size_t i = 0; i < pm->cap; i++) {
@@ -574,8 +576,10 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
         tstart[b] = b;
         tlen[b] = 1;
         bentry_t *e = bmap_get(&tmap, &c, 1, tok_hash_bytes(&c, 1), 1);
-        if (!e)
-            { oom = 1; goto out; }
+        if (!e) {
+            oom = 1;
+            goto out;
+        }
         e->val = b;
     }
     tblen = 256;
@@ -585,13 +589,17 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
         for (uint32_t k = 0; k + 1 < wlen[i]; k++)
             adj(&M, p[k], p[k + 1], wcount[i], (uint32_t)i);
     }
-    if (M.oom)
-        { oom = 1; goto out; }
+    if (M.oom) {
+        oom = 1;
+        goto out;
+    }
     /* Initial heap: every pair. */
     for (size_t pi = 0; pi < M.P.n; pi++)
         if (M.P.count[pi] > 0 &&
-            hpush(&heap, (hent_t){M.P.count[pi], (uint32_t)(M.P.pkey[pi] >> 32), (uint32_t)M.P.pkey[pi]}))
-            { oom = 1; goto out; }
+            hpush(&heap, (hent_t){M.P.count[pi], (uint32_t)(M.P.pkey[pi] >> 32), (uint32_t)M.P.pkey[pi]})) {
+            oom = 1;
+            goto out;
+        }
     M.nt = 0;
 
     while (ntok < target && heap.n) {
@@ -600,8 +608,10 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
         if (pi < 0 || M.P.count[pi] <= 0)
             continue;
         if (M.P.count[pi] != top.count) {
-            if (hpush(&heap, (hent_t){M.P.count[pi], top.a, top.b}))
-                { oom = 1; goto out; }
+            if (hpush(&heap, (hent_t){M.P.count[pi], top.a, top.b})) {
+                oom = 1;
+                goto out;
+            }
             continue;
         }
         /* the new token's bytes */
@@ -610,8 +620,10 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
             while (tblen + la + lb > tbcap)
                 tbcap *= 2;
             uint8_t *p = realloc(tb, tbcap);
-            if (!p)
-                { oom = 1; goto out; }
+            if (!p) {
+                oom = 1;
+                goto out;
+            }
             tb = p;
         }
         memcpy(tb + tblen, tb + tstart[top.a], la);
@@ -627,8 +639,10 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
             tlen[c] = la + lb;
             tblen += la + lb;
             e = bmap_get(&tmap, tb + tstart[c], tlen[c], h, 1);
-            if (!e)
-                { oom = 1; goto out; }
+            if (!e) {
+                oom = 1;
+                goto out;
+            }
             e->val = c;
         }
         /* rewrite the words that hold (a, b) */
@@ -660,21 +674,27 @@ tok_vocab_t *tok_trainer_finish(tok_trainer_t *t, gl_err_t *err)
             wlen[wi] = o;
         }
         free(L.w);
-        if (M.oom)
-            { oom = 1; goto out; }
+        if (M.oom) {
+            oom = 1;
+            goto out;
+        }
         /* the pairs that gained count go in once, with their live counts */
         for (size_t j = 0; j < M.nt; j++) {
             uint32_t q = M.touched[j];
             if (M.P.count[q] > 0 &&
-                hpush(&heap, (hent_t){M.P.count[q], (uint32_t)(M.P.pkey[q] >> 32), (uint32_t)M.P.pkey[q]}))
-                { oom = 1; goto out; }
+                hpush(&heap, (hent_t){M.P.count[q], (uint32_t)(M.P.pkey[q] >> 32), (uint32_t)M.P.pkey[q]})) {
+                oom = 1;
+                goto out;
+            }
         }
         if (t->o.progress)
             gl_progress_add(t->o.progress, 1, 0);
     }
     tokp = malloc((size_t)ntok * sizeof *tokp);
-    if (!tokp)
-        { oom = 1; goto out; }
+    if (!tokp) {
+        oom = 1;
+        goto out;
+    }
     for (uint32_t i = 0; i < ntok; i++)
         tokp[i] = tb + tstart[i];
     v = tok_vocab_from_tokens(t->o.name, t->o.pattern, tokp, tlen, ntok, err);
