@@ -6,6 +6,7 @@
  */
 #include "common/common.h"
 #include "shards/shards.h"
+#include "tokenizer/tokenizer.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 static const gl_cmd_t commands[] = {
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
+    {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
     {NULL, NULL, NULL},
 };
 
