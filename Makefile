@@ -67,6 +67,10 @@ comp_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(call comp_srcs,$(1)))
 LIBS := $(foreach c,$(COMPONENTS),$(if $(call comp_srcs,$(c)),$(BUILD)/lib/libgl$(c).a)) \
 	$(BUILD)/lib/libglproto.a
 
+# The component libraries may call each other (shards pack uses the
+# tokenizer, the tokenizer trains from shards): link them as one group.
+LINK_LIBS = -Wl,--start-group $(LIBS) -Wl,--end-group
+
 PROTOS := $(wildcard proto/*.proto)
 PROTO_C := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(PROTOS))
 PROTO_H := $(PROTO_C:.c=.h)
@@ -118,24 +122,24 @@ $(foreach c,$(COMPONENTS),$(if $(call comp_srcs,$(c)),$(eval $(call comp_lib,$(c
 
 $(BUILD)/gptline: $(BUILD)/obj/gptline.o $(LIBS)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LINK_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_UTIL_O) $(LIBS)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(TEST_UTIL_O) $(LIBS) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(TEST_UTIL_O) $(LINK_LIBS) $(LDLIBS)
 
 # Fuzz targets also build as standalone programs that replay a seeded
 # random-mutation run, so every `make test` exercises them.
 $(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/standalone.o $(LIBS)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_LIBS) $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LINK_LIBS) $(LDLIBS)
 
 # The OpenBLAS kernels gptline picks for itself (see gptline.c), for the
 # test and bench programs that link OpenBLAS directly and for PyTorch.
