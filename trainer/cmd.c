@@ -3,10 +3,12 @@
  * Options map one to one onto train_run_opts_t. Under mpirun/srun every
  * rank runs the same command; only rank 0 prints.
  */
+#include "tokenizer/tokenizer.h"
 #include "trainer/run.h"
 
 #include <getopt.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int parse_int(const char *s, int *out)
 {
@@ -253,12 +255,15 @@ int train_sample_cmd(int argc, char **argv)
                                          {"seed", required_argument, NULL, 's'},
                                          {"num", required_argument, NULL, 'N'},
                                          {"ids", no_argument, NULL, 'i'},
+                                         {"tokenizer", required_argument, NULL, 'T'},
+                                         {"chat", no_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
-    const char *model = NULL, *prompt = NULL, *prompt_ids = NULL;
+    const char *model = NULL, *prompt = NULL, *prompt_ids = NULL, *vocab_path = NULL;
+    int chat = 0;
     train_sample_opts_t so = {.temperature = 1.0f, .max_new = 100, .stop_id = -1, .seed = 1};
     int ids_out = 0, num = 1, c, seed = 1;
-    while ((c = getopt_long(argc, argv, "m:p:I:n:t:k:P:s:N:ih", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:I:n:t:k:P:s:N:iT:ch", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
         case 'm': model = optarg; break;
@@ -271,11 +276,15 @@ int train_sample_cmd(int argc, char **argv)
         case 's': bad = parse_int(optarg, &seed); break;
         case 'N': bad = parse_int(optarg, &num) || !num; break;
         case 'i': ids_out = 1; break;
+        case 'T': vocab_path = optarg; break;
+        case 'c': chat = 1; break;
         case 'h':
             printf("usage: %s --model CKPT (--prompt TEXT | --prompt-ids \"ID ...\") [options]\n\n"
                    "Generates a continuation with the KV cache: temperature 0 is greedy; top-k\n"
                    "and top-p (nucleus) restrict sampling; stops at end-of-text. A --prompt\n"
-                   "is text for byte-level models (vocabulary 257).\n\n"
+                   "is text: encoded with --tokenizer, or as bytes for a byte-level model.\n\n"
+                   "  -T, --tokenizer VOCAB the model's vocabulary (with its chat roles)\n"
+                   "  -c, --chat            wrap the prompt as a user turn: <|user|>TEXT<|assistant|>\n"
                    "  -n, --max-new N       tokens to generate (100)\n"
                    "  -t, --temperature X   1.0; 0 = greedy\n"
                    "  -k, --top-k N         0 = off\n"
@@ -299,17 +308,46 @@ int train_sample_cmd(int argc, char **argv)
     train_kv_t kv = {0};
     char *path = NULL;
     int32_t *pids = NULL, *out = NULL;
+    tok_vocab_t *vocab = NULL;
+    uint8_t *text = NULL;
+    size_t tlen = 0, tcap = 0;
     int plen = 0, status = GL_EXIT_OK;
     if (!(path = train_checkpoint_model_path(model, &err)) || train_read_config(path, &cfg, &err) ||
         train_model_init(&m, &cfg, 0, 0, 0, &err) || train_load(&m, path, 0, &err)) {
         status = gl_cmd_fail(argv[0], &err);
         goto out;
     }
-    int bytes = cfg.vocab_size == 257;
+    int bytes = cfg.vocab_size == 257 && !vocab_path;
     pids = gl_xmalloc((size_t)cfg.n_ctx * sizeof *pids);
-    if (prompt) {
-        if (!bytes) {
-            status = gl_usage_error(argv[0], "--prompt text needs a byte-level model; give --prompt-ids");
+    if (vocab_path) {
+        tok_load_opts_t lo = {.chat_roles = 1};
+        if (!(vocab = tok_vocab_load(vocab_path, &lo, &err))) {
+            status = gl_cmd_fail(argv[0], &err);
+            goto out;
+        }
+        if ((int)tok_vocab_size(vocab) != cfg.vocab_size) {
+            gl_err_set(&err, GL_EMISMATCH, "%s: %u tokens, the model has %d", vocab_path, tok_vocab_size(vocab),
+                       cfg.vocab_size);
+            status = gl_cmd_fail(argv[0], &err);
+            goto out;
+        }
+        so.stop_id = (int32_t)tok_eot_id(vocab);
+    }
+    if (prompt && vocab) {
+        tok_ids_t ids = {0};
+        tok_turn_t turn = {TOK_ROLE_USER, prompt, strlen(prompt)};
+        int r = chat ? tok_chat_prompt(vocab, &turn, 1, &ids, &err)
+                     : tok_encode(vocab, prompt, strlen(prompt), TOK_ALLOW_NONE, &ids, &err);
+        for (size_t i = 0; !r && i < ids.n && plen < cfg.n_ctx; i++)
+            pids[plen++] = (int32_t)ids.ids[i];
+        tok_ids_free(&ids);
+        if (r) {
+            status = gl_cmd_fail(argv[0], &err);
+            goto out;
+        }
+    } else if (prompt) {
+        if (!bytes || chat) {
+            status = gl_usage_error(argv[0], "--prompt text needs --tokenizer (or a byte-level model, no --chat)");
             goto out;
         }
         for (const char *q = prompt; *q && plen < cfg.n_ctx; q++)
@@ -320,6 +358,10 @@ int train_sample_cmd(int argc, char **argv)
     }
     if (bytes)
         so.stop_id = 256;
+    if (plen < 1) {
+        status = gl_usage_error(argv[0], "the prompt is empty");
+        goto out;
+    }
     if (plen + so.max_new > cfg.n_ctx + 1)
         so.max_new = cfg.n_ctx + 1 - plen;
     if (so.max_new < 1) {
@@ -340,17 +382,26 @@ int train_sample_cmd(int argc, char **argv)
         }
         if (olen && out[olen - 1] == so.stop_id && !ids_out)
             olen--;
-        for (int i = 0; i < olen; i++) {
-            if (ids_out)
+        if (ids_out) {
+            for (int i = 0; i < olen; i++)
                 printf(i ? " %d" : "%d", out[i]);
-            else
+        } else if (vocab) {
+            tlen = 0;
+            if (tok_decode(vocab, (const uint32_t *)out, (size_t)olen, &text, &tlen, &tcap, &err)) {
+                status = gl_cmd_fail(argv[0], &err);
+                goto out;
+            }
+            fwrite(text, 1, tlen, stdout);
+        } else {
+            for (int i = 0; i < olen; i++)
                 putchar(out[i] < 256 ? out[i] : '?');
         }
         putchar('\n');
         so.seed++;
     }
 out:
-    free(path), free(pids), free(out);
+    free(path), free(pids), free(out), free(text);
+    tok_vocab_free(&vocab);
     train_kv_free(&kv);
     train_model_free(&m);
     return status;
