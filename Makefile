@@ -19,9 +19,9 @@ CC ?= cc
 PYTHON ?= /usr/bin/python3
 DATA ?= $(abspath ../shared/data)
 
-DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0
+DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0 ompi-c cairo
 DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && command -v protoc-c >/dev/null \
-             && command -v prove >/dev/null && command -v xxd >/dev/null && echo yes)
+             && command -v prove >/dev/null && command -v xxd >/dev/null && command -v mpirun >/dev/null && echo yes)
 
 ifneq ($(DEPS_OK),yes)
 # Missing dependencies: install them, then run the same goal again (once).
@@ -53,7 +53,12 @@ ifneq ($(SANITIZE),)
 override CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 override LDFLAGS += -fsanitize=$(SANITIZE)
 endif
-LDLIBS += $(shell pkg-config --libs $(DEP_PKGS)) -lpthread -lm
+LDLIBS += $(shell pkg-config --libs $(DEP_PKGS)) -lpthread -lm -fopenmp
+
+# The trainer's kernels: OpenMP threads and full optimisation for this CPU
+# (TRAINER_CFLAGS= -O3 -fopenmp for a portable build).
+TRAINER_CFLAGS ?= -O3 -march=native -fopenmp
+$(BUILD)/obj/trainer/%.o: override CFLAGS += $(TRAINER_CFLAGS)
 
 # Components, in link order (a library may use those after it).
 COMPONENTS := trainer labeler ingest tokenizer shards common
@@ -143,7 +148,8 @@ BLAS_ENV := $(if $(OPENBLAS_CORETYPE),,$(shell grep -qw avx2 /proc/cpuinfo 2>/de
 
 TEST_ENV := $(BLAS_ENV) GPTLINE=$(abspath $(BUILD)/gptline) GL_BUILD=$(abspath $(BUILD)) \
 	GL_DATA=$(DATA) GL_SRC=$(CURDIR) PYTHON=$(PYTHON) GPTLINE_PROGRESS=0 \
-	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
 
 test: all $(TEST_BINS) $(FUZZ_STANDALONE)
 	$(TEST_ENV) prove -j2 --exec '' $(TEST_BINS) $(FUZZ_STANDALONE) $(TEST_SCRIPTS)

@@ -7,6 +7,7 @@
 #include "common/common.h"
 #include "shards/shards.h"
 #include "tokenizer/tokenizer.h"
+#include "trainer/run.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -16,6 +17,9 @@
 static const gl_cmd_t commands[] = {
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
     {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
+    {"train", train_cmd, "train a GPT: pretrain, sft, rm"},
+    {"sample", train_sample_cmd, "generate text from a checkpoint (KV cache, top-k/top-p)"},
+    {"eval", train_eval_cmd, "loss, perplexity and bits per byte of a checkpoint on shards"},
     {NULL, NULL, NULL},
 };
 
