@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # demo.sh — the gptline pipeline on data found on this machine.
 #
-# Today: packs the licence texts and package copyright files that every
-# Debian system carries (plus compressed changelogs, decompressed on the
-# fly) into a token shard dataset, verifies it, and shows what the trainer's
-# sampler will read. Later stages (tokenizer, ingest, training, labeling)
-# extend this script as they land.
+# Packs the licence texts and package copyright files that every Debian
+# system carries (plus compressed changelogs, decompressed on the fly) into
+# a token shard dataset, verifies it, shows what the trainer's sampler
+# reads, then runs the training stages on it (demo-train.sh): a BPE
+# vocabulary, pretraining, SFT, a reward model and a chat sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 G=${GPTLINE:-build/gptline}
@@ -46,5 +46,7 @@ step "one training batch: B=2 windows of T+1=33 tokens (rank 0 of 2), as text"
   echo
 done
 
+"$(dirname "$0")/demo-train.sh" "$OUT"
+
 echo
-echo "demo: dataset in $OUT/pretrain"
+echo "demo: everything it made is in $OUT"
