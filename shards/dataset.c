@@ -175,8 +175,8 @@ static void copy_tokens(int32_t *restrict out, const uint8_t *restrict src, uint
 int shard_dataset_record(const shard_dataset_t *d, uint64_t index, shard_tokens_t *tokens, const uint8_t **meta,
                          size_t *meta_len, const shard_reader_t **shard, gl_err_t *err)
 {
-    size_t s;
-    uint64_t local;
+    size_t s = 0;
+    uint64_t local = 0;
     int rc = shard_dataset_locate(d, index, &s, &local, err);
     if (rc)
         return rc;
