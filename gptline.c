@@ -5,12 +5,14 @@
  * before the command name.
  */
 #include "common/common.h"
+#include "labeler/labeler.h"
 #include "shards/shards.h"
 
 #include <string.h>
 
 static const gl_cmd_t commands[] = {
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
+    {"label", label_cmd, "labeling service, contractor client and label export"},
     {NULL, NULL, NULL},
 };
 
