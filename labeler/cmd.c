@@ -931,7 +931,8 @@ out:
         if (rc == GL_EIO)
             gl_error("unsent submissions stay in %s and are replayed at the next start", journal);
         free(jdef);
-        return gl_cmd_fail(argv[0], &err);
+        gl_cmd_fail(argv[0], &err);
+        return GL_EXIT_FAIL; /* a refused key or an unreachable server: not a usage error */
     }
     free(jdef);
     return bad ? GL_EXIT_FAIL : GL_EXIT_OK;

@@ -319,6 +319,11 @@ static int eligible(const Gptline__Label__Task *t, const char *c, int64_t now, c
         *why = "you wrote one of the candidates (nobody ranks their own writing)";
         return 0;
     }
+    Gptline__Label__Lease *mine = lease_of(t, c);
+    if (mine && mine->expires_unix_ms > now) {
+        *why = "the task is already leased to you";
+        return 0;
+    }
     if (has(t->done_by, t->n_done_by, c)) {
         *why = "you already labeled this task";
         return 0;
