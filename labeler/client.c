@@ -252,7 +252,8 @@ int label_client_replay(label_client_t *c,
         }
     }
     closedir(d);
-    qsort(names, cnt, sizeof *names, cmp_str);
+    if (cnt > 1)
+        qsort(names, cnt, sizeof *names, cmp_str);
     int rc = GL_OK;
     for (size_t i = 0; i < cnt && !rc; i++) {
         char *data;

@@ -481,7 +481,8 @@ int label_store_stats(label_store_t *s, int64_t now_ms, char **json, gl_err_t *e
     }
     mdb_cursor_close(cur);
     cur = NULL;
-    qsort(trs, ntr, sizeof *trs, cmp_tr);
+    if (ntr > 1)
+        qsort(trs, ntr, sizeof *trs, cmp_tr);
     for (size_t i = 0; i <= ntr; i++) {
         if (i == ntr || (ngroup && trs[i].task != group_task)) {
             for (size_t a = 0; a < ngroup; a++)
@@ -515,7 +516,7 @@ int label_store_stats(label_store_t *s, int64_t now_ms, char **json, gl_err_t *e
         cstat_t *c = &cs[i];
         double med = 0;
         if (c->nsecs) {
-            qsort(c->secs, c->nsecs, sizeof *c->secs, cmp_dbl);
+            qsort(c->secs, c->nsecs, sizeof *c->secs, cmp_dbl); /* nsecs >= 1 */
             med = c->nsecs % 2 ? c->secs[c->nsecs / 2] : (c->secs[c->nsecs / 2 - 1] + c->secs[c->nsecs / 2]) / 2;
         }
         json_t *o = json_pack("{s:s,s:I,s:I,s:I,s:f}", "contractor", c->id, "demonstrations", (json_int_t)c->demos,
