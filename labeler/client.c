@@ -35,6 +35,7 @@ struct label_client {
     void *ctx, *sock, *mon;
     uint64_t next_id;
     unsigned sockets;
+    int own_ctx;
 };
 
 static void set_int(void *sock, int opt, int v) { zmq_setsockopt(sock, opt, &v, sizeof v); }
@@ -67,7 +68,7 @@ static int open_socket(label_client_t *c, gl_err_t *err)
     set_int(c->sock, ZMQ_RECONNECT_IVL, 100);
     set_int(c->sock, ZMQ_RECONNECT_IVL_MAX, 1000);
     char ep[64];
-    snprintf(ep, sizeof ep, "inproc://label-monitor-%p-%u", (void *)c, c->sockets++);
+    snprintf(ep, sizeof ep, "inproc://label-monitor-%p-%u", (void *)c, c->sockets++); /* unique per context */
     if (zmq_socket_monitor(c->sock, ep, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) ==
         0) {
         c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
@@ -102,8 +103,13 @@ label_client_t *label_client_open(const label_client_opts_t *o, gl_err_t *err)
     c->next_id = (c->next_id >> 2) | 1; /* room to count up, never 0 */
     if (c->journal && gl_mkdir_p(c->journal, err))
         goto fail;
-    c->ctx = zmq_ctx_new();
-    zmq_ctx_set(c->ctx, ZMQ_BLOCKY, 0);
+    if (o->zmq_context) {
+        c->ctx = o->zmq_context;
+    } else {
+        c->ctx = zmq_ctx_new();
+        c->own_ctx = 1;
+        zmq_ctx_set(c->ctx, ZMQ_BLOCKY, 0);
+    }
     if (open_socket(c, err))
         goto fail;
     return c;
@@ -118,7 +124,7 @@ void label_client_close(label_client_t **cp)
         return;
     label_client_t *c = *cp;
     close_socket(c);
-    if (c->ctx)
+    if (c->ctx && c->own_ctx)
         zmq_ctx_term(c->ctx);
     free(c->endpoint);
     free(c->journal);

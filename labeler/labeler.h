@@ -229,6 +229,8 @@ typedef struct {
     int retries;                  /* tries before giving up; default 3 */
     const char *journal_dir;      /* unsent submissions; NULL: none */
     int heartbeat_ms;             /* default 5000 */
+    void *zmq_context;            /* borrowed ZeroMQ context to share among
+                                     clients of one process; NULL: its own */
 } label_client_opts_t;
 
 /* Connects (lazily; ZeroMQ reconnects by itself). Caller owns the client;
