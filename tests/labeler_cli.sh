@@ -107,6 +107,23 @@ check "backup while serving" $G label backup --db db --out backup
 check "the backup exports the same" $G label admin export --db backup --kind sft --jsonl sft2.jsonl
 check "identical JSONL" cmp sft.jsonl sft2.jsonl
 
+# ---- the interactive client, driven through stdin and a scripted $EDITOR --
+$G label keygen erin >/dev/null
+$G label admin add-contractor --db db erin erin.pub 2>/dev/null
+echo '{"prompt": "interactive prompt"}' > ip.jsonl
+$G label admin import-prompts --db db ip.jsonl >/dev/null
+printf '\ny\n' > keys.txt
+check "interactive demonstration (EDITOR scripted)" env EDITOR='sed -i 1s/^/Typed_by_erin/' \
+  $G label client -e $EP -s server.pub -k erin.key --journal j/erin --kind demonstration < keys.txt
+grep -q "RESPONSE:" "$TMP/.err" && grep -q "submit? \[y/n\] ok" "$TMP/.err"; _result $? "shows the response and the server's ok"
+printf '2 1\n2w\n6\ny\n' > keys.txt
+check "interactive ranking (order, flags, rating, confirm)" \
+  $G label client -e $EP -s server.pub -k erin.key --journal j/erin --kind ranking < keys.txt
+$G label admin export --db db --kind sft --jsonl erin.jsonl 2>/dev/null
+grep -q '"response":"Typed_by_erin","contractor":"erin"' erin.jsonl; _result $? "erin's typed demonstration is stored"
+$G label admin export --db db --kind rm --jsonl erin.jsonl 2>/dev/null
+grep -q '"flags":\[0,2\],"rating":6,"contractor":"erin"' erin.jsonl; _result $? "erin's ranking, flags and rating are stored"
+
 # ---- kill -9 under 32 concurrent clients --------------------------------
 N=32; PER=12
 for i in $(seq -w 1 $N); do

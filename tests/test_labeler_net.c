@@ -255,11 +255,49 @@ int main(void)
     label_client_close(&cb);
     label_client_close(&ca);
 
+    /* the journal: a submission the server never answered is kept and
+     * replayed by the next client on the same journal */
+    char *jdir = gl_path_join(tap_tmpdir(), "journal");
+    label_client_opts_t jo = {.endpoint = endpoint, .key = alice, .timeout_ms = 300, .retries = 2, .journal_dir = jdir};
+    memcpy(jo.server_public_z85, sopts.key.public_z85, 41);
+    label_client_t *cj = label_client_open(&jo, &err);
+    q.request_id = 0; /* a new request (the same id would get the stored reply) */
+    rc = cj ? call(cj, &q, &r, &err) : -1;
+    ok(!rc && r->tasks && r->tasks->n_tasks == 1, "alice leases her second task");
+    dm.task_id = !rc && r->tasks && r->tasks->n_tasks ? r->tasks->tasks[0]->task_id : 0;
+    if (!rc)
+        gptline__label__reply__free_unpacked(r, NULL);
     stop = 1;
     pthread_join(th, NULL);
     is_int(server_rc, GL_OK, "the server stops cleanly %s", server_rc ? server_err.msg : "");
     ok(sstats.refused_handshakes >= 2, "it counted %llu refused handshakes", (unsigned long long)sstats.refused_handshakes);
     ok(sstats.bad_requests >= 3, "and %llu bad requests", (unsigned long long)sstats.bad_requests);
+    d.request_id = 0;
+    dm.response = "written while the server was down";
+    rc = label_client_call(cj, &d, 1, &r, &err);
+    is_int(rc, GL_EIO, "with the server down the submission fails after its retries: %s", err.msg);
+    label_client_close(&cj);
+    char *jf = NULL;
+    if (asprintf(&jf, "%s/%016llx.req", jdir, (unsigned long long)d.request_id) > 0)
+        ok(access(jf, F_OK) == 0, "and stays in the journal");
+    free(jf);
+    stop = bound = 0;
+    pthread_create(&th, NULL, server_main, NULL);
+    for (int i = 0; i < 500 && !bound; i++)
+        usleep(10000);
+    cj = label_client_open(&jo, &err);
+    size_t replayed = 0;
+    ok(cj && label_client_replay(cj, NULL, NULL, &replayed, &err) == GL_OK, "replay after the restart: %s", err.msg);
+    is_int(replayed, 1, "one journaled submission replayed");
+    ok(label_client_replay(cj, NULL, NULL, &replayed, &err) == GL_OK && replayed == 0, "the journal is empty after");
+    label_client_close(&cj);
+    stop = 1;
+    pthread_join(th, NULL);
+    is_int(server_rc, GL_OK, "the restarted server stops cleanly");
+    s = label_store_open(db, NULL, &err);
+    is_int(s ? label_store_submissions(s) : 0, 2, "the store holds both submissions, once each");
+    label_store_close(&s);
+    free(jdir);
     free(db);
     free(pj);
     return tap_done();
