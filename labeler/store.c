@@ -14,6 +14,11 @@
  *   subs         u64be id -> Submission      (export reads them in order)
  *   idem         contractor \0 u64be request id -> packed Reply
  *   counts       contractor -> u64[4] demonstrations, rankings, skips, prompts
+ *   touched      contractor \0 u64be task -> ""   tasks a contractor may never
+ *                get again (labeled, skipped, authored): lease skips them
+ *                without unpacking the task record
+ *   cursors      contractor \0 kind -> u64 id of the last task leased: the
+ *                next lease scans the open queue from there, wrapping round
  *
  * The server's one writer thread calls label_store_apply() with every
  * request that arrived since its last commit: one write transaction, one
@@ -28,9 +33,11 @@
  * writers across processes.
  *
  * Workload: tens of thousands of tasks, hundreds of contractors, bursts of
- * thousands of small submissions a second; a lease scans the open queue
- * of one kind from its start, skipping tasks the contractor already
- * touched.
+ * thousands of small submissions a second. A lease scans the open queue of
+ * one kind from where this contractor's last lease stopped (wrapping round,
+ * so a slot freed behind it is found too), and skips tasks it may never
+ * get by a key lookup in `touched`, so a contractor far ahead of the others
+ * does not make every lease re-read the tasks they already did.
  */
 #include "labeler/internal.h"
 
@@ -141,7 +148,8 @@ label_store_t *label_store_open(const char *dir, const label_store_opts_t *opts,
         MDB_dbi *dbi;
     } dbs[] = {{"meta", &s->meta},           {"contractors", &s->contractors}, {"keys", &s->keys},
                {"tasks", &s->tasks},         {"open_demo", &s->open_demo},     {"open_rank", &s->open_rank},
-               {"subs", &s->subs},           {"idem", &s->idem},               {"counts", &s->counts}};
+               {"subs", &s->subs},           {"idem", &s->idem},               {"counts", &s->counts},
+               {"touched", &s->touched},     {"cursors", &s->cursors}};
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++)
         if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi))) {
             db_err(err, rc, dbs[i].name, s);
@@ -534,6 +542,8 @@ out:
 
 /* ---- import ------------------------------------------------------------- */
 
+static int touch(label_store_t *s, MDB_txn *txn, const char *c, uint64_t id);
+
 typedef struct {
     Gptline__Label__Task **tasks;
     size_t n, done;
@@ -554,6 +564,9 @@ static int import_fn(label_store_t *s, MDB_txn *txn, void *vctx, gl_err_t *err)
         MDB_val k = {8, kb}, v = {0, ""};
         if (!rc)
             rc = mdb_put(txn, open_db(s, t->kind), &k, &v, 0);
+        for (size_t j = 0; !rc && j < t->n_candidate_authors; j++)
+            if (t->candidate_authors[j][0])
+                rc = touch(s, txn, t->candidate_authors[j], t->id);
         if (rc)
             return rc;
     }
@@ -721,6 +734,34 @@ static int bump_count(label_store_t *s, MDB_txn *txn, const char *c, int which)
     return mdb_put(txn, s->counts, &k, &v, 0);
 }
 
+static size_t ckey(uint8_t *buf, const char *c, uint64_t id)
+{
+    size_t l = strlen(c);
+    memcpy(buf, c, l);
+    buf[l] = 0;
+    label_be64(buf + l + 1, id);
+    return l + 9;
+}
+
+/* Marks task id as one c may never get again. */
+static int touch(label_store_t *s, MDB_txn *txn, const char *c, uint64_t id)
+{
+    uint8_t buf[LABEL_MAX_ID + 16];
+    if (strlen(c) > LABEL_MAX_ID)
+        return 0;
+    MDB_val k = {ckey(buf, c, id), buf}, v = {0, ""};
+    return mdb_put(txn, s->touched, &k, &v, 0);
+}
+
+static int is_touched(label_store_t *s, MDB_txn *txn, const char *c, uint64_t id)
+{
+    uint8_t buf[LABEL_MAX_ID + 16];
+    if (strlen(c) > LABEL_MAX_ID)
+        return 0;
+    MDB_val k = {ckey(buf, c, id), buf}, v;
+    return mdb_get(txn, s->touched, &k, &v) == 0;
+}
+
 /* What handling a request produced: a status and message, or a body. */
 typedef struct {
     Gptline__Label__Reply rep;
@@ -820,28 +861,56 @@ static int do_lease(label_store_t *s, MDB_txn *txn, const char *c, const Gptline
     for (int ki = 0; ki < 2 && r->tasks.n_tasks < want && !rc; ki++) {
         if (lr->kind && lr->kind != kinds[ki])
             continue;
+        /* from this contractor's cursor to the end, then from the start */
+        uint8_t cb[LABEL_MAX_ID + 16];
+        size_t cl = strlen(c) < LABEL_MAX_ID ? strlen(c) : LABEL_MAX_ID;
+        memcpy(cb, c, cl);
+        cb[cl] = 0;
+        cb[cl + 1] = (uint8_t)kinds[ki];
+        MDB_val ck = {cl + 2, cb}, cv;
+        uint64_t from = 0, last = 0;
+        if (mdb_get(txn, s->cursors, &ck, &cv) == 0 && cv.mv_size == 8)
+            memcpy(&from, cv.mv_data, 8);
         MDB_cursor *cur;
         if ((rc = mdb_cursor_open(txn, open_db(s, kinds[ki]), &cur)))
             break;
-        MDB_val k, v;
-        int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-        for (; mrc == 0 && r->tasks.n_tasks < want; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            if (k.mv_size != 8)
-                continue;
-            Gptline__Label__Task *t = NULL;
-            gl_err_t e;
-            if (label_store_get_task(s, txn, label_get_be64(k.mv_data), &t, &e))
-                continue;
-            const char *why;
-            if (eligible(t, c, now, &why))
-                rc = grant(s, txn, t, c, now, r);
-            gptline__label__task__free_unpacked(t, NULL);
-            if (rc)
-                break;
+        for (int pass = 0; pass < 2 && !rc && r->tasks.n_tasks < want; pass++) {
+            MDB_val k, v;
+            uint8_t kb[8];
+            label_be64(kb, from + 1);
+            k.mv_size = 8;
+            k.mv_data = kb;
+            int mrc = pass == 0 ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+            for (; mrc == 0 && r->tasks.n_tasks < want; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                if (k.mv_size != 8)
+                    continue;
+                uint64_t id = label_get_be64(k.mv_data);
+                if (pass == 1 && id > from)
+                    break;
+                if (is_touched(s, txn, c, id))
+                    continue;
+                Gptline__Label__Task *t = NULL;
+                gl_err_t e;
+                if (label_store_get_task(s, txn, id, &t, &e))
+                    continue;
+                const char *why;
+                if (eligible(t, c, now, &why)) {
+                    rc = grant(s, txn, t, c, now, r);
+                    last = id;
+                }
+                gptline__label__task__free_unpacked(t, NULL);
+                if (rc)
+                    break;
+            }
+            if (mrc && mrc != MDB_NOTFOUND && !rc)
+                rc = mrc;
         }
         mdb_cursor_close(cur);
-        if (mrc && mrc != MDB_NOTFOUND && !rc)
-            rc = mrc;
+        if (!rc && last) {
+            cv.mv_size = 8;
+            cv.mv_data = &last;
+            rc = mdb_put(txn, s->cursors, &ck, &cv, 0);
+        }
     }
     if (!rc && r->tasks.n_tasks == 0)
         reject(r, GPTLINE__LABEL__STATUS__STATUS_NO_TASK, "no task available for you right now");
@@ -893,7 +962,7 @@ static int finish(label_store_t *s, MDB_txn *txn, Gptline__Label__Task *t, Gptli
         return rc;
     prune_leases(t, now, sub->contractor);
     push_str(&t->done_by, &t->n_done_by, sub->contractor);
-    if ((rc = put_task(s, txn, t)))
+    if ((rc = put_task(s, txn, t)) || (rc = touch(s, txn, sub->contractor, t->id)))
         return rc;
     if (t->n_done_by >= t->overlap) {
         label_be64(kb, t->id);
@@ -993,6 +1062,8 @@ static int do_skip(label_store_t *s, MDB_txn *txn, const char *c, const Gptline_
     push_str(&t->skipped_by, &t->n_skipped_by, c);
     rc = put_task(s, txn, t);
     if (!rc)
+        rc = touch(s, txn, c, t->id);
+    if (!rc)
         rc = bump_count(s, txn, c, C_SKIP);
     r->ack.task_id = t->id;
     r->rep.body_case = GPTLINE__LABEL__REPLY__BODY_ACK;
@@ -1023,6 +1094,8 @@ static int do_prompt(label_store_t *s, MDB_txn *txn, const char *c, const Gptlin
     MDB_val k = {8, kb}, v = {0, ""};
     if (!rc)
         rc = mdb_put(txn, s->open_demo, &k, &v, 0);
+    if (!rc)
+        rc = touch(s, txn, c, t.id);
     if (!rc)
         rc = bump_count(s, txn, c, C_PROMPT);
     r->ack.task_id = t.id;

@@ -217,6 +217,27 @@ static void test_lease_expiry(void)
     label_store_close(&s);
 }
 
+/* The lease scan resumes after the contractor's last lease and wraps
+ * round: a slot freed behind the cursor is still found. */
+static void test_lease_cursor(void)
+{
+    label_store_opts_t o = {.lease_seconds = 10};
+    label_store_t *s = fresh("cursor", &o);
+    import(s, "p.jsonl", "{\"prompt\":\"t1\"}\n{\"prompt\":\"t2\"}\n{\"prompt\":\"t3\"}\n", 0, 1);
+    uint64_t got[4] = {0};
+    const char *who[4] = {"alice", "bob", "bob", "bob"};
+    int64_t when[4] = {T0, T0, T0 + 1, T0 + 20000};
+    for (int i = 0; i < 4; i++) {
+        Gptline__Label__Reply *r = lu_lease(s, who[i], DEMO, 0, 1, when[i]);
+        got[i] = n_tasks(r) ? r->tasks->tasks[0]->task_id : 0;
+        gptline__label__reply__free_unpacked(r, NULL);
+    }
+    ok(got[0] == 1 && got[1] == 2 && got[2] == 3, "leases go in queue order (%llu %llu %llu)",
+       (unsigned long long)got[0], (unsigned long long)got[1], (unsigned long long)got[2]);
+    is_int(got[3], 1, "after alice's lease expired, bob's scan wraps round to task 1");
+    label_store_close(&s);
+}
+
 static void test_ranking_rules(void)
 {
     label_store_t *s = fresh("ranking", NULL);
@@ -485,6 +506,7 @@ int main(void)
     test_check_ranking();
     test_assignment();
     test_lease_expiry();
+    test_lease_cursor();
     test_ranking_rules();
     test_stats();
     test_map_growth();
