@@ -12,7 +12,8 @@
  *   open_demo    u64be id -> ""   tasks still wanting labels, per kind:
  *   open_rank    u64be id -> ""   what lease scans
  *   subs         u64be id -> Submission      (export reads them in order)
- *   idem         contractor \0 u64be request id -> packed Reply
+ *   idem         contractor \0 u64be request id -> packed Reply, or for a
+ *                lease 'L' + the u64be task ids (the reply is rebuilt)
  *   counts       contractor -> u64[4] demonstrations, rankings, skips, prompts
  *   touched      contractor \0 u64be task -> ""   tasks a contractor may never
  *                get again (labeled, skipped, authored): lease skips them
@@ -1179,6 +1180,24 @@ static int handle(label_store_t *s, MDB_txn *txn, label_work_t *w, int64_t now)
     MDB_val idk = {cl + 9, ik}, idv;
     if (writes) {
         rc = mdb_get(txn, s->idem, &idk, &idv);
+        if (rc == 0 && idv.mv_size >= 1 && ((uint8_t *)idv.mv_data)[0] == 'L') {
+            /* a retried lease: its tasks again, from their records */
+            rc = 0;
+            r->rep.body_case = GPTLINE__LABEL__REPLY__BODY_TASKS;
+            r->rep.tasks = &r->tasks;
+            for (size_t i = 0; 1 + 8 * (i + 1) <= idv.mv_size; i++) {
+                Gptline__Label__Task *t = NULL;
+                gl_err_t e;
+                if (label_store_get_task(s, txn, label_get_be64((uint8_t *)idv.mv_data + 1 + 8 * i), &t, &e))
+                    continue;
+                Gptline__Label__Lease *l = lease_of(t, w->contractor);
+                add_view(&r->tasks, t, l ? l->expires_unix_ms : 0);
+                gptline__label__task__free_unpacked(t, NULL);
+            }
+            w->reply = label_reply_pack(&r->rep, &w->reply_len);
+            free(ik);
+            goto out;
+        }
         if (rc == 0) { /* a retry: the stored reply, nothing applied again */
             w->reply = gl_xmalloc(idv.mv_size ? idv.mv_size : 1);
             memcpy(w->reply, idv.mv_data, idv.mv_size);
@@ -1220,7 +1239,17 @@ static int handle(label_store_t *s, MDB_txn *txn, label_work_t *w, int64_t now)
         if (r->rep.status != GPTLINE__LABEL__STATUS__STATUS_OK)
             r->rep.body_case = GPTLINE__LABEL__REPLY__BODY__NOT_SET;
         w->reply = label_reply_pack(&r->rep, &w->reply_len);
-        if (writes) {
+        if (writes && r->rep.body_case == GPTLINE__LABEL__REPLY__BODY_TASKS) {
+            /* a lease reply can be large (64 tasks of prompts and candidates):
+             * keep only 'L' and the task ids, and rebuild it on a retry */
+            idv.mv_size = 1 + 8 * r->tasks.n_tasks;
+            if (!(rc = mdb_put(txn, s->idem, &idk, &idv, MDB_RESERVE))) {
+                uint8_t *p = idv.mv_data;
+                p[0] = 'L';
+                for (size_t i = 0; i < r->tasks.n_tasks; i++)
+                    label_be64(p + 1 + 8 * i, r->tasks.tasks[i]->task_id);
+            }
+        } else if (writes) {
             idv.mv_size = w->reply_len;
             idv.mv_data = w->reply;
             rc = mdb_put(txn, s->idem, &idk, &idv, 0);

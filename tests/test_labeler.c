@@ -235,6 +235,26 @@ static void test_lease_cursor(void)
     ok(got[0] == 1 && got[1] == 2 && got[2] == 3, "leases go in queue order (%llu %llu %llu)",
        (unsigned long long)got[0], (unsigned long long)got[1], (unsigned long long)got[2]);
     is_int(got[3], 1, "after alice's lease expired, bob's scan wraps round to task 1");
+    /* a retried lease (same request id) gets the same tasks, leased once */
+    import(s, "q.jsonl", "{\"prompt\":\"t4\"}\n{\"prompt\":\"t5\"}\n", 0, 1);
+    Gptline__Label__Request q = GPTLINE__LABEL__REQUEST__INIT;
+    Gptline__Label__LeaseRequest l = GPTLINE__LABEL__LEASE_REQUEST__INIT;
+    l.count = 1;
+    q.body_case = GPTLINE__LABEL__REQUEST__BODY_LEASE;
+    q.lease = &l;
+    q.request_id = 9001;
+    Gptline__Label__Reply *a = lu_apply(s, "carol", &q, T0 + 20000);
+    Gptline__Label__Reply *b = lu_apply(s, "carol", &q, T0 + 20001);
+    ok(n_tasks(a) == 1 && n_tasks(b) == 1 && a->tasks->tasks[0]->task_id == b->tasks->tasks[0]->task_id &&
+           !strcmp(a->tasks->tasks[0]->prompt, b->tasks->tasks[0]->prompt) &&
+           a->tasks->tasks[0]->lease_expires_unix_ms == b->tasks->tasks[0]->lease_expires_unix_ms,
+       "a retried lease gets the same task and lease back");
+    gptline__label__reply__free_unpacked(a, NULL);
+    gptline__label__reply__free_unpacked(b, NULL);
+    a = lu_lease(s, "alice", DEMO, 0, 5, T0 + 20002);
+    /* tasks 2 and 3 (bob's leases expired) and the one new task carol did not get */
+    is_int(n_tasks(a), 3, "carol's task was leased once: alice gets the 3 others");
+    gptline__label__reply__free_unpacked(a, NULL);
     label_store_close(&s);
 }
 
