@@ -418,7 +418,7 @@ int label_store_stats(label_store_t *s, int64_t now_ms, char **json, gl_err_t *e
     json_t *root = json_object(), *queues = json_object(), *people = json_array();
     /* queues: from the task records */
     uint64_t q[3][4] = {{0}}; /* [kind][pending, leased, done, skipped-by] */
-    int mrc = mdb_cursor_open(txn, s->tasks, &cur);
+    int mrc = mdb_cursor_open(txn, s->state, &cur);
     MDB_val k, v;
     for (mrc = mrc ? mrc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
          mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {

@@ -10,7 +10,7 @@
 
 struct label_store {
     MDB_env *env;
-    MDB_dbi meta, contractors, keys, tasks, open_demo, open_rank, subs, idem, counts, touched, cursors;
+    MDB_dbi meta, contractors, keys, tasks, open_demo, open_rank, subs, idem, counts, touched, cursors, state;
     char *dir;
     label_store_opts_t opts;
     /* Readers outside the writer (the ZAP thread) hold it shared around

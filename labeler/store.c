@@ -7,8 +7,12 @@
  *   meta         "magic" -> "GLLABEL\0" + u32 version; "next_task",
  *                "next_sub" -> u64 counters
  *   contractors  id -> Contractor            keys  public key (32) -> id
- *   tasks        u64be id -> Task (prompt, candidates, overlap, done_by,
- *                leases, skipped_by)
+ *   tasks        u64be id -> Task: the texts (prompt, candidates), written
+ *                once at creation
+ *   state        u64be id -> Task without the texts: overlap, authors,
+ *                done_by, leases, skipped_by, candidate_count. Leases and
+ *                submissions read and rewrite only this small record, so
+ *                long candidates are not copied on every label
  *   open_demo    u64be id -> ""   tasks still wanting labels, per kind:
  *   open_rank    u64be id -> ""   what lease scans
  *   subs         u64be id -> Submission      (export reads them in order)
@@ -150,7 +154,7 @@ label_store_t *label_store_open(const char *dir, const label_store_opts_t *opts,
     } dbs[] = {{"meta", &s->meta},           {"contractors", &s->contractors}, {"keys", &s->keys},
                {"tasks", &s->tasks},         {"open_demo", &s->open_demo},     {"open_rank", &s->open_rank},
                {"subs", &s->subs},           {"idem", &s->idem},               {"counts", &s->counts},
-               {"touched", &s->touched},     {"cursors", &s->cursors}};
+               {"touched", &s->touched},     {"cursors", &s->cursors},         {"state", &s->state}};
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++)
         if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi))) {
             db_err(err, rc, dbs[i].name, s);
@@ -260,12 +264,49 @@ int label_store_get_task(label_store_t *s, MDB_txn *txn, uint64_t id, Gptline__L
     return GL_OK;
 }
 
-static int put_task(label_store_t *s, MDB_txn *txn, const Gptline__Label__Task *t)
+static int get_state(label_store_t *s, MDB_txn *txn, uint64_t id, Gptline__Label__Task **out, gl_err_t *err)
+{
+    uint8_t kb[8];
+    label_be64(kb, id);
+    MDB_val k = {8, kb}, v;
+    *out = NULL;
+    int rc = mdb_get(txn, s->state, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return gl_err_set(err, GL_ENOTFOUND, "task %llu does not exist", (unsigned long long)id);
+    if (rc)
+        return db_err(err, rc, "reading a task", s);
+    *out = gptline__label__task__unpack(NULL, v.mv_size, v.mv_data);
+    if (!*out)
+        return gl_err_set(err, GL_ECORRUPT, "%s: task %llu: state record does not decode", s->dir,
+                          (unsigned long long)id);
+    return GL_OK;
+}
+
+/* Writes a task's state record (t holds no texts: it came from get_state). */
+static int put_state(label_store_t *s, MDB_txn *txn, const Gptline__Label__Task *t)
 {
     uint8_t kb[8];
     label_be64(kb, t->id);
     MDB_val k = {8, kb};
-    return put_msg(txn, s->tasks, &k, &t->base);
+    return put_msg(txn, s->state, &k, &t->base);
+}
+
+/* Writes a new task: its texts once, and its state without them. */
+static int put_new_task(label_store_t *s, MDB_txn *txn, Gptline__Label__Task *t)
+{
+    uint8_t kb[8];
+    label_be64(kb, t->id);
+    MDB_val k = {8, kb};
+    t->candidate_count = (uint32_t)t->n_candidates;
+    int rc = put_msg(txn, s->tasks, &k, &t->base);
+    if (rc)
+        return rc;
+    Gptline__Label__Task st = *t; /* shallow: only packed */
+    st.prompt = (char *)"";
+    st.n_candidates = 0;
+    st.candidates = NULL;
+    st.source_id = (char *)"";
+    return put_state(s, txn, &st);
 }
 
 static MDB_dbi open_db(label_store_t *s, Gptline__Label__TaskKind kind)
@@ -559,7 +600,7 @@ static int import_fn(label_store_t *s, MDB_txn *txn, void *vctx, gl_err_t *err)
         Gptline__Label__Task *t = ic->tasks[i];
         int rc = meta_next(s, txn, "next_task", &t->id);
         if (!rc)
-            rc = put_task(s, txn, t);
+            rc = put_new_task(s, txn, t);
         uint8_t kb[8];
         label_be64(kb, t->id);
         MDB_val k = {8, kb}, v = {0, ""};
@@ -822,15 +863,20 @@ static void add_view(Gptline__Label__Tasks *ts, const Gptline__Label__Task *t, i
     ts->tasks[ts->n_tasks++] = v;
 }
 
-/* Leases task t to c (the caller checked eligibility) and records it. */
+/* Leases task t (its state record) to c (the caller checked eligibility),
+ * records it, and adds the task with its texts to the reply. */
 static int grant(label_store_t *s, MDB_txn *txn, Gptline__Label__Task *t, const char *c, int64_t now, reply_t *r)
 {
     int64_t expires = now + (int64_t)s->opts.lease_seconds * 1000;
     prune_leases(t, now, c);
     add_lease(t, c, now, expires);
-    int rc = put_task(s, txn, t);
-    if (!rc)
-        add_view(&r->tasks, t, expires);
+    int rc = put_state(s, txn, t);
+    Gptline__Label__Task *text = NULL;
+    gl_err_t e;
+    if (!rc && label_store_get_task(s, txn, t->id, &text, &e) == GL_OK)
+        add_view(&r->tasks, text, expires);
+    if (text)
+        gptline__label__task__free_unpacked(text, NULL);
     return rc;
 }
 
@@ -844,7 +890,7 @@ static int do_lease(label_store_t *s, MDB_txn *txn, const char *c, const Gptline
     if (lr->task_id) {
         Gptline__Label__Task *t = NULL;
         gl_err_t e;
-        if (label_store_get_task(s, txn, lr->task_id, &t, &e)) {
+        if (get_state(s, txn, lr->task_id, &t, &e)) {
             reject(r, GPTLINE__LABEL__STATUS__STATUS_REJECTED, "%s", e.msg);
             return 0;
         }
@@ -892,7 +938,7 @@ static int do_lease(label_store_t *s, MDB_txn *txn, const char *c, const Gptline
                     continue;
                 Gptline__Label__Task *t = NULL;
                 gl_err_t e;
-                if (label_store_get_task(s, txn, id, &t, &e))
+                if (get_state(s, txn, id, &t, &e))
                     continue;
                 const char *why;
                 if (eligible(t, c, now, &why)) {
@@ -926,7 +972,7 @@ static int take_leased(label_store_t *s, MDB_txn *txn, const char *c, uint64_t i
     gl_err_t e;
     *out = NULL;
     Gptline__Label__Task *t = NULL;
-    if (label_store_get_task(s, txn, id, &t, &e)) {
+    if (get_state(s, txn, id, &t, &e)) {
         reject(r, GPTLINE__LABEL__STATUS__STATUS_NOT_LEASED, "task %llu is not leased to you (%s)",
                (unsigned long long)id, e.msg);
         return 0;
@@ -963,7 +1009,7 @@ static int finish(label_store_t *s, MDB_txn *txn, Gptline__Label__Task *t, Gptli
         return rc;
     prune_leases(t, now, sub->contractor);
     push_str(&t->done_by, &t->n_done_by, sub->contractor);
-    if ((rc = put_task(s, txn, t)) || (rc = touch(s, txn, sub->contractor, t->id)))
+    if ((rc = put_state(s, txn, t)) || (rc = touch(s, txn, sub->contractor, t->id)))
         return rc;
     if (t->n_done_by >= t->overlap) {
         label_be64(kb, t->id);
@@ -1023,7 +1069,7 @@ static int do_ranking(label_store_t *s, MDB_txn *txn, const char *c, const Gptli
     if (rc || !t)
         return rc;
     gl_err_t e;
-    if (label_check_ranking(t->n_candidates, k->rank, k->n_rank, k->flags, k->n_flags, k->rating, &e)) {
+    if (label_check_ranking(t->candidate_count, k->rank, k->n_rank, k->flags, k->n_flags, k->rating, &e)) {
         reject(r, GPTLINE__LABEL__STATUS__STATUS_REJECTED, "task %llu: %s", (unsigned long long)t->id, e.msg);
         gptline__label__task__free_unpacked(t, NULL);
         return 0;
@@ -1061,7 +1107,7 @@ static int do_skip(label_store_t *s, MDB_txn *txn, const char *c, const Gptline_
         return rc;
     prune_leases(t, now, c);
     push_str(&t->skipped_by, &t->n_skipped_by, c);
-    rc = put_task(s, txn, t);
+    rc = put_state(s, txn, t);
     if (!rc)
         rc = touch(s, txn, c, t->id);
     if (!rc)
@@ -1089,7 +1135,7 @@ static int do_prompt(label_store_t *s, MDB_txn *txn, const char *c, const Gptlin
     t.created_unix_ms = now;
     int rc = meta_next(s, txn, "next_task", &t.id);
     if (!rc)
-        rc = put_task(s, txn, &t);
+        rc = put_new_task(s, txn, &t);
     uint8_t kb[8];
     label_be64(kb, t.id);
     MDB_val k = {8, kb}, v = {0, ""};
@@ -1186,13 +1232,17 @@ static int handle(label_store_t *s, MDB_txn *txn, label_work_t *w, int64_t now)
             r->rep.body_case = GPTLINE__LABEL__REPLY__BODY_TASKS;
             r->rep.tasks = &r->tasks;
             for (size_t i = 0; 1 + 8 * (i + 1) <= idv.mv_size; i++) {
-                Gptline__Label__Task *t = NULL;
+                Gptline__Label__Task *t = NULL, *st = NULL;
                 gl_err_t e;
-                if (label_store_get_task(s, txn, label_get_be64((uint8_t *)idv.mv_data + 1 + 8 * i), &t, &e))
-                    continue;
-                Gptline__Label__Lease *l = lease_of(t, w->contractor);
-                add_view(&r->tasks, t, l ? l->expires_unix_ms : 0);
-                gptline__label__task__free_unpacked(t, NULL);
+                uint64_t id = label_get_be64((uint8_t *)idv.mv_data + 1 + 8 * i);
+                if (label_store_get_task(s, txn, id, &t, &e) == GL_OK && get_state(s, txn, id, &st, &e) == GL_OK) {
+                    Gptline__Label__Lease *l = lease_of(st, w->contractor);
+                    add_view(&r->tasks, t, l ? l->expires_unix_ms : 0);
+                }
+                if (t)
+                    gptline__label__task__free_unpacked(t, NULL);
+                if (st)
+                    gptline__label__task__free_unpacked(st, NULL);
             }
             w->reply = label_reply_pack(&r->rep, &w->reply_len);
             free(ik);
