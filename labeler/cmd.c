@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -643,7 +644,7 @@ static int parse_order(const char *s, size_t k, uint32_t *rank)
     size_t n = 0;
     for (const char *p = s; *p;) {
         while (*p == ' ' || *p == ',' || *p == '>')
-            p++, pos += 0;
+            p++;
         if (!*p)
             break;
         if (*p < '1' || *p > '9')
@@ -682,6 +683,39 @@ static void show_progress(label_client_t *c)
     }
 }
 
+/* Shows a task on stderr; when it is longer than the terminal, through
+ * $PAGER (default "less") so that long candidates can be paged. */
+static void show_task(const Gptline__Label__TaskView *t)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    fprintf(m, "\n== task %llu (%s)\n\nPROMPT:\n%s\n\n", (unsigned long long)t->task_id,
+            t->kind == GPTLINE__LABEL__TASK_KIND__RANKING ? "ranking" : "demonstration", t->prompt);
+    for (size_t i = 0; i < t->n_candidates; i++)
+        fprintf(m, "--- candidate %zu ---\n%s\n\n", i + 1, t->candidates[i]->text);
+    fclose(m);
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
+    struct winsize ws;
+    FILE *pager = NULL;
+    if (isatty(2) && ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_row && lines + 4 > ws.ws_row) {
+        const char *pg = getenv("PAGER") && *getenv("PAGER") ? getenv("PAGER") : "less";
+        fflush(stderr);
+        pager = popen(pg, "w");
+    }
+    if (pager) {
+        fwrite(text, 1, len, pager);
+        pclose(pager);
+        fprintf(stderr, "(task %llu shown in %s)\n", (unsigned long long)t->task_id,
+                getenv("PAGER") && *getenv("PAGER") ? getenv("PAGER") : "less");
+    } else {
+        fwrite(text, 1, len, stderr);
+    }
+    free(text);
+}
+
 static int run_interactive(label_client_t *c, Gptline__Label__TaskKind kind, gl_err_t *err)
 {
     int rc = GL_OK;
@@ -703,11 +737,8 @@ static int run_interactive(label_client_t *c, Gptline__Label__TaskKind kind, gl_
         uint32_t rank[LABEL_MAX_CANDIDATES], flags[LABEL_MAX_CANDIDATES] = {0};
         char *text = NULL, *reason = NULL;
         double t0 = gl_now();
-        fprintf(stderr, "\n== task %llu (%s)\n\nPROMPT:\n%s\n\n", (unsigned long long)t->task_id,
-                t->kind == GPTLINE__LABEL__TASK_KIND__RANKING ? "ranking" : "demonstration", t->prompt);
+        show_task(t);
         if (t->kind == GPTLINE__LABEL__TASK_KIND__RANKING) {
-            for (size_t i = 0; i < t->n_candidates; i++)
-                fprintf(stderr, "--- candidate %zu ---\n%s\n\n", i + 1, t->candidates[i]->text);
             const char *a;
             for (;;) {
                 a = ask("order best to worst (e.g. \"2 1 3\", ties \"2=1 3\"; s = skip, q = quit): ");
