@@ -296,6 +296,23 @@ static int cmd_revoke(int argc, char **argv)
     return rc ? gl_cmd_fail(argv[0], &err) : GL_EXIT_OK;
 }
 
+static int cmd_list(int argc, char **argv)
+{
+    ADMIN_PARSE("--db DIR\n\nLists the registered contractors, one JSON object a line:\n"
+                "{\"id\",\"role\",\"revoked\",\"public_key\",\"created_unix_ms\"}.")
+    if (optind != argc)
+        return gl_usage_error(argv[0], "unexpected argument");
+    label_store_t *s = label_store_open(a.db, NULL, &err);
+    char *text = NULL;
+    int rc = !s || label_store_list_contractors(s, &text, &err);
+    label_store_close(&s);
+    if (rc)
+        return gl_cmd_fail(argv[0], &err);
+    fputs(text, stdout);
+    free(text);
+    return GL_EXIT_OK;
+}
+
 static int do_import(int argc, char **argv, int ranking)
 {
     ADMIN_PARSE(ranking ? "--db DIR [--overlap N] FILE.jsonl\n\n"
@@ -394,6 +411,7 @@ static int cmd_export(int argc, char **argv)
 static const gl_cmd_t admin_cmds[] = {
     {"add-contractor", cmd_add, "register a contractor's public key"},
     {"revoke", cmd_revoke, "revoke a contractor"},
+    {"list", cmd_list, "list the registered contractors"},
     {"import-prompts", cmd_import_prompts, "import prompts (JSONL) as demonstration tasks"},
     {"import-candidates", cmd_import_candidates, "import prompts with candidates (JSONL) as ranking tasks"},
     {"stats", cmd_stats, "queues, throughput and agreement, as JSON"},

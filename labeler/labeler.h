@@ -112,6 +112,10 @@ int label_store_add_contractor(label_store_t *s, const char *id, const char *pub
 /* Revokes id: its key is refused at the next handshake and its open
  * connections get STATUS_REVOKED. GL_ENOTFOUND if unknown. */
 int label_store_revoke(label_store_t *s, const char *id, gl_err_t *err);
+/* The registry as JSON lines, one a contractor in id order:
+ * {"id","role","revoked","public_key","created_unix_ms"}. Caller owns *text
+ * (free()). */
+int label_store_list_contractors(label_store_t *s, char **text, gl_err_t *err);
 /* Looks up a 32-byte CURVE public key. On success copies the contractor id
  * into id (cap >= LABEL_MAX_ID + 1). GL_ENOTFOUND if unknown, GL_EINVAL if
  * revoked. Safe to call from any thread while the server runs. */

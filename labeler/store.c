@@ -582,6 +582,47 @@ out:
     return rc;
 }
 
+int label_store_list_contractors(label_store_t *s, char **text, gl_err_t *err)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(text, &len);
+    int rc = txn_begin(s, MDB_RDONLY, &txn, err);
+    if (rc)
+        goto out;
+    int mrc = mdb_cursor_open(txn, s->contractors, &cur);
+    MDB_val k, v;
+    for (mrc = mrc ? mrc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        Gptline__Label__Contractor *c = gptline__label__contractor__unpack(NULL, v.mv_size, v.mv_data);
+        if (!c)
+            continue;
+        char z85[41] = "";
+        if (c->public_key.len == 32)
+            zmq_z85_encode(z85, c->public_key.data, 32);
+        json_t *o = json_pack("{s:s,s:s,s:b,s:s,s:I}", "id", c->id, "role",
+                              c->role == GPTLINE__LABEL__ROLE__ADMIN ? "admin" : "contractor", "revoked",
+                              (int)c->revoked, "public_key", z85, "created_unix_ms", (json_int_t)c->created_unix_ms);
+        char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fprintf(m, "%s\n", line);
+        free(line);
+        json_decref(o);
+        gptline__label__contractor__free_unpacked(c, NULL);
+    }
+    if (mrc != MDB_NOTFOUND)
+        rc = db_err(err, mrc, "listing contractors", s);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+out:
+    fclose(m);
+    if (rc) {
+        free(*text);
+        *text = NULL;
+    }
+    return rc;
+}
+
 /* ---- import ------------------------------------------------------------- */
 
 static int touch(label_store_t *s, MDB_txn *txn, const char *c, uint64_t id);

@@ -13,7 +13,7 @@ EP=tcp://127.0.0.1:$PORT
 cd "$TMP" || exit 1
 
 for c in "label" "label keygen" "label serve" "label client" "label backup" "label admin" \
-         "label admin add-contractor" "label admin revoke" "label admin import-prompts" \
+         "label admin add-contractor" "label admin revoke" "label admin list" "label admin import-prompts" \
          "label admin import-candidates" "label admin stats" "label admin export"; do
   # shellcheck disable=SC2086
   check "gptline $c --help" $G $c --help
@@ -41,6 +41,10 @@ check "add carol" $G label admin add-contractor --db db carol carol.pub
 check_fails "the same key twice is refused" 1 $G label admin add-contractor --db db alice2 alice.pub
 check_fails "a bad id is refused (exit 2)" 2 $G label admin add-contractor --db db 'bad id' dave.pub
 check "revoke carol" $G label admin revoke --db db carol
+check "list" $G label admin list --db db
+is "three contractors listed" "$(wc -l < "$TMP/.out")" 3
+grep -q '"id":"carol","role":"contractor","revoked":true' "$TMP/.out"; _result $? "carol is listed as revoked"
+grep -q "\"public_key\":\"$(cat alice.pub)\"" "$TMP/.out"; _result $? "alice's public key is listed"
 
 for i in 1 2 3 4; do echo "{\"prompt\": \"Prompt $i: say something\", \"id\": \"p$i\"}"; done > prompts.jsonl
 echo 'not json' >> prompts.jsonl
