@@ -47,25 +47,40 @@ static void vec_push(u32vec_t *v, uint32_t x)
 
 typedef enum { TURN_USER, TURN_ASSISTANT } turn_t;
 
+/* What export needs of a tokenizer. The byte-level one is below; the BPE
+ * tokenizer (tokenizer/tokenizer.h, branch tok-bpe) plugs in as
+ *   ctx        tok_vocab_load(path, &(tok_load_opts_t){.chat_roles = 1}, err)
+ *   name/hash  tok_vocab_name(v), tok_vocab_hash(v); vocab_size tok_vocab_size(v)
+ *   eot        tok_eot_id(v)
+ *   encode     tok_encode(v, text, len, TOK_ALLOW_NONE, &ids, err): contractors'
+ *              text never produces special tokens
+ *   open_turn  the id of tok_special_id(v, "<|user|>") / "<|assistant|>"
+ *   close      tok_vocab_free
+ * selected by `--tokenizer VOCAB_FILE`. */
 typedef struct {
     const char *name;
     uint64_t hash;
     uint32_t vocab_size, eot;
+    void *ctx;
     /* Appends the tokens of text. */
-    void (*encode)(const char *text, u32vec_t *out);
-    /* Appends the marker that opens a turn. */
-    void (*open_turn)(turn_t t, int first, u32vec_t *out);
+    int (*encode)(void *ctx, const char *text, u32vec_t *out, gl_err_t *err);
+    /* Appends the marker that opens a turn (first: the conversation's first). */
+    int (*open_turn)(void *ctx, turn_t t, int first, u32vec_t *out, gl_err_t *err);
+    void (*close)(void *ctx);
 } tokenizer_t;
 
-static void bytes_encode(const char *text, u32vec_t *out)
+static int bytes_encode(void *ctx, const char *text, u32vec_t *out, gl_err_t *err)
 {
+    (void)ctx;
+    (void)err;
     for (const unsigned char *p = (const unsigned char *)text; *p; p++)
         vec_push(out, *p);
+    return GL_OK;
 }
 
-static void bytes_open_turn(turn_t t, int first, u32vec_t *out)
+static int bytes_open_turn(void *ctx, turn_t t, int first, u32vec_t *out, gl_err_t *err)
 {
-    bytes_encode(t == TURN_USER ? (first ? "User: " : "\n\nUser: ") : "\n\nAssistant: ", out);
+    return bytes_encode(ctx, t == TURN_USER ? (first ? "User: " : "\n\nUser: ") : "\n\nAssistant: ", out, err);
 }
 
 static int tokenizer_get(const char *name, tokenizer_t *t, gl_err_t *err)
@@ -77,8 +92,27 @@ static int tokenizer_get(const char *name, tokenizer_t *t, gl_err_t *err)
         return GL_OK;
     }
     return gl_err_set(err, GL_EUNSUPPORTED,
-                      "tokenizer '%s': this build exports with the byte-level tokenizer only (--tokenizer bytes)",
+                      "tokenizer '%s': this build exports with the byte-level tokenizer only (--tokenizer bytes); "
+                      "BPE vocabularies come with the tokenizer component",
                       name);
+}
+
+/* Lays out prompt (and, for SFT, the response and its end-of-text) in out.
+ * *resp_start gets where the assistant's text begins. */
+static int layout(tokenizer_t *tok, const char *prompt, const char *response, u32vec_t *out, uint32_t *resp_start,
+                  gl_err_t *err)
+{
+    int rc = tok->open_turn(tok->ctx, TURN_USER, 1, out, err);
+    if (!rc)
+        rc = tok->encode(tok->ctx, prompt, out, err);
+    if (!rc)
+        rc = tok->open_turn(tok->ctx, TURN_ASSISTANT, 0, out, err);
+    *resp_start = (uint32_t)out->n;
+    if (!rc && response) {
+        rc = tok->encode(tok->ctx, response, out, err);
+        vec_push(out, tok->eot);
+    }
+    return rc;
 }
 
 /* ---- export ------------------------------------------------------------- */
@@ -124,13 +158,13 @@ int label_export(label_store_t *s, const label_export_opts_t *o, label_export_st
     if ((rc = tokenizer_get(o->tokenizer, &tok, err)))
         return rc;
     if (o->out_dir && (rc = gl_mkdir_p(o->out_dir, err)))
-        return rc;
+        goto out;
     if (o->jsonl_path) {
         if (!strcmp(o->jsonl_path, "-")) {
             jf = stdout;
         } else {
             if ((rc = gl_atomic_open(&af, o->jsonl_path, err)))
-                return rc;
+                goto out;
             jf = af.f;
         }
     }
@@ -187,12 +221,11 @@ int label_export(label_store_t *s, const label_export_opts_t *o, label_export_st
         toks.n = 0;
         if (want == GPTLINE__LABEL__TASK_KIND__DEMONSTRATION) {
             if (w) {
-                tok.open_turn(TURN_USER, 1, &toks);
-                tok.encode(task->prompt, &toks);
-                tok.open_turn(TURN_ASSISTANT, 0, &toks);
-                uint32_t start = (uint32_t)toks.n;
-                tok.encode(sub->response, &toks);
-                vec_push(&toks, tok.eot);
+                uint32_t start;
+                if ((rc = layout(&tok, task->prompt, sub->response, &toks, &start, err))) {
+                    gptline__label__submission__free_unpacked(sub, NULL);
+                    break;
+                }
                 Gptline__Turn t0 = GPTLINE__TURN__INIT, t1 = GPTLINE__TURN__INIT, *turns[2] = {&t0, &t1};
                 t0.role = GPTLINE__ROLE__USER;
                 t0.text = task->prompt;
@@ -229,17 +262,18 @@ int label_export(label_store_t *s, const label_export_opts_t *o, label_export_st
             st->comparisons += strict_pairs(sub->rank, kc);
             if (w) {
                 Gptline__Span pspan = GPTLINE__SPAN__INIT, rsp[LABEL_MAX_CANDIDATES], *rspp[LABEL_MAX_CANDIDATES];
-                tok.open_turn(TURN_USER, 1, &toks);
-                tok.encode(task->prompt, &toks);
-                tok.open_turn(TURN_ASSISTANT, 0, &toks);
-                pspan.end = (uint32_t)toks.n;
-                for (size_t i = 0; i < kc; i++) {
+                rc = layout(&tok, task->prompt, NULL, &toks, &pspan.end, err);
+                for (size_t i = 0; i < kc && !rc; i++) {
                     gptline__span__init(&rsp[i]);
                     rsp[i].start = (uint32_t)toks.n;
-                    tok.encode(task->candidates[i], &toks);
+                    rc = tok.encode(tok.ctx, task->candidates[i], &toks, err);
                     vec_push(&toks, tok.eot);
                     rsp[i].end = (uint32_t)toks.n;
                     rspp[i] = &rsp[i];
+                }
+                if (rc) {
+                    gptline__label__submission__free_unpacked(sub, NULL);
+                    break;
                 }
                 Gptline__RmRanking m = GPTLINE__RM_RANKING__INIT;
                 m.id = idbuf;
@@ -322,6 +356,8 @@ out:
         rc = gl_err_set(err, GL_EIO, "stdout: %s", strerror(errno));
     }
     free(toks.v);
+    if (tok.close)
+        tok.close(tok.ctx);
     return rc;
 }
 
