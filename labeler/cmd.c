@@ -261,9 +261,10 @@ static int admin_parse(int argc, char **argv, admin_opts_t *a, const char *usage
 
 static int cmd_add(int argc, char **argv)
 {
-    ADMIN_PARSE("--db DIR [--admin] ID PUBLIC_KEY|FILE.pub\n\n"
+    ADMIN_PARSE("--db DIR [--admin] [--] ID PUBLIC_KEY|FILE.pub\n\n"
                 "Registers a contractor's public key (Z85, or a .pub file from 'gptline label\n"
-                "keygen'). --admin gives the admin role.")
+                "keygen'). --admin gives the admin role. A Z85 key may begin with '-': put\n"
+                "'--' before ID then.")
     if (optind != argc - 2)
         return gl_usage_error(argv[0], "expected ID and a public key or .pub file");
     label_keypair_t kp;
