@@ -99,7 +99,7 @@ static double bare_commits(const char *dir, int n)
 
 /* ---- load through the service ------------------------------------------- */
 
-static char endpoint[64];
+static char endpoint[256];
 static label_server_opts_t sopts;
 static volatile sig_atomic_t stop, bound;
 static gl_err_t serr;
@@ -226,13 +226,13 @@ static result_t load(int nclients, int per_client, int run)
     memset(&sopts, 0, sizeof sopts);
     label_keygen(&sopts.key, &err);
     sopts.db_dir = db;
-    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", 30000 + (int)(getpid() % 20000) + nclients);
-    sopts.endpoint = endpoint;
+    sopts.endpoint = "tcp://127.0.0.1:*";
     stop = bound = 0;
     pthread_t st;
     pthread_create(&st, NULL, server_main, NULL);
     while (!bound)
         usleep(1000);
+    snprintf(endpoint, sizeof endpoint, "%s", sstats.endpoint);
     pthread_t *th = gl_xcalloc((size_t)nclients, sizeof *th);
     uint64_t commits0 = 0;
     zctx = zmq_ctx_new();

@@ -70,10 +70,16 @@ END
 "$G" label admin import-candidates --db "$L/db" --overlap 3 "$L/candidates.jsonl"
 
 step "gptline label serve (CURVE, registered keys only) on loopback"
-EP=tcp://127.0.0.1:$((45000 + $$ % 10000))
-"$G" label serve --db "$L/db" --key "$L/server.key" --endpoint "$EP" 2> "$L/server.log" &
+"$G" label serve --db "$L/db" --key "$L/server.key" --endpoint 'tcp://127.0.0.1:*' 2> "$L/server.log" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null' EXIT
+EP=
+for _ in $(seq 1 200); do  # the port it picked is in its log
+  EP=$(sed -n 's/.*listening on \(tcp:[^,]*\),.*/\1/p' "$L/server.log")
+  [ -n "$EP" ] && break
+  sleep 0.05
+done
+echo "listening on $EP"
 "$G" label client -e "$EP" -s "$L/server.pub" -k "$L/alice.key" --journal "$L/j" --guidelines -t 300 -r 40 | head -4
 
 step "scripted contractors (--batch): demonstrations and rankings"

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,23 @@ static int cmd_keygen(int argc, char **argv)
 
 /* ---- serve -------------------------------------------------------------- */
 
+typedef struct {
+    const label_server_opts_t *o;
+    volatile sig_atomic_t *bound;
+    label_server_stats_t *st;
+    gl_err_t *err;
+    int rc;
+    volatile int done;
+} serve_args_t;
+
+static void *serve_thread(void *arg)
+{
+    serve_args_t *a = arg;
+    a->rc = label_server_run(a->o, &stop_flag, a->bound, a->st, a->err);
+    a->done = 1;
+    return NULL;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
@@ -116,7 +134,8 @@ static int cmd_serve(int argc, char **argv)
                    "transaction is committed and synced. Stops cleanly on SIGINT/SIGTERM.\n\n"
                    "  -d, --db DIR              the label store (created if absent)\n"
                    "  -k, --key FILE            the server's key pair (gptline label keygen)\n"
-                   "  -e, --endpoint EP         where to listen (default tcp://127.0.0.1:5555)\n"
+                   "  -e, --endpoint EP         where to listen (default tcp://127.0.0.1:5555;\n"
+                   "                            port * picks a free one, logged at start)\n"
                    "  -l, --lease SECONDS       how long a task stays leased (default 1800)\n"
                    "  -o, --prompt-overlap N    contractors per contractor-written prompt (1)\n"
                    "      --demo-guidelines F   guidelines text for demonstrations\n"
@@ -148,9 +167,22 @@ static int cmd_serve(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    label_server_stats_t st;
-    gl_info("label service on %s, store %s", o.endpoint, o.db_dir);
-    rc = label_server_run(&o, &stop_flag, NULL, &st, &err);
+    label_server_stats_t st = {0};
+    volatile sig_atomic_t bound = 0;
+    pthread_t th;
+    /* the server runs in a thread so that this one can say where it listens */
+    serve_args_t sa_ = {.o = &o, .bound = &bound, .st = &st, .err = &err};
+    if (pthread_create(&th, NULL, serve_thread, &sa_)) {
+        free(dgt);
+        free(rgt);
+        return GL_EXIT_FAIL;
+    }
+    while (!bound && !sa_.done)
+        usleep(10000);
+    if (bound && !sa_.done)
+        gl_info("label service listening on %s, store %s", st.endpoint, o.db_dir);
+    pthread_join(th, NULL);
+    rc = sa_.rc;
     free(dgt);
     free(rgt);
     if (rc)

@@ -211,13 +211,15 @@ typedef struct {
 
 typedef struct {
     uint64_t requests, replies, bad_requests, commits, refused_handshakes;
+    char endpoint[256];           /* the bound endpoint (a port of 0 or * resolved) */
 } label_server_stats_t;
 
 /* Runs the service until *stop becomes non-zero (set it from a signal
  * handler or another thread; checked every 100 ms). Binds the ZAP handler
  * before the server socket, so no client gets in unauthenticated. Returns
  * after a clean shutdown (threads joined, sockets closed); stats may be
- * NULL. *bound (may be NULL) is set to 1 once the socket is bound. */
+ * NULL; when given, stats->endpoint is filled in before *bound (may be
+ * NULL) is set to 1, once the socket is bound. */
 int label_server_run(const label_server_opts_t *o, volatile sig_atomic_t *stop,
                      volatile sig_atomic_t *bound, label_server_stats_t *stats, gl_err_t *err);
 

@@ -262,6 +262,11 @@ int label_server_run(const label_server_opts_t *o, volatile sig_atomic_t *stop, 
         rc = gl_err_set(err, GL_EIO, "binding %s: %s", o->endpoint, zmq_strerror(errno));
         goto out;
     }
+    if (stats) {
+        size_t el = sizeof stats->endpoint;
+        if (zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, stats->endpoint, &el) != 0)
+            snprintf(stats->endpoint, sizeof stats->endpoint, "%s", o->endpoint);
+    }
     if (bound)
         *bound = 1;
 
@@ -341,7 +346,7 @@ out:
         zmq_close(sv.zap);
     if (ctx)
         zmq_ctx_term(ctx);
-    if (stats) {
+    if (stats) { /* endpoint was set at bind */
         stats->requests = atomic_load(&sv.requests);
         stats->replies = atomic_load(&sv.replies);
         stats->bad_requests = atomic_load(&sv.bad);

@@ -8,8 +8,8 @@
 # present afterwards, nothing is lost and nothing duplicated; hot backup.
 . "$(dirname "$0")/tap.sh"
 G=$GPTLINE
-PORT=$((40000 + $$ % 20000))
-EP=tcp://127.0.0.1:$PORT
+PORT=   # the first server picks a free port (*); restarts reuse it
+EP=
 cd "$TMP" || exit 1
 
 for c in "label" "label keygen" "label serve" "label client" "label backup" "label admin" \
@@ -23,8 +23,14 @@ check_fails "export without --kind exits 2" 2 $G label admin export --db db --ou
 
 SPID=
 start_server() {
-  $G label serve --db db --key server.key -e $EP --heartbeat 500 --lease 600 2>>server.log &
+  $G label serve --db db --key server.key -e "tcp://127.0.0.1:${PORT:-*}" --heartbeat 500 --lease 600 2>>server.log &
   SPID=$!
+  for _ in $(seq 1 400); do
+    [ -n "$PORT" ] && break
+    PORT=$(sed -n 's/.*listening on tcp:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' server.log | tail -1)
+    sleep 0.05
+  done
+  EP=tcp://127.0.0.1:$PORT
   # ready when a registered client gets its welcome
   $G label client -e $EP -s server.pub -k alice.key --journal j/probe --guidelines -t 300 -r 40 >/dev/null 2>&1
 }
