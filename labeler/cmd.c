@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -72,7 +73,7 @@ typedef struct {
     label_server_stats_t *st;
     gl_err_t *err;
     int rc;
-    volatile int done;
+    atomic_int done;
 } serve_args_t;
 
 static void *serve_thread(void *arg)
