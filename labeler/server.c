@@ -43,8 +43,8 @@ typedef struct {
     size_t max_batch;
     atomic_int stopping;
     atomic_ulong requests, replies, bad, commits, refused;
-    gl_err_t writer_err;
-    int writer_failed;
+    gl_err_t writer_err;      /* written by the writer before it sets writer_failed */
+    atomic_int writer_failed;
 } server_t;
 
 static int64_t wall_ms(void)
@@ -163,9 +163,9 @@ static void *writer_main(void *arg)
         if (!n)
             continue;
         gl_err_t e = {0};
-        if (label_store_apply(sv->store, work, n, wall_ms(), &e) && !sv->writer_failed) {
-            sv->writer_failed = 1; /* replies carry STATUS_INTERNAL; the first error is kept */
-            sv->writer_err = e;
+        if (label_store_apply(sv->store, work, n, wall_ms(), &e) && !atomic_load(&sv->writer_failed)) {
+            sv->writer_err = e; /* replies carry STATUS_INTERNAL; the first error is kept */
+            atomic_store(&sv->writer_failed, 1);
         }
         atomic_fetch_add(&sv->commits, 1);
         for (size_t i = 0; i < n; i++) {
@@ -270,7 +270,7 @@ int label_server_run(const label_server_opts_t *o, volatile sig_atomic_t *stop, 
     if (bound)
         *bound = 1;
 
-    while (!*stop && !sv.writer_failed) {
+    while (!*stop && !atomic_load(&sv.writer_failed)) {
         zmq_pollitem_t items[2] = {{router, 0, ZMQ_POLLIN, 0}, {pair, 0, ZMQ_POLLIN, 0}};
         int n = zmq_poll(items, 2, 100);
         if (n < 0) {
@@ -328,14 +328,14 @@ int label_server_run(const label_server_opts_t *o, volatile sig_atomic_t *stop, 
             zmq_msg_close(&rep);
         }
     }
-    if (sv.writer_failed && !rc)
-        rc = gl_err_set(err, sv.writer_err.code ? sv.writer_err.code : GL_EDB, "writer: %s", sv.writer_err.msg);
 out:
     atomic_store(&sv.stopping, 1);
     if (writer_started)
         pthread_join(writer_th, NULL);
     if (zap_started)
         pthread_join(zap_th, NULL);
+    if (atomic_load(&sv.writer_failed) && !rc) /* a storage failure stops the service: let a supervisor restart it */
+        rc = gl_err_set(err, sv.writer_err.code ? sv.writer_err.code : GL_EDB, "writer: %s", sv.writer_err.msg);
     if (router)
         zmq_close(router);
     if (pair)
