@@ -117,10 +117,11 @@ int label_store_revoke(label_store_t *s, const char *id, gl_err_t *err);
  * (free()). */
 int label_store_list_contractors(label_store_t *s, char **text, gl_err_t *err);
 /* Looks up a 32-byte CURVE public key. On success copies the contractor id
- * into id (cap >= LABEL_MAX_ID + 1). GL_ENOTFOUND if unknown, GL_EINVAL if
- * revoked. Safe to call from any thread while the server runs. */
+ * into id (cap >= LABEL_MAX_ID + 1) and sets *role (may be NULL).
+ * GL_ENOTFOUND if unknown, GL_EINVAL if revoked. Safe to call from any
+ * thread while the server runs. */
 int label_store_lookup_key(label_store_t *s, const uint8_t key[32], char *id, size_t cap,
-                           gl_err_t *err);
+                           Gptline__Label__Role *role, gl_err_t *err);
 
 /* Imports JSONL prompts ({"prompt": "...", "id": "...", "overlap": N}) as
  * demonstration tasks. Lines that fail validation are counted in *bad and

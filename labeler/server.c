@@ -7,7 +7,8 @@
  *            server socket exists, so no client is ever admitted without
  *            it. For each CURVE handshake it looks the client's public key
  *            up in the store's registry and answers 200 with the
- *            contractor id as the ZAP User-Id, or 400.
+ *            contractor id as the ZAP User-Id and the role as the "Role"
+ *            metadata property, or 400.
  *   main     the ROUTER socket (CURVE server, ZMQ_MAXMSGSIZE, heartbeats).
  *            Each frame is decoded and checked (label_wire_decode); a bad
  *            one is answered at once with BAD_REQUEST / BAD_VERSION and
@@ -99,12 +100,25 @@ static void *zap_main(void *arg)
         }
         const char *status = "400", *text = "unknown or revoked key";
         char id[LABEL_MAX_ID + 1] = "";
+        uint8_t meta[32];
+        size_t meta_len = 0;
         gl_err_t e;
+        Gptline__Label__Role role = GPTLINE__LABEL__ROLE__CONTRACTOR;
         if (zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) && nf >= 7 &&
             zmq_msg_size(&f[6]) == 32) {
-            if (label_store_lookup_key(sv->store, zmq_msg_data(&f[6]), id, sizeof id, &e) == GL_OK) {
+            if (label_store_lookup_key(sv->store, zmq_msg_data(&f[6]), id, sizeof id, &role, &e) == GL_OK) {
                 status = "200";
                 text = "OK";
+                /* ZMTP metadata: the role, read by the server as the "Role"
+                 * property of each message of this connection */
+                const char *rv = role == GPTLINE__LABEL__ROLE__ADMIN ? "admin" : "contractor";
+                size_t vl = strlen(rv);
+                meta[0] = 4;
+                memcpy(meta + 1, "Role", 4);
+                meta[5] = meta[6] = meta[7] = 0;
+                meta[8] = (uint8_t)vl;
+                memcpy(meta + 9, rv, vl);
+                meta_len = 9 + vl;
             }
         } else {
             text = "CURVE required";
@@ -116,7 +130,7 @@ static void *zap_main(void *arg)
         zmq_send(sv->zap, status, 3, ZMQ_SNDMORE);
         zmq_send(sv->zap, text, strlen(text), ZMQ_SNDMORE);
         zmq_send(sv->zap, id, strlen(id), ZMQ_SNDMORE);
-        zmq_send(sv->zap, "", 0, 0);
+        zmq_send(sv->zap, meta, meta_len, 0);
         for (int i = 0; i < nf; i++)
             zmq_msg_close(&f[i]);
     }
@@ -289,11 +303,13 @@ int label_server_run(const label_server_opts_t *o, volatile sig_atomic_t *stop, 
             zmq_msg_init(&body);
             int got = zmq_msg_more(&id) ? zmq_msg_recv(&body, router, 0) : -1;
             atomic_fetch_add(&sv.requests, 1);
+            /* who sent it, as the handshake proved: id and role from ZAP */
             const char *user = got >= 0 ? zmq_msg_gets(&body, "User-Id") : NULL;
+            const char *role = got >= 0 ? zmq_msg_gets(&body, "Role") : NULL;
             if (got < 0 || zmq_msg_more(&body)) {
                 drain(router);
                 reply_error(&sv, router, &id, 0, GL_EPARSE, "expected a single-frame request");
-            } else if (!user || !*user) {
+            } else if (!user || !*user || !role) {
                 atomic_fetch_add(&sv.bad, 1); /* cannot happen past ZAP; drop */
             } else {
                 Gptline__Label__Request *q;

@@ -538,7 +538,8 @@ int label_store_revoke(label_store_t *s, const char *id, gl_err_t *err)
     return write_txn(s, revoke_fn, (void *)id, err);
 }
 
-int label_store_lookup_key(label_store_t *s, const uint8_t key[32], char *id, size_t cap, gl_err_t *err)
+int label_store_lookup_key(label_store_t *s, const uint8_t key[32], char *id, size_t cap, Gptline__Label__Role *role,
+                           gl_err_t *err)
 {
     MDB_txn *txn = NULL;
     int rc;
@@ -573,6 +574,8 @@ int label_store_lookup_key(label_store_t *s, const uint8_t key[32], char *id, si
     mrc = get_contractor(s, txn, id, &c);
     if (mrc || c->revoked)
         rc = gl_err_set(err, GL_EINVAL, "contractor %s is revoked", id);
+    else if (role)
+        *role = c->role;
     if (c)
         gptline__label__contractor__free_unpacked(c, NULL);
 out:
