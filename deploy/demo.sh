@@ -114,6 +114,12 @@ step "export to SFT and RM shards (byte-level tokens) and HH-RLHF JSONL"
 "$G" label admin export --db "$L/db" --kind rm --out "$L/rm" --tokenizer bytes --jsonl "$L/hh.jsonl" --format hh
 "$G" shards stat "$L/sft" | grep -E '^(kind|documents|tokens)'
 "$G" shards stat "$L/rm" | grep -E '^(kind|documents|tokens)'
+VOCAB=${GL_DATA:-../shared/data}/tokenizers/vocab/cl100k_base.tiktoken
+if [ -r "$VOCAB" ]; then
+  echo "-- the same demonstrations with the cl100k_base BPE vocabulary and its chat-role tokens"
+  "$G" label admin export --db "$L/db" --kind sft --out "$L/sft-cl100k" --tokenizer "$VOCAB"
+  "$G" shards stat "$L/sft-cl100k" | grep -E '^(tokenizer|documents|tokens)'
+fi
 echo "first HH-RLHF pair: $(head -1 "$L/hh.jsonl")"
 "$G" label backup --db "$L/db" --out "$L/backup" && echo "hot backup in $L/backup"
 kill "$SERVER"

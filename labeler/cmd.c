@@ -398,10 +398,13 @@ static int cmd_stats(int argc, char **argv)
 
 static int cmd_export(int argc, char **argv)
 {
-    ADMIN_PARSE("--db DIR --kind sft|rm [--out DIR] [--tokenizer bytes] [--jsonl FILE] [--format F]\n\n"
+    ADMIN_PARSE("--db DIR --kind sft|rm [--out DIR] [--tokenizer VOCAB|bytes] [--jsonl FILE] [--format F]\n\n"
                 "Exports every submission of a kind, in submission order:\n"
                 "  --out DIR           sealed shards (record kind SFT or RM) the trainer reads\n"
-                "  --tokenizer NAME    'bytes' (byte-level ids, end-of-text 256; the default)\n"
+                "  --tokenizer VOCAB   a BPE vocabulary (tiktoken ranks, GPT-2 encoder.json,\n"
+                "                      .gltok), laid out with its chat-role tokens <|user|>,\n"
+                "                      <|assistant|>, <|endoftext|>; or 'bytes' (byte-level ids,\n"
+                "                      end-of-text 256, plain-text role markers; the default)\n"
                 "  --shard-records N   records per shard (default 1M)\n"
                 "  --jsonl FILE        JSONL too ('-' for stdout), --format:\n"
                 "                        sft: prompt-response   {\"prompt\",\"response\",...}\n"

@@ -6,15 +6,18 @@
  * serving. Each demonstration becomes one SftConversation record, each
  * ranking one RmRanking record (the trainer expands a ranking of K into
  * its K(K-1)/2 pairs; ties give no pair). Tokenization goes through a
- * small internal interface (tokenizer_t): today only the shard library's
- * byte-level tokenizer ("bytes": ids 0-255, end-of-text 256), with the
- * conversation laid out with plain-text role markers,
+ * small internal interface (tokenizer_t) with two implementations: a BPE
+ * vocabulary (tokenizer/tokenizer.h) loaded with the chat-role special
+ * tokens,
+ *
+ *     <|user|> prompt <|assistant|> response <|endoftext|>
+ *
+ * and the shard library's byte-level tokenizer ("bytes": ids 0-255,
+ * end-of-text 256) with plain-text role markers,
  *
  *     "User: " prompt "\n\nAssistant: " response <eot>
  *
- * the loss span covering the response and its end-of-text. When the BPE
- * tokenizer lands, its chat-role special tokens replace the markers behind
- * the same interface.
+ * the loss span covering the response and its end-of-text in both.
  *
  * Workload: a million comparisons (~170k rankings of 4) in a few seconds:
  * one pass, no per-record allocation beyond protobuf unpacking, tasks
@@ -22,6 +25,7 @@
  */
 #include "labeler/internal.h"
 #include "shards/shards.h"
+#include "tokenizer/tokenizer.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -31,32 +35,26 @@
 
 /* ---- tokenizer interface ------------------------------------------------ */
 
-typedef struct {
-    uint32_t *v;
-    size_t n, cap;
-} u32vec_t;
+/* Token vectors are the tokenizer's tok_ids_t (realloc'ed array). */
+typedef tok_ids_t u32vec_t;
 
 static void vec_push(u32vec_t *v, uint32_t x)
 {
     if (v->n == v->cap) {
         v->cap = v->cap ? v->cap * 2 : 4096;
-        v->v = gl_xrealloc(v->v, v->cap * sizeof *v->v);
+        v->ids = gl_xrealloc(v->ids, v->cap * sizeof *v->ids);
     }
-    v->v[v->n++] = x;
+    v->ids[v->n++] = x;
 }
 
 typedef enum { TURN_USER, TURN_ASSISTANT } turn_t;
 
-/* What export needs of a tokenizer. The byte-level one is below; the BPE
- * tokenizer (tokenizer/tokenizer.h, branch tok-bpe) plugs in as
- *   ctx        tok_vocab_load(path, &(tok_load_opts_t){.chat_roles = 1}, err)
- *   name/hash  tok_vocab_name(v), tok_vocab_hash(v); vocab_size tok_vocab_size(v)
- *   eot        tok_eot_id(v)
- *   encode     tok_encode(v, text, len, TOK_ALLOW_NONE, &ids, err): contractors'
- *              text never produces special tokens
- *   open_turn  the id of tok_special_id(v, "<|user|>") / "<|assistant|>"
- *   close      tok_vocab_free
- * selected by `--tokenizer VOCAB_FILE`. */
+/* What export needs of a tokenizer: the byte-level one of `shards pack`
+ * (ids 0-255, end-of-text 256, role markers written as plain text), or a
+ * BPE vocabulary (tokenizer/tokenizer.h) loaded with the chat-role special
+ * tokens, whose turns open with <|user|> / <|assistant|> and end with
+ * <|endoftext|>. Contractors' text is encoded with no special token
+ * allowed: "<|endoftext|>" typed in a response stays ordinary text. */
 typedef struct {
     const char *name;
     uint64_t hash;
@@ -83,6 +81,30 @@ static int bytes_open_turn(void *ctx, turn_t t, int first, u32vec_t *out, gl_err
     return bytes_encode(ctx, t == TURN_USER ? (first ? "User: " : "\n\nUser: ") : "\n\nAssistant: ", out, err);
 }
 
+static int bpe_encode(void *ctx, const char *text, u32vec_t *out, gl_err_t *err)
+{
+    return tok_encode(ctx, text, strlen(text), TOK_ALLOW_NONE, out, err);
+}
+
+static int bpe_open_turn(void *ctx, turn_t t, int first, u32vec_t *out, gl_err_t *err)
+{
+    (void)first;
+    const char *name = t == TURN_USER ? "<|user|>" : "<|assistant|>";
+    int64_t id = tok_special_id(ctx, name);
+    if (id < 0)
+        return gl_err_set(err, GL_EINVAL, "vocabulary %s has no %s token", tok_vocab_name(ctx), name);
+    vec_push(out, (uint32_t)id);
+    return GL_OK;
+}
+
+static void bpe_close(void *ctx)
+{
+    tok_vocab_t *v = ctx;
+    tok_vocab_free(&v);
+}
+
+/* "bytes", or the path of a vocabulary file (tiktoken ranks, GPT-2
+ * encoder.json, .gltok). */
 static int tokenizer_get(const char *name, tokenizer_t *t, gl_err_t *err)
 {
     if (!name || !strcmp(name, SHARD_BYTES_TOKENIZER)) {
@@ -91,10 +113,19 @@ static int tokenizer_get(const char *name, tokenizer_t *t, gl_err_t *err)
                            .open_turn = bytes_open_turn};
         return GL_OK;
     }
-    return gl_err_set(err, GL_EUNSUPPORTED,
-                      "tokenizer '%s': this build exports with the byte-level tokenizer only (--tokenizer bytes); "
-                      "BPE vocabularies come with the tokenizer component",
-                      name);
+    tok_load_opts_t lo = {.chat_roles = 1};
+    tok_vocab_t *v = tok_vocab_load(name, &lo, err);
+    if (!v)
+        return err->code ? err->code : GL_EINVAL;
+    int64_t eot = tok_eot_id(v);
+    if (eot < 0) {
+        tok_vocab_free(&v);
+        return gl_err_set(err, GL_EINVAL, "%s: vocabulary without <|endoftext|>", name);
+    }
+    *t = (tokenizer_t){.name = tok_vocab_name(v), .hash = tok_vocab_hash(v), .vocab_size = tok_vocab_size(v),
+                       .eot = (uint32_t)eot, .ctx = v, .encode = bpe_encode, .open_turn = bpe_open_turn,
+                       .close = bpe_close};
+    return GL_OK;
 }
 
 /* Lays out prompt (and, for SFT, the response and its end-of-text) in out.
@@ -241,7 +272,7 @@ int label_export(label_store_t *s, const label_export_opts_t *o, label_export_st
                 m.n_loss_spans = 1;
                 m.loss_spans = spans;
                 m.contractor = sub->contractor;
-                rc = shard_writer_add(w, toks.v, toks.n, &m.base, err);
+                rc = shard_writer_add(w, toks.ids, toks.n, &m.base, err);
             }
             if (!rc && jf) {
                 rc = write_json(jf, json_pack("{s:s,s:s,s:s,s:I,s:I}", "prompt", task->prompt, "response",
@@ -286,7 +317,7 @@ int label_export(label_store_t *s, const label_export_opts_t *o, label_export_st
                 m.prompt_text = task->prompt;
                 m.n_response_texts = kc;
                 m.response_texts = task->candidates;
-                rc = shard_writer_add(w, toks.v, toks.n, &m.base, err);
+                rc = shard_writer_add(w, toks.ids, toks.n, &m.base, err);
             }
             if (!rc && jf && o->jsonl == LABEL_JSONL_HH) {
                 for (size_t i = 0; i < kc && !rc; i++)
@@ -355,7 +386,7 @@ out:
     } else if (jf && fflush(jf) && !rc) {
         rc = gl_err_set(err, GL_EIO, "stdout: %s", strerror(errno));
     }
-    free(toks.v);
+    free(toks.ids);
     if (tok.close)
         tok.close(tok.ctx);
     return rc;

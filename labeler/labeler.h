@@ -178,7 +178,8 @@ typedef enum {
 typedef struct {
     label_export_kind_t kind;
     const char *out_dir;          /* shards folder (NULL: no shards) */
-    const char *tokenizer;        /* "bytes" (the only one in this build) */
+    const char *tokenizer;        /* "bytes" (NULL too), or a BPE vocabulary file
+                                     (tok_vocab_load; chat roles added) */
     uint64_t shard_records;       /* records per shard; default 1,000,000 */
     const char *jsonl_path;       /* NULL: no JSONL; "-": stdout */
     label_jsonl_t jsonl;

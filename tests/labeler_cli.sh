@@ -108,6 +108,7 @@ check "export sft while serving" $G label admin export --db db --kind sft --out 
 check "shards stat sft" $G shards stat --json sft
 grep -q '"kind": "sft"' "$TMP/.out"; _result $? "SFT shards of record kind sft"
 grep -q '"documents": 9' "$TMP/.out"; _result $? "9 demonstrations exported"
+check_fails "export with a vocabulary file that does not exist fails" 1 $G label admin export --db db --kind sft --out nope --tokenizer nope.tiktoken
 check "export rm" $G label admin export --db db --kind rm --out rm --jsonl hh.jsonl --format hh
 check "shards verify rm" $G shards verify rm
 check "shards stat rm" $G shards stat --json rm

@@ -7,6 +7,7 @@
  * went in; hot backup. */
 #include "labeler/labeler.h"
 #include "shards/shards.h"
+#include "tokenizer/tokenizer.h"
 #include "tests/label_util.h"
 #include "tests/tap.h"
 
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define OK_ GPTLINE__LABEL__STATUS__STATUS_OK
 #define DEMO GPTLINE__LABEL__TASK_KIND__DEMONSTRATION
@@ -506,6 +508,60 @@ static void test_export(void)
                                 "\"\\n\\nHuman: Best?\\n\\nAssistant: one\"}"),
        "HH-RLHF line: two chosen over one");
     free(data);
+
+    /* export with a BPE vocabulary: chat-role special tokens */
+    char *vocab = tap_data_path("tokenizers/vocab/r50k_base.tiktoken");
+    if (vocab && access(vocab, R_OK) == 0) {
+        char *bpe = gl_path_join(tap_tmpdir(), "sft-bpe");
+        o = (label_export_opts_t){.kind = LABEL_EXPORT_SFT, .out_dir = bpe, .tokenizer = vocab};
+        ok(label_export(s, &o, &st, &err) == GL_OK, "export sft with %s: %s", vocab, err.msg);
+        tok_load_opts_t lo = {.chat_roles = 1};
+        tok_vocab_t *v = tok_vocab_load(vocab, &lo, &err);
+        d = shard_dataset_open(bpe, 0, &err);
+        ok(v && d, "the vocabulary and the BPE dataset open");
+        if (v && d) {
+            const Gptline__TokenizerId *tid = shard_dataset_tokenizer(d);
+            ok(tid && tid->hash == tok_vocab_hash(v) && tid->eot_id == (uint32_t)tok_eot_id(v) &&
+                   tid->vocab_size == tok_vocab_size(v),
+               "the manifest names the vocabulary (hash, end-of-text, size with the chat roles)");
+            shard_reader_t *rd = shard_dataset_shard(d, 0);
+            shard_tokens_t t;
+            const uint8_t *m;
+            size_t ml;
+            shard_tokens(rd, 0, &t, &err);
+            uint32_t *ids = malloc(t.n * sizeof *ids);
+            for (uint64_t i = 0; i < t.n; i++)
+                ids[i] = shard_token_at(&t, i);
+            uint8_t *buf = NULL;
+            size_t len = 0, cap = 0;
+            tok_decode(v, ids, t.n, &buf, &len, &cap, &err);
+            char *text = strndup((char *)buf, len);
+            is_str(text, "<|user|>Name a colour<|assistant|>Blue.<|endoftext|>",
+                   "record 0 decodes to the conversation with the chat-role tokens");
+            free(text);
+            shard_meta(rd, 0, &m, &ml, &err);
+            Gptline__SftConversation *c = gptline__sft_conversation__unpack(NULL, ml, m);
+            if (c && c->n_loss_spans == 1) {
+                len = 0;
+                tok_decode(v, ids + c->loss_spans[0]->start, c->loss_spans[0]->end - c->loss_spans[0]->start, &buf,
+                           &len, &cap, &err);
+                text = strndup((char *)buf, len);
+                is_str(text, "Blue.<|endoftext|>", "the loss span is the response and <|endoftext|>");
+                free(text);
+            } else {
+                ok(0, "the loss span is the response and <|endoftext|>");
+            }
+            gptline__sft_conversation__free_unpacked(c, NULL);
+            free(buf);
+            free(ids);
+        }
+        shard_dataset_close(&d);
+        tok_vocab_free(&v);
+        free(bpe);
+    } else {
+        tap_skip(5, "no r50k_base vocabulary in GL_DATA");
+    }
+    free(vocab);
 
     /* hot backup: a copy with the same submissions */
     char *bk = gl_path_join(tap_tmpdir(), "backup");
