@@ -15,7 +15,8 @@
  *
  * Export: a store holding 1,000,000 comparisons (166,667 rankings of 4
  * candidates, 6 pairs each) is built through label_store_apply, then
- * exported to RM shards with the byte-level tokenizer. Floor: <= 10 s.
+ * exported to RM shards with the byte-level tokenizer and, when GL_DATA
+ * holds it, the cl100k_base BPE vocabulary. Floor: <= 10 s.
  *
  * Usage: bench_labeler [--quick]; files go to $GL_BUILD/bench/labeler (or
  * ./build/bench/labeler), removed at the end.
@@ -338,6 +339,22 @@ static void export_bench(int rankings)
     if (label_export(s, &o, &st, &err))
         die("export", &err);
     double secs = gl_now() - t0;
+    const char *data = getenv("GL_DATA");
+    char *vocab = gl_path_join(data ? data : "../shared/data", "tokenizers/vocab/cl100k_base.tiktoken");
+    double sbs = -1;
+    uint64_t sbt = 0;
+    if (access(vocab, R_OK) == 0) {
+        char *out2 = gl_path_join(root, "rm-shards-cl100k");
+        label_export_opts_t ob = {.kind = LABEL_EXPORT_RM, .out_dir = out2, .tokenizer = vocab};
+        label_export_stats_t sb;
+        t0 = gl_now();
+        if (label_export(s, &ob, &sb, &err))
+            die("export bpe", &err);
+        sbs = gl_now() - t0;
+        sbt = sb.tokens;
+        free(out2);
+    }
+    free(vocab);
     char *jl = gl_path_join(root, "hh.jsonl");
     o = (label_export_opts_t){.kind = LABEL_EXPORT_RM, .jsonl_path = jl, .jsonl = LABEL_JSONL_HH};
     label_export_stats_t st2;
@@ -349,6 +366,9 @@ static void export_bench(int rankings)
            (unsigned long long)st.comparisons, build);
     printf("  to RM shards (bytes tokenizer, %llu tokens): %.2f s  (%.0f comparisons/s)  floor <= 10 s: %s\n",
            (unsigned long long)st.tokens, secs, (double)st.comparisons / secs, secs <= 10 ? "yes" : "NO");
+    if (sbs >= 0)
+        printf("  to RM shards (cl100k_base BPE, %llu tokens): %.2f s  floor <= 10 s: %s\n", (unsigned long long)sbt,
+               sbs, sbs <= 10 ? "yes" : "NO");
     printf("  to HH-RLHF JSONL (%llu lines): %.2f s\n", (unsigned long long)st2.jsonl_lines, secs2);
     label_store_close(&s);
     free(w);
