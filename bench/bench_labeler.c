@@ -4,8 +4,8 @@
  *
  * Load: the server runs in this process (its three threads) on a loopback
  * port; N client threads, each an authenticated CURVE connection of its own
- * (registered key), lease ranking tasks (K = 4) 64 at a time and submit a
- * ranking for each, one request in flight per client, timing each
+ * (registered key), lease ranking tasks (K = 4, one label wanted per task,
+ * one queue shared by all) 64 at a time and submit a ranking for each, one request in flight per client, timing each
  * submission from send to acknowledgement — an acknowledgement means the
  * label's LMDB transaction was committed and synced. Printed for N = 1, 8
  * and 64: submissions/s, p50 and p99 latency, and the mean group-commit
@@ -219,7 +219,9 @@ static result_t load(int nclients, int per_client, int run)
         ws[i].lat = gl_xcalloc((size_t)per_client, sizeof(double));
     }
     char *tj = gl_path_join(root, "tasks.jsonl");
-    write_tasks(tj, per_client + 64, nclients);
+    /* each task wants one label (overlap 1): the clients share one queue,
+     * every lease passes the tasks the others hold */
+    write_tasks(tj, nclients * (per_client + 64), 1);
     uint64_t added, bad;
     if (label_store_import_candidates(s, tj, 1, &added, &bad, &err))
         die("import", &err);

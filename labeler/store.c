@@ -13,8 +13,10 @@
  *                done_by, leases, skipped_by, candidate_count. Leases and
  *                submissions read and rewrite only this small record, so
  *                long candidates are not copied on every label
- *   open_demo    u64be id -> ""   tasks still wanting labels, per kind:
- *   open_rank    u64be id -> ""   what lease scans
+ *   open_demo    u64be id -> i64  tasks still wanting labels, per kind:
+ *   open_rank    u64be id -> i64  what lease scans; the value is the time
+ *                (ms) until which every slot is leased (0: a slot is free),
+ *                so the scan passes leased tasks without reading them
  *   subs         u64be id -> Submission      (export reads them in order)
  *   idem         contractor \0 u64be request id -> packed Reply, or for a
  *                lease 'L' + the u64be task ids (the reply is rebuilt)
@@ -646,8 +648,9 @@ static int import_fn(label_store_t *s, MDB_txn *txn, void *vctx, gl_err_t *err)
         if (!rc)
             rc = put_new_task(s, txn, t);
         uint8_t kb[8];
+        int64_t zero = 0;
         label_be64(kb, t->id);
-        MDB_val k = {8, kb}, v = {0, ""};
+        MDB_val k = {8, kb}, v = {8, &zero};
         if (!rc)
             rc = mdb_put(txn, open_db(s, t->kind), &k, &v, 0);
         for (size_t j = 0; !rc && j < t->n_candidate_authors; j++)
@@ -907,14 +910,39 @@ static void add_view(Gptline__Label__Tasks *ts, const Gptline__Label__Task *t, i
     ts->tasks[ts->n_tasks++] = v;
 }
 
+/* Records in the open queue until when task t (still wanting labels) has
+ * every slot leased: the earliest expiry of its leases when they fill it,
+ * else 0. A lease scan skips the task until then without unpacking it.
+ * cur, when not NULL, is a cursor of the scan positioned on the task. */
+static int mark_open(label_store_t *s, MDB_txn *txn, const Gptline__Label__Task *t, int64_t now, MDB_cursor *cur)
+{
+    int64_t until = 0;
+    if (t->n_done_by >= t->overlap)
+        return 0; /* complete: not in the queue */
+    if (t->n_done_by + active_leases(t, now, NULL) >= t->overlap) {
+        for (size_t i = 0; i < t->n_leases; i++) {
+            int64_t e = t->leases[i]->expires_unix_ms;
+            if (e > now && (!until || e < until))
+                until = e;
+        }
+    }
+    uint8_t kb[8];
+    label_be64(kb, t->id);
+    MDB_val k = {8, kb}, v = {sizeof until, &until};
+    return cur ? mdb_cursor_put(cur, &k, &v, MDB_CURRENT) : mdb_put(txn, open_db(s, t->kind), &k, &v, 0);
+}
+
 /* Leases task t (its state record) to c (the caller checked eligibility),
  * records it, and adds the task with its texts to the reply. */
-static int grant(label_store_t *s, MDB_txn *txn, Gptline__Label__Task *t, const char *c, int64_t now, reply_t *r)
+static int grant(label_store_t *s, MDB_txn *txn, Gptline__Label__Task *t, const char *c, int64_t now, reply_t *r,
+                 MDB_cursor *cur)
 {
     int64_t expires = now + (int64_t)s->opts.lease_seconds * 1000;
     prune_leases(t, now, c);
     add_lease(t, c, now, expires);
     int rc = put_state(s, txn, t);
+    if (!rc)
+        rc = mark_open(s, txn, t, now, cur);
     Gptline__Label__Task *text = NULL;
     gl_err_t e;
     if (!rc && label_store_get_task(s, txn, t->id, &text, &e) == GL_OK)
@@ -941,7 +969,7 @@ static int do_lease(label_store_t *s, MDB_txn *txn, const char *c, const Gptline
         const char *why = NULL;
         Gptline__Label__Lease *mine = lease_of(t, c);
         if ((mine && mine->expires_unix_ms > now) || eligible(t, c, now, &why))
-            rc = grant(s, txn, t, c, now, r);
+            rc = grant(s, txn, t, c, now, r, NULL);
         else
             reject(r, GPTLINE__LABEL__STATUS__STATUS_REJECTED, "task %llu: %s", (unsigned long long)t->id, why);
         gptline__label__task__free_unpacked(t, NULL);
@@ -978,6 +1006,12 @@ static int do_lease(label_store_t *s, MDB_txn *txn, const char *c, const Gptline
                 uint64_t id = label_get_be64(k.mv_data);
                 if (pass == 1 && id > from)
                     break;
+                if (v.mv_size == 8) { /* every slot leased until then: skip unread */
+                    int64_t until;
+                    memcpy(&until, v.mv_data, 8);
+                    if (until > now)
+                        continue;
+                }
                 if (is_touched(s, txn, c, id))
                     continue;
                 Gptline__Label__Task *t = NULL;
@@ -986,7 +1020,7 @@ static int do_lease(label_store_t *s, MDB_txn *txn, const char *c, const Gptline
                     continue;
                 const char *why;
                 if (eligible(t, c, now, &why)) {
-                    rc = grant(s, txn, t, c, now, r);
+                    rc = grant(s, txn, t, c, now, r, NULL);
                     last = id;
                 }
                 gptline__label__task__free_unpacked(t, NULL);
@@ -1063,6 +1097,8 @@ static int finish(label_store_t *s, MDB_txn *txn, Gptline__Label__Task *t, Gptli
             rc = 0;
         if (rc)
             return rc;
+    } else if ((rc = mark_open(s, txn, t, now, NULL))) {
+        return rc;
     }
     if ((rc = bump_count(s, txn, sub->contractor, t->kind == GPTLINE__LABEL__TASK_KIND__RANKING ? C_RANK : C_DEMO)))
         return rc;
@@ -1153,6 +1189,8 @@ static int do_skip(label_store_t *s, MDB_txn *txn, const char *c, const Gptline_
     push_str(&t->skipped_by, &t->n_skipped_by, c);
     rc = put_state(s, txn, t);
     if (!rc)
+        rc = mark_open(s, txn, t, now, NULL);
+    if (!rc)
         rc = touch(s, txn, c, t->id);
     if (!rc)
         rc = bump_count(s, txn, c, C_SKIP);
@@ -1181,8 +1219,9 @@ static int do_prompt(label_store_t *s, MDB_txn *txn, const char *c, const Gptlin
     if (!rc)
         rc = put_new_task(s, txn, &t);
     uint8_t kb[8];
+    int64_t zero = 0;
     label_be64(kb, t.id);
-    MDB_val k = {8, kb}, v = {0, ""};
+    MDB_val k = {8, kb}, v = {8, &zero};
     if (!rc)
         rc = mdb_put(txn, s->open_demo, &k, &v, 0);
     if (!rc)
