@@ -17,10 +17,13 @@ libprotobuf-c-dev protobuf-c-compiler
 libxxhash-dev
 libjansson-dev
 libpcre2-dev
-libxml2-dev"
+libxml2-dev
+libopenmpi-dev openmpi-bin
+libcairo2-dev fonts-dejavu-core"
 
-# Test tools: prove (TAP runner) comes with perl.
-PKGS="$PKGS xxd"
+# Test tools: prove (TAP runner) comes with perl; PyTorch and NumPy for the
+# trainer's reference implementation (tests/ref, bench).
+PKGS="$PKGS xxd python3-torch python3-numpy"
 
 case "${1:-}" in
   --list) echo $PKGS; exit 0 ;;

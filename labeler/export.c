@@ -17,7 +17,11 @@
  *
  *     "User: " prompt "\n\nAssistant: " response <eot>
  *
- * the loss span covering the response and its end-of-text in both.
+ * the loss span covering the response and its end-of-text in both. An RM
+ * record is the prompt (through the assistant marker) followed by each
+ * candidate with no end-of-text: the trainer closes each row with it, as
+ * for `gptline shards import`. The JSONL formats are the ones `shards
+ * import` reads back.
  *
  * Workload: a million comparisons (~170k rankings of 4) in a few seconds:
  * one pass, no per-record allocation beyond protobuf unpacking, tasks
@@ -129,11 +133,28 @@ static int tokenizer_get(const char *name, tokenizer_t *t, gl_err_t *err)
 }
 
 /* Lays out prompt (and, for SFT, the response and its end-of-text) in out.
- * *resp_start gets where the assistant's text begins. */
+ * *resp_start gets where the assistant's text begins. With a BPE
+ * vocabulary this is the chat template every stage shares
+ * (tok_chat_encode / tok_chat_prompt in tokenizer/chat.c). */
 static int layout(tokenizer_t *tok, const char *prompt, const char *response, u32vec_t *out, uint32_t *resp_start,
                   gl_err_t *err)
 {
-    int rc = tok->open_turn(tok->ctx, TURN_USER, 1, out, err);
+    int rc;
+    if (tok->ctx) {
+        tok_turn_t turns[2] = {{TOK_ROLE_USER, prompt, strlen(prompt)},
+                               {TOK_ROLE_ASSISTANT, response ? response : "", response ? strlen(response) : 0}};
+        if (!response) {
+            rc = tok_chat_prompt(tok->ctx, turns, 1, out, err);
+            *resp_start = (uint32_t)out->n;
+            return rc;
+        }
+        tok_spans_t spans = {0};
+        rc = tok_chat_encode(tok->ctx, turns, 2, out, &spans, err);
+        *resp_start = !rc && spans.n == 1 ? spans.s[0].start : (uint32_t)out->n;
+        tok_spans_free(&spans);
+        return rc;
+    }
+    rc = tok->open_turn(tok->ctx, TURN_USER, 1, out, err);
     if (!rc)
         rc = tok->encode(tok->ctx, prompt, out, err);
     if (!rc)
@@ -298,8 +319,7 @@ int label_export(label_store_t *s, const label_export_opts_t *o, label_export_st
                     gptline__span__init(&rsp[i]);
                     rsp[i].start = (uint32_t)toks.n;
                     rc = tok.encode(tok.ctx, task->candidates[i], &toks, err);
-                    vec_push(&toks, tok.eot);
-                    rsp[i].end = (uint32_t)toks.n;
+                    rsp[i].end = (uint32_t)toks.n; /* no end-of-text: the trainer closes each row */
                     rspp[i] = &rsp[i];
                 }
                 if (rc) {
@@ -344,7 +364,7 @@ int label_export(label_store_t *s, const label_export_opts_t *o, label_export_st
                 for (size_t i = 0; i < sub->n_flags; i++)
                     json_array_append_new(flags, json_integer(sub->flags[i]));
                 if (write_json(jf, json_pack("{s:s,s:o,s:o,s:o,s:i,s:s,s:I,s:I}", "prompt", task->prompt,
-                                             "responses", resp, "rank", ranks, "flags", flags, "rating",
+                                             "responses", resp, "ranks", ranks, "flags", flags, "rating",
                                              (int)sub->rating, "contractor", sub->contractor, "task",
                                              (json_int_t)task->id, "submission", (json_int_t)sub->id)))
                     rc = gl_err_set(err, GL_EIO, "%s: %s", o->jsonl_path, strerror(errno));

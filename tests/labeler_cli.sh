@@ -114,6 +114,22 @@ check "shards verify rm" $G shards verify rm
 check "shards stat rm" $G shards stat --json rm
 grep -q '"documents": 3' "$TMP/.out"; _result $? "3 rankings exported"
 is "HH-RLHF pairs: (3 + 1) from bob, 3 from alice" "$(wc -l < hh.jsonl)" 7
+# the JSONL formats are the ones `gptline shards import` reads, and with a
+# BPE vocabulary the export's layout is the chat template import uses
+VOCAB=${GL_DATA:-}/tokenizers/vocab/r50k_base.tiktoken
+if [ -n "${GL_DATA:-}" ] && [ -r "$VOCAB" ]; then
+  check "export sft with a BPE vocabulary" $G label admin export --db db --kind sft --out sft-bpe --tokenizer "$VOCAB"
+  check "shards import of the exported prompt/response JSONL" $G shards import --kind sft -t "$VOCAB" -o sft-imp sft.jsonl
+  $G shards cat sft-bpe > a.ids; $G shards cat sft-imp > b.ids
+  check "same token ids as shards import (the shared chat template)" cmp a.ids b.ids
+  check "export rm ranked JSONL" $G label admin export --db db --kind rm --jsonl ranked.jsonl
+  check "shards import of the ranked JSONL" $G shards import --kind rm -t "$VOCAB" -o rm-imp ranked.jsonl
+  check "shards import of the HH-RLHF JSONL" $G shards import --kind rm -t "$VOCAB" -o hh-imp hh.jsonl
+  $G shards stat --json hh-imp > "$TMP/.out"
+  grep -q '"documents": 7' "$TMP/.out"; _result $? "one imported record per exported comparison"
+else
+  echo "# skip: no r50k_base vocabulary in GL_DATA"
+fi
 check "backup while serving" $G label backup --db db --out backup
 check "the backup exports the same" $G label admin export --db backup --kind sft --jsonl sft2.jsonl
 check "identical JSONL" cmp sft.jsonl sft2.jsonl

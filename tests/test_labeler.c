@@ -485,13 +485,14 @@ static void test_export(void)
         Gptline__RmRanking *k = gptline__rm_ranking__unpack(NULL, ml, m);
         ok(k && k->n_responses == 3 && k->n_rank == 3, "RmRanking of 3 responses");
         if (k && k->n_responses == 3) {
-            const char *want[3] = {"one<eot>", "two<eot>", "three<eot>"};
+            const char *want[3] = {"one", "two", "three"};
             for (int i = 0; i < 3; i++) {
                 char *text = detok(&t, k->responses[i]->start, k->responses[i]->end);
                 is_str(text, want[i], "response span %d", i);
                 free(text);
                 is_int(k->rank[i], rank[i], "rank %d as submitted", i);
             }
+            is_int(t.n, k->responses[2]->end, "candidates follow the prompt with no end-of-text (the trainer adds it)");
             char *text = detok(&t, k->prompt->start, k->prompt->end);
             is_str(text, "User: Best?\n\nAssistant: ", "prompt span");
             free(text);
