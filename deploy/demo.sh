@@ -122,6 +122,12 @@ if [ -r "$VOCAB" ]; then
 fi
 echo "first HH-RLHF pair: $(head -1 "$L/hh.jsonl")"
 "$G" label backup --db "$L/db" --out "$L/backup" && echo "hot backup in $L/backup"
+
+step "the trainer reads the label shards: a few SFT steps, then reward-model steps"
+"$G" train sft --data "$L/sft" --out "$L/train-sft" --layers 1 --heads 2 --width 32 --context 256 -B 2 -T 256 \
+  --steps 4 --eval-every 0 --ckpt-every 4 --log-every 2 --threads 1
+"$G" train rm --data "$L/rm" --out "$L/train-rm" --init "$L/train-sft/$(cat "$L/train-sft/latest")" -B 6 -T 256 \
+  --steps 4 --eval-every 0 --ckpt-every 4 --log-every 2 --threads 1
 kill "$SERVER"
 wait "$SERVER" 2>/dev/null || true
 trap - EXIT

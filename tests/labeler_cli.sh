@@ -130,6 +130,14 @@ if [ -n "${GL_DATA:-}" ] && [ -r "$VOCAB" ]; then
 else
   echo "# skip: no r50k_base vocabulary in GL_DATA"
 fi
+# the trainer reads the exported shards: a few SFT steps on the
+# demonstrations, then reward-model steps on the rankings from that model
+check "train sft on the exported SFT shards" $G train sft --data sft --out tr-sft --layers 1 --heads 1 --width 16 \
+  --context 256 -B 2 -T 256 --steps 2 --eval-every 0 --ckpt-every 2 --log-every 1 --threads 1
+grep -qi "loss nan" "$TMP/.err" "$TMP/.out"; [ $? -ne 0 ]; _result $? "with a finite loss on the response tokens"
+check "train rm on the exported RM shards" $G train rm --data rm --out tr-rm --init "tr-sft/$(cat tr-sft/latest 2>/dev/null)" -B 6 -T 256 \
+  --steps 2 --eval-every 0 --ckpt-every 2 --log-every 1 --threads 1
+grep -q "loss 0.69" "$TMP/.err" "$TMP/.out"; _result $? "starting at the pairwise loss of an untrained head, ln 2"
 check "backup while serving" $G label backup --db db --out backup
 check "the backup exports the same" $G label admin export --db backup --kind sft --jsonl sft2.jsonl
 check "identical JSONL" cmp sft.jsonl sft2.jsonl
