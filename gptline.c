@@ -5,6 +5,7 @@
  * before the command name.
  */
 #include "common/common.h"
+#include "labeler/labeler.h"
 #include "shards/shards.h"
 #include "tokenizer/tokenizer.h"
 #include "trainer/run.h"
@@ -17,6 +18,7 @@
 static const gl_cmd_t commands[] = {
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
     {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
+    {"label", label_cmd, "labeling service, contractor client and label export"},
     {"train", train_cmd, "train a GPT: pretrain, sft, rm"},
     {"sample", train_sample_cmd, "generate text from a checkpoint (KV cache, top-k/top-p)"},
     {"eval", train_eval_cmd, "loss, perplexity and bits per byte of a checkpoint on shards"},
