@@ -1028,7 +1028,10 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         steps_timed++;
         if (lead) {
             double tps = (double)o->B * o->T * o->accum * dist->world / dt;
-            double mfu = peak > 0 ? tps * fpt / (peak * 1e9 * dist->world) : 0;
+            /* the peak is one thread's (OpenBLAS runs single-threaded inside the
+             * model's own threads): scale it by the threads and ranks in use */
+            double cores = (double)(m.nthreads > 0 ? m.nthreads : 1) * dist->world;
+            double mfu = peak > 0 ? tps * fpt / (peak * 1e9 * cores) : 0;
             json_t *j = json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:I}", "step", (json_int_t)(st.step - 1), "loss",
                                   (double)loss, "lr", (double)lr, "grad_norm", (double)norm, "tokens_per_s", tps,
                                   "mfu", mfu, "tokens", (json_int_t)st.tokens);
