@@ -293,6 +293,22 @@ static int close_chunk(shard_writer_t *w, gl_err_t *err)
     return GL_OK;
 }
 
+/* Stores n tokens as 2 bytes each and returns the largest. The hot loop of
+ * the writer: built for AVX2 too, picked at run time, since the baseline
+ * x86-64 target has no unsigned 32-to-16-bit pack. */
+__attribute__((target_clones("avx2", "default")))
+static uint32_t narrow16(uint8_t *restrict dst, const uint32_t *restrict tokens, size_t n)
+{
+    uint32_t max = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t t = tokens[i];
+        max = t > max ? t : max;
+        uint16_t v = (uint16_t)t;
+        memcpy(dst + 2 * i, &v, 2);
+    }
+    return max;
+}
+
 int shard_writer_add(shard_writer_t *w, const uint32_t *tokens, size_t n,
                      const ProtobufCMessage *meta, gl_err_t *err)
 {
@@ -316,12 +332,7 @@ int shard_writer_add(shard_writer_t *w, const uint32_t *tokens, size_t n,
     uint8_t *dst = w->buf_tok + w->tok_len;
     uint32_t max = 0;
     if (w->width == 2) {
-        for (size_t i = 0; i < n; i++) {
-            uint32_t t = tokens[i];
-            max = t > max ? t : max;
-            uint16_t v = (uint16_t)t;
-            memcpy(dst + 2 * i, &v, 2);
-        }
+        max = narrow16(dst, tokens, n);
         uint16_t e = (uint16_t)w->opts.eot_id;
         memcpy(dst + 2 * n, &e, 2);
     } else {
