@@ -8,8 +8,9 @@
  *   meta    "magic"    -> "GLSHARD\0" + u32 format version (little-endian)
  *           "manifest" -> gptline.ShardManifest (protobuf)
  *           "offsets"  -> u64[doc_count + 1], cumulative token counts
- *   tokens  doc index (size_t, MDB_INTEGERKEY) -> raw token array, 2 or 4
- *           bytes per token (little-endian), no separators
+ *   tokens  chunk index (size_t, MDB_INTEGERKEY) -> 0-63 pad bytes, then
+ *           about 1 MiB of the token stream: whole documents, each followed
+ *           by the end-of-text id, 2 or 4 bytes per token (little-endian)
  *   docs    doc index -> metadata record (protobuf; DocMeta for DOCUMENTS,
  *           SftConversation / RmRanking / RlPrompt for the later stages)
  *

@@ -54,9 +54,9 @@ struct shard_writer {
     size_t map_size;
     unsigned growths;
 
-    /* the open chunk and the metadata of its documents */
+    /* the open chunk (pad bytes, then tokens) and its documents' metadata */
     uint8_t *buf_tok, *buf_meta;
-    size_t tok_len, tok_cap, meta_len, meta_cap;
+    size_t tok_len, tok_cap, meta_len, meta_cap, pad;
     span_t *metas;
     size_t nmetas, metas_cap;
     uint64_t committed_docs;
@@ -245,7 +245,8 @@ fail_keep:
  * grows the map and replays on MDB_MAP_FULL. */
 static int close_chunk(shard_writer_t *w, gl_err_t *err)
 {
-    if (!w->tok_len && !w->nmetas)
+    int has_tokens = w->tok_len > w->pad;
+    if (!has_tokens && !w->nmetas)
         return GL_OK;
     if (grow((void **)&w->cstart, &w->cstart_cap, w->nchunks_total + 2, sizeof *w->cstart))
         return gl_err_set(err, GL_ENOMEM, "%s: out of memory", w->path);
@@ -254,7 +255,7 @@ static int close_chunk(shard_writer_t *w, gl_err_t *err)
         int rc = mdb_txn_begin(w->env, NULL, 0, &txn);
         if (rc)
             return shard_mdb_err(err, rc, w->tmp, "mdb_txn_begin");
-        if (w->tok_len) {
+        if (has_tokens) {
             size_t id = (size_t)w->nchunks_total;
             MDB_val k = {sizeof id, &id}, v = {w->tok_len, w->buf_tok};
             rc = mdb_put(txn, w->dbi_tokens, &k, &v, MDB_APPEND);
@@ -282,10 +283,11 @@ static int close_chunk(shard_writer_t *w, gl_err_t *err)
             return shard_mdb_err(err, rc, w->tmp, "write failed");
         break;
     }
-    if (w->tok_len) {
-        w->cstart[w->nchunks_total + 1] = w->cstart[w->nchunks_total] + w->tok_len / w->width;
+    if (has_tokens) {
+        w->cstart[w->nchunks_total + 1] = w->cstart[w->nchunks_total] + (w->tok_len - w->pad) / w->width;
         w->nchunks_total++;
     }
+    w->pad = 0;
     w->committed_docs += w->nmetas;
     w->tok_len = 0;
     w->nmetas = 0;
@@ -315,12 +317,24 @@ int shard_writer_add(shard_writer_t *w, const uint32_t *tokens, size_t n,
     if (n > UINT32_MAX)
         return gl_err_set(err, GL_ERANGE, "%s: document of %zu tokens is too long", w->path, n);
     size_t rec_bytes = (n + 1) * w->width; /* the tokens and the end-of-text after them */
-    if (w->tok_len && w->tok_len + rec_bytes > w->opts.chunk_bytes) {
+    if (w->tok_len > w->pad && w->tok_len + rec_bytes > w->opts.chunk_bytes) {
         int rc = close_chunk(w, err);
         if (rc)
             return rc;
     }
     size_t meta_bytes = meta ? protobuf_c_message_get_packed_size(meta) : 0;
+    if (w->tok_len == 0) {
+        /* A new chunk: pad its start so that the token at stream position
+         * p sits at an address = p * width (mod 64) once LMDB has put the
+         * value 16 bytes into its first overflow page. Windows starting at
+         * multiples of T are then as aligned as in a flat file. */
+        uint64_t at = 16 + w->cstart[w->nchunks_total] * w->width;
+        w->pad = (size_t)((64 - at % 64) % 64);
+        if (grow((void **)&w->buf_tok, &w->tok_cap, w->pad, 1))
+            return gl_err_set(err, GL_ENOMEM, "%s: out of memory", w->path);
+        memset(w->buf_tok, 0, w->pad);
+        w->tok_len = w->pad;
+    }
     if (grow((void **)&w->buf_tok, &w->tok_cap, w->tok_len + rec_bytes, 1) ||
         grow((void **)&w->buf_meta, &w->meta_cap, w->meta_len + meta_bytes, 1) ||
         grow((void **)&w->metas, &w->metas_cap, w->nmetas + 1, sizeof *w->metas) ||
