@@ -5,11 +5,13 @@
  * before the command name.
  */
 #include "common/common.h"
+#include "ingest/ingest.h"
 #include "shards/shards.h"
 
 #include <string.h>
 
 static const gl_cmd_t commands[] = {
+    {"ingest", ingest_cmd, "crawl, wiki and code archives to clean tokenized shards"},
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
     {NULL, NULL, NULL},
 };

@@ -17,10 +17,15 @@ libprotobuf-c-dev protobuf-c-compiler
 libxxhash-dev
 libjansson-dev
 libpcre2-dev
-libxml2-dev"
+libxml2-dev
+libuchardet-dev
+libcld2-dev"
 
 # Test tools: prove (TAP runner) comes with perl.
 PKGS="$PKGS xxd"
+
+# The demo crawls local HTML documentation over loopback into a WARC.
+PKGS="$PKGS wget"
 
 case "${1:-}" in
   --list) echo $PKGS; exit 0 ;;

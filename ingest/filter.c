@@ -1,0 +1,496 @@
+/* filter.c — quality filters and PII scrubbing for extracted documents.
+ *
+ * The rules and thresholds are the published ones, so a corpus cleaned
+ * here is comparable to one cleaned by datatrove:
+ *  - length: at least min_chars characters and min_words words;
+ *  - Gopher quality (Rae et al. 2021): 50..100000 words, mean word length
+ *    3..10, symbol (# and ellipsis) to word ratio <= 0.1, <= 90% of lines
+ *    starting with a bullet, <= 30% ending with an ellipsis, >= 80% of
+ *    words holding a letter, >= 2 of the stop words the/be/to/of/and/that/
+ *    have/with;
+ *  - Gopher repetition: duplicated lines <= 30% (by count) and <= 20% (by
+ *    characters), duplicated paragraphs the same, the most frequent 2/3/4-
+ *    gram covering <= 20/18/16% of characters, and characters inside
+ *    duplicated 5..10-grams <= 15/14/13/12/11/10%;
+ *  - C4 (Raffel et al. 2020): keep only lines ending in terminal
+ *    punctuation with at least 3 words, drop lines about javascript or
+ *    cookie/terms/privacy policies, drop the page if it has "lorem ipsum"
+ *    or a curly bracket or fewer than 3 sentences (5 in C4; 3 keeps short
+ *    articles);
+ *  - PII: e-mail addresses become email@example.com, IPv4 addresses
+ *    0.0.0.0 (as dolma does).
+ * Words are runs of non-space bytes, enough for the languages these rules
+ * were designed for. Hash tables are small open-addressing arrays sized to
+ * the document and freed at the end.
+ */
+#include "ingest/internal.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <xxhash.h>
+
+void ingest_filter_opts_default(ingest_filter_opts_t *o, Gptline__SourceKind source)
+{
+    memset(o, 0, sizeof *o);
+    int web = source == GPTLINE__SOURCE_KIND__CRAWL || source == GPTLINE__SOURCE_KIND__JSONL;
+    o->length = 1;
+    o->min_chars = source == GPTLINE__SOURCE_KIND__CODE ? 1 : 200;
+    o->min_words = source == GPTLINE__SOURCE_KIND__CODE ? 1 : 20;
+    o->gopher_quality = web;
+    o->gopher_repetition = web;
+    o->c4 = source == GPTLINE__SOURCE_KIND__CRAWL;
+    o->pii = 1;
+    o->dedup_exact = 1;
+}
+
+typedef struct {
+    const char *p;
+    size_t n;
+} span_t;
+
+static int is_sp(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+static size_t split_words(const char *t, size_t n, span_t **out)
+{
+    size_t cap = 64, k = 0;
+    span_t *w = gl_xmalloc(cap * sizeof *w);
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && is_sp(t[i]))
+            i++;
+        size_t s = i;
+        while (i < n && !is_sp(t[i]))
+            i++;
+        if (i > s) {
+            if (k == cap)
+                w = gl_xrealloc(w, (cap *= 2) * sizeof *w);
+            w[k++] = (span_t){t + s, i - s};
+        }
+    }
+    *out = w;
+    return k;
+}
+
+/* Splits on sep ('\n' lines, or blank-line paragraphs when para). */
+static size_t split_lines(const char *t, size_t n, int para, span_t **out)
+{
+    size_t cap = 64, k = 0;
+    span_t *w = gl_xmalloc(cap * sizeof *w);
+    size_t i = 0;
+    while (i < n) {
+        size_t s = i;
+        if (para) {
+            while (i < n && !(t[i] == '\n' && i + 1 < n && t[i + 1] == '\n'))
+                i++;
+        } else {
+            while (i < n && t[i] != '\n')
+                i++;
+        }
+        size_t e = i;
+        while (e > s && is_sp(t[e - 1]))
+            e--;
+        while (s < e && is_sp(t[s]))
+            s++;
+        if (e > s) {
+            if (k == cap)
+                w = gl_xrealloc(w, (cap *= 2) * sizeof *w);
+            w[k++] = (span_t){t + s, e - s};
+        }
+        while (i < n && t[i] == '\n')
+            i++;
+    }
+    *out = w;
+    return k;
+}
+
+int ingest_gopher_quality(const char *t, size_t n)
+{
+    span_t *w, *l;
+    size_t nw = split_words(t, n, &w), nl = split_lines(t, n, 0, &l);
+    int ok = 0;
+    if (nw < 50 || nw > 100000)
+        goto out;
+    size_t chars = 0, alpha = 0, hashes = 0, ell = 0, stops = 0;
+    static const char *const stop[] = {"the", "be", "to", "of", "and", "that", "have", "with", NULL};
+    for (size_t i = 0; i < nw; i++) {
+        chars += w[i].n;
+        int has = 0;
+        for (size_t k = 0; k < w[i].n; k++)
+            if (isalpha((unsigned char)w[i].p[k]) || (unsigned char)w[i].p[k] >= 0x80) {
+                has = 1;
+                break;
+            }
+        alpha += has;
+        for (size_t k = 0; k < w[i].n; k++)
+            hashes += w[i].p[k] == '#';
+        if ((w[i].n >= 3 && !memcmp(w[i].p + w[i].n - 3, "...", 3)) ||
+            (w[i].n >= 3 && !memcmp(w[i].p + w[i].n - 3, "\xe2\x80\xa6", 3)))
+            ell++;
+        for (int s = 0; stop[s]; s++)
+            if (w[i].n == strlen(stop[s]) && !strncasecmp(w[i].p, stop[s], w[i].n)) {
+                stops++;
+                break;
+            }
+    }
+    double mean = (double)chars / (double)nw;
+    if (mean < 3 || mean > 10)
+        goto out;
+    if ((double)(hashes + ell) / (double)nw > 0.1)
+        goto out;
+    size_t bullets = 0, ellend = 0;
+    for (size_t i = 0; i < nl; i++) {
+        const char *p = l[i].p;
+        size_t m = l[i].n;
+        if (p[0] == '-' || p[0] == '*' || (m >= 3 && !memcmp(p, "\xe2\x80\xa2", 3)) ||
+            (m >= 3 && !memcmp(p, "\xe2\x97\x8f", 3)))
+            bullets++;
+        if ((m >= 3 && !memcmp(p + m - 3, "...", 3)) || (m >= 3 && !memcmp(p + m - 3, "\xe2\x80\xa6", 3)))
+            ellend++;
+    }
+    if (nl && (double)bullets / (double)nl > 0.9)
+        goto out;
+    if (nl && (double)ellend / (double)nl > 0.3)
+        goto out;
+    if ((double)alpha / (double)nw < 0.8)
+        goto out;
+    if (stops < 2)
+        goto out;
+    ok = 1;
+out:
+    free(w);
+    free(l);
+    return ok;
+}
+
+/* ---- a small counting hash table over 64-bit keys ---- */
+typedef struct {
+    uint64_t *k;
+    uint32_t *c;
+    size_t cap;
+} ctab_t;
+
+static void ctab_init(ctab_t *t, size_t n)
+{
+    t->cap = 16;
+    while (t->cap < n * 2)
+        t->cap *= 2;
+    t->k = gl_xcalloc(t->cap, sizeof *t->k);
+    t->c = gl_xcalloc(t->cap, sizeof *t->c);
+}
+
+/* Adds one to key's count; returns the new count. */
+static uint32_t ctab_add(ctab_t *t, uint64_t key)
+{
+    key |= 1; /* 0 marks empty */
+    size_t i = (size_t)key & (t->cap - 1);
+    while (t->k[i] && t->k[i] != key)
+        i = (i + 1) & (t->cap - 1);
+    t->k[i] = key;
+    return ++t->c[i];
+}
+
+static uint32_t ctab_get(const ctab_t *t, uint64_t key)
+{
+    key |= 1;
+    size_t i = (size_t)key & (t->cap - 1);
+    while (t->k[i] && t->k[i] != key)
+        i = (i + 1) & (t->cap - 1);
+    return t->k[i] ? t->c[i] : 0;
+}
+
+static void ctab_free(ctab_t *t)
+{
+    free(t->k);
+    free(t->c);
+}
+
+/* Fraction of items (by count and by characters) that repeat an earlier one. */
+static void dup_fracs(const span_t *s, size_t n, double *by_count, double *by_chars)
+{
+    ctab_t t;
+    ctab_init(&t, n);
+    size_t dup = 0, dupc = 0, all = 0;
+    for (size_t i = 0; i < n; i++) {
+        all += s[i].n;
+        if (ctab_add(&t, XXH3_64bits(s[i].p, s[i].n)) > 1) {
+            dup++;
+            dupc += s[i].n;
+        }
+    }
+    ctab_free(&t);
+    *by_count = n ? (double)dup / (double)n : 0;
+    *by_chars = all ? (double)dupc / (double)all : 0;
+}
+
+static uint64_t ngram_hash(const span_t *w, size_t at, size_t k)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull * k;
+    for (size_t j = 0; j < k; j++)
+        h = (h ^ XXH3_64bits(w[at + j].p, w[at + j].n)) * 0x100000001b3ull + j;
+    return h;
+}
+
+int ingest_gopher_repetition(const char *t, size_t n)
+{
+    span_t *l, *p, *w;
+    size_t nl = split_lines(t, n, 0, &l), np = split_lines(t, n, 1, &p), nw = split_words(t, n, &w);
+    int ok = 0;
+    double c, ch;
+    dup_fracs(l, nl, &c, &ch);
+    if (c > 0.3 || ch > 0.2)
+        goto out;
+    dup_fracs(p, np, &c, &ch);
+    if (c > 0.3 || ch > 0.2)
+        goto out;
+    size_t total = 0;
+    for (size_t i = 0; i < nw; i++)
+        total += w[i].n;
+    if (!total) {
+        ok = 1;
+        goto out;
+    }
+    static const double top_max[5] = {0, 0, 0.20, 0.18, 0.16};
+    for (size_t k = 2; k <= 4; k++) {
+        if (nw < k)
+            break;
+        ctab_t tb;
+        ctab_init(&tb, nw);
+        uint32_t best = 0;
+        size_t best_at = 0;
+        for (size_t i = 0; i + k <= nw; i++) {
+            uint32_t cnt = ctab_add(&tb, ngram_hash(w, i, k));
+            if (cnt > best) {
+                best = cnt;
+                best_at = i;
+            }
+        }
+        ctab_free(&tb);
+        if (best > 1) {
+            size_t glen = 0;
+            for (size_t j = 0; j < k; j++)
+                glen += w[best_at + j].n;
+            if ((double)(glen * best) / (double)total > top_max[k])
+                goto out;
+        }
+    }
+    static const double dup_max[11] = {0, 0, 0, 0, 0, 0.15, 0.14, 0.13, 0.12, 0.11, 0.10};
+    unsigned char *mark = gl_xmalloc(nw ? nw : 1);
+    for (size_t k = 5; k <= 10; k++) {
+        if (nw < k)
+            break;
+        ctab_t tb;
+        ctab_init(&tb, nw);
+        for (size_t i = 0; i + k <= nw; i++)
+            ctab_add(&tb, ngram_hash(w, i, k));
+        memset(mark, 0, nw);
+        for (size_t i = 0; i + k <= nw; i++)
+            if (ctab_get(&tb, ngram_hash(w, i, k)) > 1)
+                memset(mark + i, 1, k);
+        ctab_free(&tb);
+        size_t dc = 0;
+        for (size_t i = 0; i < nw; i++)
+            if (mark[i])
+                dc += w[i].n;
+        if ((double)dc / (double)total > dup_max[k]) {
+            free(mark);
+            goto out;
+        }
+    }
+    free(mark);
+    ok = 1;
+out:
+    free(l);
+    free(p);
+    free(w);
+    return ok;
+}
+
+int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
+{
+    ibuf_clear(out);
+    if (memchr(t, '{', n) || memmem(t, n, "lorem ipsum", 11) || memmem(t, n, "Lorem ipsum", 11))
+        return 0;
+    span_t *l;
+    size_t nl = split_lines(t, n, 0, &l);
+    size_t sentences = 0;
+    static const char *const bad[] = {"javascript", "terms of use", "privacy policy", "cookie policy",
+                                      "uses cookies", "use of cookies", "use cookies", NULL};
+    for (size_t i = 0; i < nl; i++) {
+        const char *p = l[i].p;
+        size_t m = l[i].n;
+        char last = p[m - 1];
+        int term = last == '.' || last == '!' || last == '?' || last == '"' || last == '\'' ||
+                   (m >= 3 && (!memcmp(p + m - 3, "\xe3\x80\x82", 3) || !memcmp(p + m - 3, "\xef\xbc\x81", 3) ||
+                               !memcmp(p + m - 3, "\xef\xbc\x9f", 3)));
+        if (!term || (m >= 3 && !memcmp(p + m - 3, "...", 3)))
+            continue;
+        span_t *w;
+        size_t nw = split_words(p, m, &w);
+        free(w);
+        if (nw < 3)
+            continue;
+        int drop = 0;
+        for (int b = 0; bad[b] && !drop; b++)
+            for (size_t k = 0; k + strlen(bad[b]) <= m; k++)
+                if (!strncasecmp(p + k, bad[b], strlen(bad[b]))) {
+                    drop = 1;
+                    break;
+                }
+        if (drop)
+            continue;
+        for (size_t k = 0; k < m; k++)
+            if ((p[k] == '.' || p[k] == '!' || p[k] == '?') && (k + 1 == m || p[k + 1] == ' '))
+                sentences++;
+        if (out->len)
+            ibuf_putc(out, '\n');
+        ibuf_put(out, p, m);
+    }
+    free(l);
+    return sentences >= 3;
+}
+
+static int email_char(char c) { return isalnum((unsigned char)c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-'; }
+
+void ingest_pii_scrub(const char *t, size_t n, ingest_buf_t *out, uint64_t counts[2])
+{
+    ibuf_clear(out);
+    ibuf_reserve(out, n + 16);
+    size_t i = 0, copied = 0;
+    while (i < n) {
+        char c = t[i];
+        if (c == '@' && i > 0 && email_char(t[i - 1])) {
+            size_t s = i;
+            while (s > copied && email_char(t[s - 1]))
+                s--;
+            size_t e = i + 1, dots = 0;
+            while (e < n && (isalnum((unsigned char)t[e]) || t[e] == '-' || t[e] == '.')) {
+                if (t[e] == '.')
+                    dots++;
+                e++;
+            }
+            while (e > i + 1 && t[e - 1] == '.') {
+                e--;
+                dots--;
+            }
+            /* domain needs a dot and a 2+ letter TLD */
+            size_t tld = 0;
+            for (size_t k = e; k > i + 1 && t[k - 1] != '.'; k--)
+                tld++;
+            if (s < i && dots >= 1 && tld >= 2 && isalpha((unsigned char)t[e - 1])) {
+                ibuf_put(out, t + copied, s - copied);
+                ibuf_puts(out, "email@example.com");
+                if (counts)
+                    counts[0]++;
+                copied = i = e;
+                continue;
+            }
+        }
+        if (isdigit((unsigned char)c) && (i == 0 || (!isalnum((unsigned char)t[i - 1]) && t[i - 1] != '.'))) {
+            size_t e = i;
+            int parts = 0, okp = 1;
+            while (parts < 4) {
+                size_t d = 0;
+                unsigned v = 0;
+                while (e < n && isdigit((unsigned char)t[e]) && d < 4) {
+                    v = v * 10 + (unsigned)(t[e] - '0');
+                    e++;
+                    d++;
+                }
+                if (!d || d > 3 || v > 255) {
+                    okp = 0;
+                    break;
+                }
+                parts++;
+                if (parts < 4) {
+                    if (e < n && t[e] == '.' && e + 1 < n && isdigit((unsigned char)t[e + 1]))
+                        e++;
+                    else {
+                        okp = 0;
+                        break;
+                    }
+                }
+            }
+            if (okp && parts == 4 && (e >= n || (!isalnum((unsigned char)t[e]) && !(t[e] == '.' && e + 1 < n && isdigit((unsigned char)t[e + 1]))))) {
+                ibuf_put(out, t + copied, i - copied);
+                ibuf_puts(out, "0.0.0.0");
+                if (counts)
+                    counts[1]++;
+                copied = i = e;
+                continue;
+            }
+            while (i < n && (isdigit((unsigned char)t[i]) || t[i] == '.'))
+                i++;
+            continue;
+        }
+        i++;
+    }
+    ibuf_put(out, t + copied, n - copied);
+}
+
+static int lang_ok(const char *langs, const char *t, size_t n);
+
+int ingest_filter(const ingest_filter_opts_t *o, const char *text, size_t len, ingest_buf_t *out,
+                  uint64_t pii_counts[2])
+{
+    ingest_buf_t tmp = {0};
+    int r = -1;
+    ibuf_clear(out);
+    ibuf_put(out, text, len);
+    if (o->c4) {
+        if (!ingest_c4(out->p, out->len, &tmp)) {
+            r = INGEST_DROP_C4;
+            goto done;
+        }
+        ibuf_clear(out);
+        ibuf_put(out, tmp.p, tmp.len);
+    }
+    if (o->length) {
+        span_t *w;
+        size_t nw = split_words(out->p, out->len, &w);
+        free(w);
+        if (out->len < o->min_chars || nw < o->min_words) {
+            r = INGEST_DROP_LENGTH;
+            goto done;
+        }
+    }
+    if (o->gopher_quality && !ingest_gopher_quality(out->p, out->len)) {
+        r = INGEST_DROP_GOPHER_QUALITY;
+        goto done;
+    }
+    if (o->gopher_repetition && !ingest_gopher_repetition(out->p, out->len)) {
+        r = INGEST_DROP_GOPHER_REPETITION;
+        goto done;
+    }
+    if (o->languages && *o->languages && !lang_ok(o->languages, out->p, out->len)) {
+        r = INGEST_DROP_LANGUAGE;
+        goto done;
+    }
+    if (o->pii) {
+        ingest_pii_scrub(out->p, out->len, &tmp, pii_counts);
+        ibuf_clear(out);
+        ibuf_put(out, tmp.p, tmp.len);
+    }
+done:
+    ingest_buf_free(&tmp);
+    return r;
+}
+
+static int lang_ok(const char *langs, const char *t, size_t n)
+{
+    int rel;
+    const char *code = ingest_lang_detect(t, n, &rel);
+    if (!code)
+        return 0;
+    size_t k = strlen(code);
+    const char *p = langs;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t m = e ? (size_t)(e - p) : strlen(p);
+        if (m == k && !strncasecmp(p, code, k))
+            return 1;
+        p += m + (e ? 1 : 0);
+    }
+    return 0;
+}
