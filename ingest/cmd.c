@@ -235,7 +235,7 @@ static int cmd_dedup(int argc, char **argv)
     uint64_t ex, near, seen;
     if (ingest_dedup_run(argv[1], &ex, &near, &seen, &err))
         return gl_cmd_fail(argv[0], &err);
-    printf("%llu documents, %llu exact and %llu near duplicates removed\n", (unsigned long long)seen,
+    printf("%llu documents signed, %llu exact and %llu near duplicates removed\n", (unsigned long long)seen,
            (unsigned long long)ex, (unsigned long long)near);
     return GL_EXIT_OK;
 }

@@ -172,6 +172,7 @@ static int compact(const char *dir, uint64_t k, const uint64_t *rm, size_t nrm, 
     uint32_t *ids = NULL;
     size_t cap = 0;
     int rc = GL_OK;
+    char tokname[128];
     *removed = 0;
     r = shard_open(path, 0, err);
     if (!r) {
@@ -184,7 +185,9 @@ static int compact(const char *dir, uint64_t k, const uint64_t *rm, size_t nrm, 
         goto out;
     unlink(tmp);
     const Gptline__ShardManifest *m = shard_manifest(r);
-    shard_writer_opts_t so = {.kind = m->kind, .tokenizer_name = m->tokenizer->name,
+    /* the writer keeps the name until it seals, after the reader is closed */
+    snprintf(tokname, sizeof tokname, "%s", m->tokenizer->name);
+    shard_writer_opts_t so = {.kind = m->kind, .tokenizer_name = tokname,
                               .tokenizer_hash = m->tokenizer->hash, .vocab_size = m->tokenizer->vocab_size,
                               .eot_id = m->tokenizer->eot_id, .command = "ingest dedup",
                               .rank = m->provenance ? m->provenance->rank : 0,

@@ -275,12 +275,13 @@ static void tidy(ingest_buf_t *b)
         size_t e = r;
         while (e < b->len && b->p[e] != '\n')
             e++;
-        size_t s = r, t = e;
-        while (s < t && (b->p[s] == ' ' || b->p[s] == '\t'))
-            s++;
+        size_t s = r, t = e; /* leading spaces are <pre> indentation: kept */
         while (t > s && (b->p[t - 1] == ' ' || b->p[t - 1] == '\t' || b->p[t - 1] == '\r'))
             t--;
-        int empty = t == s || (t - s == 1 && b->p[s] == '-');
+        size_t k = s;
+        while (k < t && b->p[k] == ' ')
+            k++;
+        int empty = k == t || (t - k == 1 && b->p[k] == '-');
         if (!empty) {
             memmove(b->p + w, b->p + s, t - s);
             w += t - s;

@@ -32,6 +32,7 @@ typedef struct {
     const ingest_read_opts_t *o;
     ingest_sink_t *sink;
     uint64_t *bytes_in;
+    unsigned xml_errors;       /* wiki reader: errors reported so far */
 } istream_t;
 
 /* Reads more data; returns bytes added (0 at end or error). */

@@ -181,7 +181,8 @@ int istream_line(istream_t *s, size_t max, const char **line, size_t *len)
 {
     size_t scanned = 0;
     for (;;) {
-        char *nl = memchr(s->buf + s->beg + scanned, '\n', s->end - s->beg - scanned);
+        char *nl = s->end > s->beg + scanned ? memchr(s->buf + s->beg + scanned, '\n', s->end - s->beg - scanned)
+                                              : NULL;
         if (nl) {
             size_t n = (size_t)(nl - (s->buf + s->beg));
             *line = s->buf + s->beg;

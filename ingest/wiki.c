@@ -41,6 +41,24 @@ static int io_close(void *ctx)
     return 0;
 }
 
+/* Counts the first error of each stretch (libxml2 reports follow-on
+ * errors of one fault too); logged with its line. */
+static void xml_error(void *ctx, xmlErrorPtr e)
+{
+    istream_t *s = ctx;
+    if (!e || e->level < XML_ERR_ERROR)
+        return;
+    if (s->xml_errors++ >= 1)
+        return;
+    char msg[200];
+    snprintf(msg, sizeof msg, "%s", e->message ? e->message : "parse error");
+    size_t k = strlen(msg);
+    while (k && msg[k - 1] == '\n')
+        msg[--k] = 0;
+    icount(s->sink, INGEST_ERR_XML, s->pos, "%s: malformed XML at line %d (offset about %llu): %s", s->name, e->line,
+           (unsigned long long)s->pos, msg);
+}
+
 enum { F_NONE, F_TITLE, F_NS, F_ID, F_TS, F_TEXT };
 
 typedef struct {
@@ -65,13 +83,16 @@ int ingest_wiki_stream(istream_t *s, gl_err_t *err)
     int rc = GL_OK;
     page_t pg = {0};
     ingest_buf_t plain = {0};
+    /* Recover mode: a malformed stretch costs the pages it touches, not the
+     * rest of the dump; the errors are counted through the handler. */
     xmlTextReaderPtr r = xmlReaderForIO(io_read, io_close, &io, s->name, NULL,
                                         XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-                                            XML_PARSE_COMPACT);
+                                            XML_PARSE_COMPACT | XML_PARSE_RECOVER);
     if (!r) {
         icount(s->sink, INGEST_ERR_XML, 0, "%s: cannot start the XML reader", s->name);
         return GL_OK;
     }
+    xmlTextReaderSetStructuredErrorHandler(r, xml_error, s);
     int in_page = 0, field = F_NONE, page_depth = 0;
     ingest_buf_t *cur = NULL;
     int ret;
@@ -155,12 +176,9 @@ int ingest_wiki_stream(istream_t *s, gl_err_t *err)
             cur = NULL;
         }
     }
-    if (ret < 0 && !s->failed) {
-        const xmlError *e = xmlGetLastError();
-        icount(s->sink, INGEST_ERR_XML, s->pos, "%s: malformed XML at line %d (offset about %llu): %s", s->name,
-               xmlTextReaderGetParserLineNumber(r), (unsigned long long)s->pos,
-               e && e->message ? e->message : "parse error");
-    }
+    if (ret < 0 && !s->failed && !s->xml_errors)
+        icount(s->sink, INGEST_ERR_XML, s->pos, "%s: malformed XML at line %d (offset about %llu)", s->name,
+               xmlTextReaderGetParserLineNumber(r), (unsigned long long)s->pos);
 out:
     xmlFreeTextReader(r);
     ingest_buf_free(&pg.title);

@@ -177,6 +177,13 @@ static size_t tag(const char *s, size_t n, size_t i, ingest_buf_t *out, int *now
         char close[32];
         int cl = snprintf(close, sizeof close, "</%s", name);
         for (size_t k = end; k + (size_t)cl <= n; k++) {
+            if (s[k] == '{' && s[k + 1] == '{') {
+                /* a template inside the element may hold a stray close tag */
+                size_t e = match(s, n, k, "{{", "}}");
+                if (e)
+                    k = e - 1;
+                continue;
+            }
             if (s[k] == '<' && !strncasecmp(s + k, close, (size_t)cl)) {
                 const char *g = memchr(s + k, '>', n - k);
                 return g ? (size_t)(g - s) + 1 : n;
@@ -229,8 +236,8 @@ static void wikilink(const char *s, size_t n, ingest_buf_t *out, int depth)
     /* label: after the last top-level '|' */
     size_t bar = n, lvl = 0;
     for (size_t i = 0; i < n; i++) {
-        if (i + 1 < n && s[i] == '[' && s[i + 1] == '[') { lvl++; i++; }
-        else if (i + 1 < n && s[i] == ']' && s[i + 1] == ']') { if (lvl) lvl--; i++; }
+        if (i + 1 < n && ((s[i] == '[' && s[i + 1] == '[') || (s[i] == '{' && s[i + 1] == '{'))) { lvl++; i++; }
+        else if (i + 1 < n && ((s[i] == ']' && s[i + 1] == ']') || (s[i] == '}' && s[i + 1] == '}'))) { if (lvl) lvl--; i++; }
         else if (s[i] == '|' && !lvl) bar = i;
     }
     if (bar < n) {
@@ -255,8 +262,11 @@ static void convert(const char *s, size_t n, ingest_buf_t *out, int depth)
         int bol = i == 0 || s[i - 1] == '\n';
         if (nowiki) {
             if (c == '<' && ci_prefix(s + i, n - i, "</nowiki")) {
-                i = tag(s, n, i, out, &nowiki);
-                continue;
+                size_t e = tag(s, n, i, out, &nowiki);
+                if (e != i) {
+                    i = e;
+                    continue;
+                }
             }
             ibuf_putc(out, c);
             i++;
@@ -269,7 +279,7 @@ static void convert(const char *s, size_t n, ingest_buf_t *out, int depth)
             if (j + 1 < n && s[j] == '{' && s[j + 1] == '|') {
                 size_t e = match_table(s, n, i);
                 if (e) {
-                    i = e;
+                    i = e < n && s[e] == '\n' ? e + 1 : e;
                     continue;
                 }
             }
@@ -321,13 +331,34 @@ static void convert(const char *s, size_t n, ingest_buf_t *out, int depth)
                 i = e;
                 continue;
             }
+            /* unclosed: "[[target|label]" (a common typo) up to the line's end */
+            const char *nl = memchr(s + i, '\n', n - i);
+            const char *rb = memchr(s + i + 2, ']', (nl ? (size_t)(nl - s) : n) - i - 2);
+            if (rb) {
+                wikilink(s + i + 2, (size_t)(rb - (s + i + 2)), out, depth);
+                i = (size_t)(rb - s) + 1;
+                continue;
+            }
             ibuf_put(out, "[[", 2);
             i += 2;
             continue;
         }
         if (c == '[' && (ci_prefix(s + i + 1, n - i - 1, "http") || ci_prefix(s + i + 1, n - i - 1, "//") ||
                          ci_prefix(s + i + 1, n - i - 1, "ftp") || ci_prefix(s + i + 1, n - i - 1, "mailto:"))) {
-            const char *e = memchr(s + i, ']', n - i);
+            const char *e = NULL;
+            for (size_t j = i + 1; j < n && s[j] != '\n'; j++) {
+                if (s[j] == '[' && j + 1 < n && s[j + 1] == '[') {
+                    size_t m = match(s, n, j, "[[", "]]");
+                    if (m) {
+                        j = m - 1; /* a wikilink inside the label */
+                        continue;
+                    }
+                }
+                if (s[j] == ']') {
+                    e = s + j;
+                    break;
+                }
+            }
             const char *nl = memchr(s + i, '\n', n - i);
             if (e && (!nl || e < nl)) {
                 const char *sp = memchr(s + i, ' ', (size_t)(e - (s + i)));
