@@ -224,17 +224,19 @@ static void dup_fracs(const span_t *s, size_t n, double *by_count, double *by_ch
     *by_chars = all ? (double)dupc / (double)all : 0;
 }
 
-static uint64_t ngram_hash(const span_t *w, size_t at, size_t k)
+/* n-gram hash from the words' hashes (each word hashed once). */
+static uint64_t ngram_hash(const uint64_t *wh, size_t at, size_t k)
 {
     uint64_t h = 0x9e3779b97f4a7c15ull * k;
     for (size_t j = 0; j < k; j++)
-        h = (h ^ XXH3_64bits(w[at + j].p, w[at + j].n)) * 0x100000001b3ull + j;
-    return h;
+        h = (h ^ wh[at + j]) * 0x100000001b3ull + j;
+    return h ^ (h >> 29);
 }
 
 int ingest_gopher_repetition(const char *t, size_t n)
 {
     span_t *l, *p, *w;
+    uint64_t *wh = NULL;
     size_t nl = split_lines(t, n, 0, &l), np = split_lines(t, n, 1, &p), nw = split_words(t, n, &w);
     int ok = 0;
     double c, ch;
@@ -251,6 +253,9 @@ int ingest_gopher_repetition(const char *t, size_t n)
         ok = 1;
         goto out;
     }
+    wh = gl_xmalloc(nw * sizeof *wh);
+    for (size_t i = 0; i < nw; i++)
+        wh[i] = XXH3_64bits(w[i].p, w[i].n);
     static const double top_max[5] = {0, 0, 0.20, 0.18, 0.16};
     for (size_t k = 2; k <= 4; k++) {
         if (nw < k)
@@ -260,7 +265,7 @@ int ingest_gopher_repetition(const char *t, size_t n)
         uint32_t best = 0;
         size_t best_at = 0;
         for (size_t i = 0; i + k <= nw; i++) {
-            uint32_t cnt = ctab_add(&tb, ngram_hash(w, i, k));
+            uint32_t cnt = ctab_add(&tb, ngram_hash(wh, i, k));
             if (cnt > best) {
                 best = cnt;
                 best_at = i;
@@ -283,10 +288,10 @@ int ingest_gopher_repetition(const char *t, size_t n)
         ctab_t tb;
         ctab_init(&tb, nw);
         for (size_t i = 0; i + k <= nw; i++)
-            ctab_add(&tb, ngram_hash(w, i, k));
+            ctab_add(&tb, ngram_hash(wh, i, k));
         memset(mark, 0, nw);
         for (size_t i = 0; i + k <= nw; i++)
-            if (ctab_get(&tb, ngram_hash(w, i, k)) > 1)
+            if (ctab_get(&tb, ngram_hash(wh, i, k)) > 1)
                 memset(mark + i, 1, k);
         ctab_free(&tb);
         size_t dc = 0;
@@ -297,6 +302,10 @@ int ingest_gopher_repetition(const char *t, size_t n)
             free(mark);
             goto out;
         }
+        /* a word inside a repeated k-gram (k > 5) is inside a repeated
+         * 5-gram, so the longer fractions are at most this one */
+        if (k == 5 && (double)dc / (double)total <= dup_max[10])
+            break;
     }
     free(mark);
     ok = 1;
@@ -304,6 +313,7 @@ out:
     free(l);
     free(p);
     free(w);
+    free(wh);
     return ok;
 }
 
@@ -315,6 +325,7 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
     span_t *l;
     size_t nl = split_lines(t, n, 0, &l);
     size_t sentences = 0;
+    ingest_buf_t low = {0};
     static const char *const bad[] = {"javascript", "terms of use", "privacy policy", "cookie policy",
                                       "uses cookies", "use of cookies", "use cookies", NULL};
     for (size_t i = 0; i < nl; i++) {
@@ -332,12 +343,13 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
         if (nw < 3)
             continue;
         int drop = 0;
+        ibuf_clear(&low);
+        ibuf_reserve(&low, m);
+        for (size_t k = 0; k < m; k++)
+            low.p[k] = (char)tolower((unsigned char)p[k]);
+        low.len = m;
         for (int b = 0; bad[b] && !drop; b++)
-            for (size_t k = 0; k + strlen(bad[b]) <= m; k++)
-                if (!strncasecmp(p + k, bad[b], strlen(bad[b]))) {
-                    drop = 1;
-                    break;
-                }
+            drop = memmem(low.p, m, bad[b], strlen(bad[b])) != NULL;
         if (drop)
             continue;
         for (size_t k = 0; k < m; k++)
@@ -348,6 +360,7 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
         ibuf_put(out, p, m);
     }
     free(l);
+    ingest_buf_free(&low);
     return sentences >= 3;
 }
 

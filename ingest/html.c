@@ -51,8 +51,9 @@ typedef struct {
 
 static int is_name(const xmlNode *n, const char *const *names)
 {
+    const char *nm = (const char *)n->name;
     for (int i = 0; names[i]; i++)
-        if (!strcasecmp((const char *)n->name, names[i]))
+        if (nm[0] == names[i][0] && !strcmp(nm, names[i]))
             return 1;
     return 0;
 }
@@ -77,8 +78,8 @@ static const char *const nav_words[] = {"nav", "menu", "sidebar", "footer", "bre
 
 static int has_boilerplate_attr(const xmlNode *n)
 {
-    if (!strcasecmp((const char *)n->name, "body") || !strcasecmp((const char *)n->name, "html") ||
-        !strcasecmp((const char *)n->name, "main") || !strcasecmp((const char *)n->name, "article"))
+    if (!strcmp((const char *)n->name, "body") || !strcmp((const char *)n->name, "html") ||
+        !strcmp((const char *)n->name, "main") || !strcmp((const char *)n->name, "article"))
         return 0;
     for (const xmlAttr *a = n->properties; a; a = a->next) {
         const char *an = (const char *)a->name;
@@ -195,26 +196,26 @@ static void walk(walk_t *w, const xmlNode *n, int depth)
         if (depth > 400 || is_name(n, drop_tags) || has_boilerplate_attr(n))
             continue;
         const char *name = (const char *)n->name;
-        if (!strcasecmp(name, "br")) {
+        if (!strcmp(name, "br")) {
             if (w->pre)
                 ibuf_putc(w->out, '\n');
             else
                 end_line(w);
             continue;
         }
-        if (!strcasecmp(name, "img"))
+        if (!strcmp(name, "img"))
             continue;
         int block = is_name(n, block_tags);
         int dense = is_name(n, dense_tags), item = is_name(n, item_tags);
-        int pre = !strcasecmp(name, "pre");
-        int link = !strcasecmp(name, "a");
-        int cell = !strcasecmp(name, "td") || !strcasecmp(name, "th");
+        int pre = !strcmp(name, "pre");
+        int link = !strcmp(name, "a");
+        int cell = !strcmp(name, "td") || !strcmp(name, "th");
         if (block)
             end_line(w);
         else if (cell)
             w->space = 1;
         size_t start = w->out->len, t0 = w->text_chars, l0 = w->link_chars, a0 = w->links;
-        if (!strcasecmp(name, "li"))
+        if (!strcmp(name, "li"))
             ibuf_puts(w->out, "- ");
         int save_pre = w->pre, save_link = w->in_link;
         if (pre) {
@@ -256,9 +257,9 @@ static void walk(walk_t *w, const xmlNode *n, int depth)
 static const xmlNode *find(const xmlNode *n, const char *name, int depth)
 {
     for (; n && depth < 64; n = n->next) {
-        if (n->type == XML_ELEMENT_NODE && n->name && !strcasecmp((const char *)n->name, name))
+        if (n->type == XML_ELEMENT_NODE && n->name && !strcmp((const char *)n->name, name))
             return n;
-        if (n->type == XML_ELEMENT_NODE && n->name && !strcasecmp((const char *)n->name, "body"))
+        if (n->type == XML_ELEMENT_NODE && n->name && !strcmp((const char *)n->name, "body"))
             continue;
         const xmlNode *r = find(n->children, name, depth + 1);
         if (r)

@@ -20,8 +20,8 @@ extern const char *_ZN4CLD212LanguageCodeENS_8LanguageE(int lang);
 const char *ingest_lang_detect(const char *t, size_t n, int *reliable)
 {
     bool rel = false;
-    if (n > (1u << 20))
-        n = 1u << 20; /* the first MB decides */
+    if (n > (32u << 10))
+        n = 32u << 10; /* the first 32 KB decide: plenty for CLD2, and bounded */
     /* keep whole UTF-8 sequences */
     while (n && ((unsigned char)t[n - 1] & 0xc0) == 0x80)
         n--;

@@ -6,9 +6,9 @@
  * rows, so two documents share a band with probability ~0.5 at Jaccard
  * similarity 0.72 and ~0.99 at 0.85). Each shingle is hashed once with
  * XXH3; the 112 permutations are multiply-shift hashes of that 64-bit
- * value (odd multiplier a_k, offset b_k from a fixed seed), kept as the
- * high 32 bits — one multiply-add per shingle and row, in a loop the
- * compiler vectorises.
+ * value folded to 32 bits (32-bit odd multiplier a_k, 64-bit offset b_k
+ * from a fixed seed, the high 32 bits of a_k*h + b_k kept) — one 32x32->64
+ * multiply-add per shingle and row, which SSE2's pmuludq vectorises.
  */
 #include "ingest/internal.h"
 
@@ -19,7 +19,8 @@
 
 uint64_t ingest_text_hash(const char *text, size_t len) { return XXH3_64bits(text, len); }
 
-static uint64_t mh_a[INGEST_MH_PERM], mh_b[INGEST_MH_PERM];
+static uint32_t mh_a[INGEST_MH_PERM];
+static uint64_t mh_b[INGEST_MH_PERM];
 static int mh_ready;
 
 static uint64_t splitmix(uint64_t *x)
@@ -34,7 +35,7 @@ static void mh_init(void)
 {
     uint64_t s = 0x6770746c696e6531ull; /* fixed: signatures must agree across workers and runs */
     for (int k = 0; k < INGEST_MH_PERM; k++) {
-        mh_a[k] = splitmix(&s) | 1;
+        mh_a[k] = (uint32_t)splitmix(&s) | 1;
         mh_b[k] = splitmix(&s);
     }
     mh_ready = 1;
@@ -64,21 +65,21 @@ void ingest_minhash(const char *text, size_t len, uint32_t sig[INGEST_MH_PERM])
         }
     }
     starts[words] = n + 1; /* one past the last word's end + its space */
-    uint64_t mins[INGEST_MH_PERM];
+    uint32_t mins[INGEST_MH_PERM];
     for (int k = 0; k < INGEST_MH_PERM; k++)
-        mins[k] = UINT64_MAX;
+        mins[k] = UINT32_MAX;
     size_t shingles = words >= INGEST_MH_NGRAM ? words - INGEST_MH_NGRAM + 1 : 1;
     for (size_t i = 0; i < shingles; i++) {
         size_t s = words ? starts[i] : 0;
         size_t e = words >= INGEST_MH_NGRAM ? starts[i + INGEST_MH_NGRAM] - 1 : n;
-        uint64_t h = XXH3_64bits(norm + s, e > s ? e - s : 0);
+        uint64_t h64 = XXH3_64bits(norm + s, e > s ? e - s : 0);
+        uint32_t h = (uint32_t)(h64 ^ (h64 >> 32));
         for (int k = 0; k < INGEST_MH_PERM; k++) {
-            uint64_t v = (mh_a[k] * h + mh_b[k]) >> 32;
+            uint32_t v = (uint32_t)(((uint64_t)mh_a[k] * h + mh_b[k]) >> 32);
             mins[k] = v < mins[k] ? v : mins[k];
         }
     }
-    for (int k = 0; k < INGEST_MH_PERM; k++)
-        sig[k] = (uint32_t)mins[k];
+    memcpy(sig, mins, sizeof mins);
     free(norm);
     free(starts);
 }
