@@ -6,9 +6,10 @@
  * rows, so two documents share a band with probability ~0.5 at Jaccard
  * similarity 0.72 and ~0.99 at 0.85). Each shingle is hashed once with
  * XXH3; the 112 permutations are multiply-shift hashes of that 64-bit
- * value folded to 32 bits (32-bit odd multiplier a_k, 64-bit offset b_k
- * from a fixed seed, the high 32 bits of a_k*h + b_k kept) — one 32x32->64
- * multiply-add per shingle and row, which SSE2's pmuludq vectorises.
+ * value folded to 32 bits: the high 32 bits of a_k*h + b_k mod 2^64 with
+ * 64-bit a_k (odd) and b_k from a fixed seed, Dietzfelbinger's strongly
+ * universal multiply-add-shift — one multiply-add per shingle and row, in
+ * a loop the compiler vectorises.
  */
 #include "ingest/internal.h"
 
@@ -19,8 +20,7 @@
 
 uint64_t ingest_text_hash(const char *text, size_t len) { return XXH3_64bits(text, len); }
 
-static uint32_t mh_a[INGEST_MH_PERM];
-static uint64_t mh_b[INGEST_MH_PERM];
+static uint64_t mh_a[INGEST_MH_PERM], mh_b[INGEST_MH_PERM];
 static int mh_ready;
 
 static uint64_t splitmix(uint64_t *x)
@@ -35,7 +35,7 @@ static void mh_init(void)
 {
     uint64_t s = 0x6770746c696e6531ull; /* fixed: signatures must agree across workers and runs */
     for (int k = 0; k < INGEST_MH_PERM; k++) {
-        mh_a[k] = (uint32_t)splitmix(&s) | 1;
+        mh_a[k] = splitmix(&s) | 1;
         mh_b[k] = splitmix(&s);
     }
     mh_ready = 1;
@@ -75,7 +75,7 @@ void ingest_minhash(const char *text, size_t len, uint32_t sig[INGEST_MH_PERM])
         uint64_t h64 = XXH3_64bits(norm + s, e > s ? e - s : 0);
         uint32_t h = (uint32_t)(h64 ^ (h64 >> 32));
         for (int k = 0; k < INGEST_MH_PERM; k++) {
-            uint32_t v = (uint32_t)(((uint64_t)mh_a[k] * h + mh_b[k]) >> 32);
+            uint32_t v = (uint32_t)((mh_a[k] * h + mh_b[k]) >> 32);
             mins[k] = v < mins[k] ? v : mins[k];
         }
     }
