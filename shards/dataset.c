@@ -172,6 +172,25 @@ static void copy_tokens(int32_t *restrict out, const uint8_t *restrict src, uint
     }
 }
 
+/* The chunk holding stream position x of a shard. Chunks are nearly equal
+ * in size, so a proportional guess is right or one off; a few steps from
+ * it, else a binary search (shards with very uneven chunks). */
+static uint64_t find_chunk(const uint64_t *cs, uint64_t nc, uint64_t x)
+{
+    uint64_t c = (uint64_t)((double)x / (double)cs[nc] * (double)nc);
+    if (c >= nc)
+        c = nc - 1;
+    for (int step = 0; step < 4; step++) {
+        if (cs[c] > x)
+            c--;
+        else if (cs[c + 1] <= x)
+            c++;
+        else
+            return c;
+    }
+    return upper_index(cs, nc, x);
+}
+
 int shard_dataset_read(const shard_dataset_t *d, uint64_t pos, uint64_t n, int32_t *out, gl_err_t *err)
 {
     uint64_t L = d->sstart[d->n];
@@ -189,7 +208,7 @@ int shard_dataset_read(const shard_dataset_t *d, uint64_t pos, uint64_t n, int32
     uint64_t nc = shard_chunk_count(r);
     uint32_t width = shard_manifest(r)->token_width;
     uint64_t local = pos - d->sstart[s];
-    uint64_t c = upper_index(cs, nc, local);
+    uint64_t c = find_chunk(cs, nc, local);
     for (;;) {
         uint64_t k = cs[c + 1] - local < n ? cs[c + 1] - local : n;
         copy_tokens(out, cp[c] + (local - cs[c]) * width, k, width);

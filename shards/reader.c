@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -75,6 +76,12 @@ static int find_map(shard_reader_t *r, gl_err_t *err)
                           r->path);
     r->map_lo = a;
     r->map_hi = a + r->body_size;
+#ifdef MADV_HUGEPAGE
+    /* Let page-cache readahead build 2 MiB folios and map them with huge
+     * pages: random training windows then cost far fewer TLB misses.
+     * Advice only; failure changes nothing. */
+    madvise((void *)a, (size_t)r->body_size, MADV_HUGEPAGE);
+#endif
     return GL_OK;
 }
 

@@ -523,6 +523,10 @@ int shard_writer_seal(shard_writer_t **wp, gl_err_t *err)
         rc = gl_err_set(err, GL_EIO, "%s: writing the trailer: %s", w->tmp, strerror(errno));
         goto out;
     }
+    /* The data is on disk: drop it from the page cache. A writer does not
+     * read it back, and readers then get it through readahead in large
+     * folios (see reader.c) instead of the small ones LMDB's writes left. */
+    posix_fadvise(w->lock_fd, 0, 0, POSIX_FADV_DONTNEED);
     rc = gl_rename_durable(w->tmp, w->path, err);
 out:
     if (rc)

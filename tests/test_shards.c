@@ -656,8 +656,52 @@ static void test_read_while_writing(void)
     free(dir);
 }
 
+/* The later stages' records share the store with their own record kind. */
+static void test_record_kinds(void)
+{
+    gl_err_t err = {0};
+    char *p = path_in("sft.mdb");
+    shard_writer_opts_t o = opts_for(300);
+    o.kind = GPTLINE__RECORD_KIND__SFT;
+    shard_writer_t *w = shard_writer_create(p, &o, &err);
+    Gptline__SftConversation c = GPTLINE__SFT_CONVERSATION__INIT;
+    Gptline__Turn t1 = GPTLINE__TURN__INIT, t2 = GPTLINE__TURN__INIT, *turns[2] = {&t1, &t2};
+    Gptline__Span span = GPTLINE__SPAN__INIT, *spans[1] = {&span};
+    t1.role = GPTLINE__ROLE__USER;
+    t1.text = "hi";
+    t2.role = GPTLINE__ROLE__ASSISTANT;
+    t2.text = "hello";
+    c.id = "conv-1";
+    c.n_turns = 2;
+    c.turns = turns;
+    span.start = 2;
+    span.end = 8;
+    c.n_loss_spans = 1;
+    c.loss_spans = spans;
+    uint32_t toks[8] = {'h', 'i', 'h', 'e', 'l', 'l', 'o', 299};
+    ok(w && shard_writer_add(w, toks, 8, &c.base, &err) == 0 && shard_writer_seal(&w, &err) == 0,
+       "write an SFT shard");
+    shard_reader_t *r = shard_open(p, 0, &err);
+    ok(r && shard_manifest(r)->kind == GPTLINE__RECORD_KIND__SFT, "manifest says sft");
+    const uint8_t *d = NULL;
+    size_t n = 0;
+    Gptline__SftConversation *back = NULL;
+    if (r && !shard_meta(r, 0, &d, &n, &err))
+        back = gptline__sft_conversation__unpack(NULL, n, d);
+    ok(back && back->n_turns == 2 && !strcmp(back->turns[1]->text, "hello") && back->n_loss_spans == 1 &&
+           back->loss_spans[0]->end == 8,
+       "the conversation record reads back");
+    Gptline__DocMeta *m = NULL;
+    ok(r && shard_doc_meta(r, 0, &m, &err) == GL_EMISMATCH, "asking an sft shard for DocMeta is refused");
+    if (back)
+        gptline__sft_conversation__free_unpacked(back, NULL);
+    shard_close(&r);
+    free(p);
+}
+
 int main(void)
 {
+    test_record_kinds();
     test_round_trip();
     test_map_growth();
     test_bad_files();
