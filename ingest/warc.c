@@ -76,8 +76,14 @@ static int read_header(istream_t *s, warc_hdr_t *h)
         size_t vn = n - kn - 1;
         if (kn == 9 && !strncasecmp(l, "WARC-Type", kn))
             copy_val(h->type, sizeof h->type, v, vn);
-        else if (kn == 15 && !strncasecmp(l, "WARC-Target-URI", kn))
+        else if (kn == 15 && !strncasecmp(l, "WARC-Target-URI", kn)) {
             copy_val(h->uri, sizeof h->uri, v, vn);
+            size_t ul = strlen(h->uri); /* wget writes <uri>, as WARC 1.0's grammar showed */
+            if (ul >= 2 && h->uri[0] == '<' && h->uri[ul - 1] == '>') {
+                memmove(h->uri, h->uri + 1, ul - 2);
+                h->uri[ul - 2] = 0;
+            }
+        }
         else if (kn == 9 && !strncasecmp(l, "WARC-Date", kn))
             copy_val(h->date, sizeof h->date, v, vn);
         else if (kn == 14 && !strncasecmp(l, "WARC-Record-ID", kn))

@@ -154,7 +154,7 @@ static void test_crawl(void)
 {
     coll_t c = {0};
     if (read_data("crawl/cc-2020-34-sample.warc.gz", &c) < 0) {
-        tap_skip(12, "no shared data");
+        tap_skip(13, "no shared data");
         return;
     }
     /* 16 responses, all text/html with 200 status */
@@ -190,6 +190,10 @@ static void test_crawl(void)
     coll_free(&c);
 
     read_data("crawl/wget-sample-0000.warc.gz", &c);
+    int bare = c.n > 0;
+    for (size_t i = 0; i < c.n; i++)
+        bare &= c.url[i] && !strncmp(c.url[i], "http", 4) && c.url[i][strlen(c.url[i]) - 1] != '>';
+    ok(bare, "wget sample 0: URLs without wget's angle brackets");
     is_int(c.n + c.counts[INGEST_SKIP_EMPTY] + c.counts[INGEST_SKIP_NOT_HTML] + c.counts[INGEST_SKIP_HTTP_STATUS], 22,
            "wget sample 0: all 22 responses accounted for");
     coll_free(&c);
