@@ -50,7 +50,8 @@ typedef struct {
     size_t n;
 } span_t;
 
-static int is_sp(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+static const unsigned char sp_tab[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1, ['\f'] = 1, ['\v'] = 1};
+static inline int is_sp(char c) { return sp_tab[(unsigned char)c]; }
 
 static size_t split_words(const char *t, size_t n, span_t **out)
 {
@@ -70,6 +71,19 @@ static size_t split_words(const char *t, size_t n, span_t **out)
         }
     }
     *out = w;
+    return k;
+}
+
+/* Number of words in t, counting up to at most max. */
+static size_t count_words(const char *t, size_t n, size_t max)
+{
+    size_t k = 0;
+    int in = 0;
+    for (size_t i = 0; i < n && k < max; i++) {
+        int sp = is_sp(t[i]);
+        k += !sp && !in;
+        in = !sp;
+    }
     return k;
 }
 
@@ -105,10 +119,32 @@ static size_t split_lines(const char *t, size_t n, int para, span_t **out)
     return k;
 }
 
-int ingest_gopher_quality(const char *t, size_t n)
-{
+/* A text with its words and lines, split once for all the rules. */
+typedef struct {
+    const char *t;
+    size_t n;
     span_t *w, *l;
-    size_t nw = split_words(t, n, &w), nl = split_lines(t, n, 0, &l);
+    size_t nw, nl;
+} view_t;
+
+static void view_init(view_t *v, const char *t, size_t n)
+{
+    v->t = t;
+    v->n = n;
+    v->nw = split_words(t, n, &v->w);
+    v->nl = split_lines(t, n, 0, &v->l);
+}
+
+static void view_free(view_t *v)
+{
+    free(v->w);
+    free(v->l);
+}
+
+static int gopher_quality(const view_t *v)
+{
+    const span_t *w = v->w, *l = v->l;
+    size_t nw = v->nw, nl = v->nl;
     int ok = 0;
     if (nw < 50 || nw > 100000)
         goto out;
@@ -159,8 +195,15 @@ int ingest_gopher_quality(const char *t, size_t n)
         goto out;
     ok = 1;
 out:
-    free(w);
-    free(l);
+    return ok;
+}
+
+int ingest_gopher_quality(const char *t, size_t n)
+{
+    view_t v;
+    view_init(&v, t, n);
+    int ok = gopher_quality(&v);
+    view_free(&v);
     return ok;
 }
 
@@ -233,11 +276,12 @@ static uint64_t ngram_hash(const uint64_t *wh, size_t at, size_t k)
     return h ^ (h >> 29);
 }
 
-int ingest_gopher_repetition(const char *t, size_t n)
+static int gopher_repetition(const view_t *v)
 {
-    span_t *l, *p, *w;
+    const span_t *l = v->l, *w = v->w;
+    span_t *p;
     uint64_t *wh = NULL;
-    size_t nl = split_lines(t, n, 0, &l), np = split_lines(t, n, 1, &p), nw = split_words(t, n, &w);
+    size_t nl = v->nl, np = split_lines(v->t, v->n, 1, &p), nw = v->nw;
     int ok = 0;
     double c, ch;
     dup_fracs(l, nl, &c, &ch);
@@ -310,10 +354,17 @@ int ingest_gopher_repetition(const char *t, size_t n)
     free(mark);
     ok = 1;
 out:
-    free(l);
     free(p);
-    free(w);
     free(wh);
+    return ok;
+}
+
+int ingest_gopher_repetition(const char *t, size_t n)
+{
+    view_t v;
+    view_init(&v, t, n);
+    int ok = gopher_repetition(&v);
+    view_free(&v);
     return ok;
 }
 
@@ -337,10 +388,7 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
                                !memcmp(p + m - 3, "\xef\xbc\x9f", 3)));
         if (!term || (m >= 3 && !memcmp(p + m - 3, "...", 3)))
             continue;
-        span_t *w;
-        size_t nw = split_words(p, m, &w);
-        free(w);
-        if (nw < 3)
+        if (count_words(p, m, 3) < 3)
             continue;
         int drop = 0;
         ibuf_clear(&low);
@@ -459,22 +507,18 @@ int ingest_filter(const ingest_filter_opts_t *o, const char *text, size_t len, i
         ibuf_clear(out);
         ibuf_put(out, tmp.p, tmp.len);
     }
-    if (o->length) {
-        span_t *w;
-        size_t nw = split_words(out->p, out->len, &w);
-        free(w);
-        if (out->len < o->min_chars || nw < o->min_words) {
+    if (o->length || o->gopher_quality || o->gopher_repetition) {
+        view_t v;
+        view_init(&v, out->p, out->len);
+        if (o->length && (out->len < o->min_chars || v.nw < o->min_words))
             r = INGEST_DROP_LENGTH;
+        else if (o->gopher_quality && !gopher_quality(&v))
+            r = INGEST_DROP_GOPHER_QUALITY;
+        else if (o->gopher_repetition && !gopher_repetition(&v))
+            r = INGEST_DROP_GOPHER_REPETITION;
+        view_free(&v);
+        if (r >= 0)
             goto done;
-        }
-    }
-    if (o->gopher_quality && !ingest_gopher_quality(out->p, out->len)) {
-        r = INGEST_DROP_GOPHER_QUALITY;
-        goto done;
-    }
-    if (o->gopher_repetition && !ingest_gopher_repetition(out->p, out->len)) {
-        r = INGEST_DROP_GOPHER_REPETITION;
-        goto done;
     }
     if (o->languages && *o->languages && !lang_ok(o->languages, out->p, out->len)) {
         r = INGEST_DROP_LANGUAGE;
