@@ -21,10 +21,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+static gl_progress_t progress;
+
 static void log_line(void *ctx, int level, const char *msg)
 {
     (void)ctx;
+    if (progress.drawn)
+        fputc('\n', stderr); /* keep the progress line apart from log lines */
+    progress.drawn = 0;
     gl_log((gl_log_level_t)level, "%s", msg);
+}
+
+static void on_progress(void *ctx, uint64_t docs, uint64_t bytes)
+{
+    (void)ctx;
+    gl_progress_add(&progress, docs, bytes);
 }
 
 /* Reads the input list: one path per line, '#' comments, blank lines skipped. */
@@ -97,7 +108,7 @@ static int cmd_run(int argc, char **argv)
         {"no-length", no_argument, NULL, O_NOLEN}, {"max-record", required_argument, NULL, O_MAXR},
         {"max-file", required_argument, NULL, O_MAXF}, {"strict", no_argument, NULL, O_STRICT},
         {"throttle-ms", required_argument, NULL, O_THR}, {"help", no_argument, NULL, 'h'}, {0}};
-    ingest_worker_opts_t o = {.tokenizer = "bytes", .world = 1, .log = log_line};
+    ingest_worker_opts_t o = {.tokenizer = "bytes", .world = 1, .log = log_line, .progress = on_progress};
     ingest_read_opts_default(&o.read);
     const char *list = NULL;
     uint64_t rank = 0, world = 1, workers = 0, v;
@@ -176,6 +187,7 @@ static int cmd_run(int argc, char **argv)
             if (p == 0) {
                 o.rank = (uint32_t)(rank * workers + j);
                 o.world = (uint32_t)(world * workers);
+                o.progress = NULL; /* one line per terminal: children stay quiet */
                 ingest_stats_t st;
                 int rc = ingest_worker_run(&o, inputs, n, &st, &err);
                 if (rc)
@@ -198,7 +210,9 @@ static int cmd_run(int argc, char **argv)
         o.world = (uint32_t)world;
         ingest_stats_t st;
         double t0 = gl_now();
+        gl_progress_start(&progress, "ingest", "docs", 0, 0);
         int rc = ingest_worker_run(&o, inputs, n, &st, &err);
+        gl_progress_finish(&progress);
         if (rc) {
             status = gl_cmd_fail(argv[0], &err);
         }

@@ -254,6 +254,9 @@ typedef struct {
      * NULL. The command layer prints them. */
     void (*log)(void *ctx, int level, const char *msg);
     void *log_ctx;
+    /* Progress: called after each document the readers produce, with the
+     * uncompressed bytes read since the last call; may be NULL. */
+    void (*progress)(void *ctx, uint64_t docs, uint64_t bytes);
 } ingest_worker_opts_t;
 
 typedef struct {

@@ -4,7 +4,6 @@
  * One JSON object per line, parsed with jansson. "text" is required;
  * "id" becomes the record id; "metadata" (or the top level) may carry
  * "url", "date"/"timestamp", "title", "path", "language", "license".
- * "source" in metadata picks the source kind when it says crawl/wiki/code.
  * A malformed line or one over max_record is counted and skipped.
  */
 #include "ingest/internal.h"
@@ -58,7 +57,6 @@ int ingest_jsonl_stream(istream_t *s, gl_err_t *err)
             snprintf(idbuf, sizeof idbuf, "%lld", (long long)json_integer_value(id));
             ids = idbuf;
         }
-        const char *src = str_of(o, meta, "source");
         Gptline__SourceKind sk = GPTLINE__SOURCE_KIND__JSONL;
         const char *date = str_of(o, meta, "date");
         ingest_doc_t d = {.source = sk, .text = json_string_value(text), .len = json_string_length(text),
@@ -66,7 +64,6 @@ int ingest_jsonl_stream(istream_t *s, gl_err_t *err)
                           .date = date ? date : str_of(o, meta, "timestamp"), .title = str_of(o, meta, "title"),
                           .path = str_of(o, meta, "path"), .language = str_of(o, meta, "language"),
                           .license = str_of(o, meta, "license"), .offset = off};
-        (void)src;
         if (!d.len)
             icount(s->sink, INGEST_SKIP_EMPTY, off, NULL);
         else

@@ -65,6 +65,7 @@ typedef struct {
     size_t ids_cap;
     ingest_stats_t st;   /* this input */
     unsigned logged;
+    uint64_t progress_bytes; /* bytes_in already reported */
     gl_err_t werr;
 } job_t;
 
@@ -183,6 +184,10 @@ static int on_doc(void *ctx, const ingest_doc_t *d, gl_err_t *err)
     job_t *j = ctx;
     const ingest_worker_opts_t *o = j->o;
     j->st.docs_in++;
+    if (o->progress) {
+        o->progress(o->log_ctx, 1, j->st.bytes_in - j->progress_bytes);
+        j->progress_bytes = j->st.bytes_in;
+    }
     if (o->throttle_ms)
         usleep(o->throttle_ms * 1000u);
     const ingest_filter_opts_t *fo = &j->fo[(unsigned)d->source & 7];
@@ -457,6 +462,7 @@ int ingest_worker_run(const ingest_worker_opts_t *o, char *const *inputs, size_t
             memset(j->seen, 0, j->seen_cap * sizeof *j->seen);
         j->seq = j->sig_count = 0;
         j->logged = 0;
+        j->progress_bytes = 0;
         j->index = k;
         j->input = inputs[k];
         gl_err_clear(&j->werr);

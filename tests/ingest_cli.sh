@@ -130,6 +130,8 @@ check "three-worker shards verify" $G shards verify "$TMP/three"
 $G shards cat --text "$TMP/one" > "$TMP/one.txt"
 $G shards cat --text "$TMP/three" > "$TMP/three.txt"
 cmp -s "$TMP/one.txt" "$TMP/three.txt"; _result $? "killed + relaunched workers = single worker, byte for byte"
+tot() { $G ingest report --json "$1" | $PY -c 'import json,sys; t=json.load(sys.stdin)["total"]; print(t["inputs"], t["docs_in"], t["docs_kept"], t["tokens"])'; }
+is "report over three ranks = report of one (inputs, documents, tokens)" "$(tot "$TMP/three")" "$(tot "$TMP/one")"
 is "documents: 24 inputs x 15" "$($G shards stat --json "$TMP/three" | $PY -c 'import json,sys; print(json.load(sys.stdin)["documents"])')" "360"
 
 # --- exact and near duplicates planted across two workers ---

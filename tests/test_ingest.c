@@ -291,6 +291,17 @@ static void test_bad_warc(void)
     ok(c.n == 1 && !strcmp(c.text[0], "next page"), "wrong Content-Length: resynchronised on the next record");
     coll_free(&c);
 
+    /* wrong Content-Length (too long): it swallows the next record's start */
+    n = 0;
+    warc_rec(w, sizeof w, &n, "response", "http://a/", http_page(NULL, "<p>first</p>", page, sizeof page), 90);
+    warc_rec(w, sizeof w, &n, "response", "http://b/", http_page(NULL, "<p>swallowed</p>", page, sizeof page), -1);
+    warc_rec(w, sizeof w, &n, "response", "http://c/", http_page(NULL, "<p>third</p>", page, sizeof page), -1);
+    read_mem(w, n, INGEST_KIND_WARC, NULL, &c);
+    is_int(c.counts[INGEST_ERR_LENGTH], 1, "Content-Length too long: counted");
+    ok(c.n >= 1 && !strcmp(c.text[c.n - 1], "third") && !any_has(&c, "first"),
+       "Content-Length too long: the bad record dropped, reading goes on");
+    coll_free(&c);
+
     /* a charset that lies: declared UTF-8, bytes in windows-1252 */
     n = 0;
     warc_rec(w, sizeof w, &n, "response", "http://a/",
