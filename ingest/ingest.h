@@ -69,6 +69,7 @@ typedef enum {
     INGEST_ERR_BOMB,           /* decompression bomb (expansion ratio cap) */
     INGEST_ERR_LINE,           /* absurd line length */
     INGEST_ERR_OPEN,           /* input could not be opened */
+    INGEST_SKIP_ENCODING,      /* HTTP Content-Encoding other than gzip/identity */
     INGEST_NCOUNTERS
 } ingest_counter_t;
 

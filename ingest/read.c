@@ -50,6 +50,7 @@ static const char *const counter_names[INGEST_NCOUNTERS] = {
     [INGEST_ERR_BOMB] = "error.bomb",
     [INGEST_ERR_LINE] = "error.line_length",
     [INGEST_ERR_OPEN] = "error.open",
+    [INGEST_SKIP_ENCODING] = "skip.content_encoding",
 };
 
 const char *ingest_counter_name(ingest_counter_t c)
@@ -67,7 +68,7 @@ int ingest_counter_by_name(const char *name)
 
 int ingest_counter_is_error(ingest_counter_t c)
 {
-    return c >= INGEST_ERR_TRUNCATED && c < INGEST_NCOUNTERS;
+    return c >= INGEST_ERR_TRUNCATED && c <= INGEST_ERR_OPEN;
 }
 
 void ingest_read_opts_default(ingest_read_opts_t *o)

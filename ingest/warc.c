@@ -17,6 +17,7 @@
  */
 #include "ingest/internal.h"
 
+#include <archive_entry.h>
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,8 +191,37 @@ static size_t dechunk(char *p, size_t n)
 }
 
 typedef struct {
-    ingest_buf_t block, utf8, text, title;
+    ingest_buf_t block, utf8, text, title, gz;
 } warc_bufs_t;
+
+/* Decodes a gzip-encoded payload (up to cap bytes out) into out. */
+static int gunzip(const char *p, size_t n, size_t cap, ingest_buf_t *out)
+{
+    struct archive *a = archive_read_new();
+    struct archive_entry *e;
+    int rc = -1;
+    archive_read_support_filter_gzip(a);
+    archive_read_support_format_raw(a);
+    ibuf_clear(out);
+    if (archive_read_open_memory(a, p, n) != ARCHIVE_OK || archive_read_next_header(a, &e) != ARCHIVE_OK)
+        goto out;
+    for (;;) {
+        ibuf_reserve(out, 1 << 16);
+        la_ssize_t k = archive_read_data(a, out->p + out->len, out->cap - out->len - 1);
+        if (k < 0)
+            goto out;
+        if (k == 0)
+            break;
+        out->len += (size_t)k;
+        if (out->len > cap)
+            goto out;
+    }
+    out->p[out->len] = 0;
+    rc = 0;
+out:
+    archive_read_free(a);
+    return rc;
+}
 
 static int emit(istream_t *s, const warc_hdr_t *h, uint64_t off, const char *text, size_t len, const char *title,
                 gl_err_t *err)
@@ -264,8 +294,16 @@ static int response(istream_t *s, const warc_hdr_t *h, uint64_t off, warc_bufs_t
     size_t blen = n - i;
     if (strcasestr(tenc, "chunked"))
         blen = dechunk(body, blen);
-    if (cenc[0] && strcasecmp(cenc, "identity")) {
-        icount(s->sink, INGEST_SKIP_NOT_HTML, off, NULL);
+    if (cenc[0] && (!strcasecmp(cenc, "gzip") || !strcasecmp(cenc, "x-gzip"))) {
+        if (gunzip(body, blen, s->o->max_record, &b->gz)) {
+            icount(s->sink, INGEST_ERR_TRUNCATED, off, "%s: offset %llu: gzip Content-Encoding does not decode",
+                   s->name, (unsigned long long)off);
+            return GL_OK;
+        }
+        body = b->gz.p;
+        blen = b->gz.len;
+    } else if (cenc[0] && strcasecmp(cenc, "identity")) {
+        icount(s->sink, INGEST_SKIP_ENCODING, off, NULL);
         return GL_OK;
     }
     if (!ctype[0]) {
@@ -413,5 +451,6 @@ int ingest_warc_stream(istream_t *s, gl_err_t *err)
     ingest_buf_free(&b.utf8);
     ingest_buf_free(&b.text);
     ingest_buf_free(&b.title);
+    ingest_buf_free(&b.gz);
     return rc;
 }

@@ -468,8 +468,9 @@ int ingest_worker_run(const ingest_worker_opts_t *o, char *const *inputs, size_t
         gl_err_clear(&j->werr);
         rc = run_input(j, err);
         stats_add(stats, &j->st);
-        for (int c = INGEST_ERR_TRUNCATED; c < INGEST_NCOUNTERS; c++)
-            bad += j->st.counters[c];
+        for (int c = 0; c < INGEST_NCOUNTERS; c++)
+            if (ingest_counter_is_error((ingest_counter_t)c))
+                bad += j->st.counters[c];
         if (rc == -1) {
             stats->inputs_failed++;
             rc = GL_OK;

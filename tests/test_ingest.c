@@ -350,6 +350,49 @@ static void test_bad_warc(void)
     coll_free(&c);
 }
 
+/* gzip of data, made with libarchive; caller frees */
+static char *gzip_bytes(const char *data, size_t n, size_t *out_len)
+{
+    size_t cap = n + 1024;
+    char *out = malloc(cap);
+    struct archive *a = archive_write_new();
+    archive_write_add_filter_gzip(a);
+    archive_write_set_format_raw(a);
+    archive_write_open_memory(a, out, cap, out_len);
+    struct archive_entry *e = archive_entry_new();
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_write_header(a, e);
+    archive_write_data(a, data, n);
+    archive_entry_free(e);
+    archive_write_close(a);
+    archive_write_free(a);
+    return out;
+}
+
+static void test_content_encoding(void)
+{
+    const char *html = "<p>a zipped page</p>";
+    size_t zl;
+    char *z = gzip_bytes(html, strlen(html), &zl);
+    char *w = malloc(4096);
+    int hl = snprintf(w, 4096, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\r\n");
+    memcpy(w + hl, z, zl);
+    size_t bl = (size_t)hl + zl;
+    char *rec = malloc(8192);
+    size_t n = (size_t)snprintf(rec, 8192, "WARC/1.0\r\nWARC-Type: response\r\nContent-Length: %zu\r\n\r\n", bl);
+    memcpy(rec + n, w, bl);
+    n += bl;
+    memcpy(rec + n, "\r\n\r\n", 4);
+    n += 4;
+    coll_t c = {0};
+    read_mem(rec, n, INGEST_KIND_WARC, NULL, &c);
+    ok(c.n == 1 && !strcmp(c.text[0], "a zipped page"), "gzip Content-Encoding decoded");
+    coll_free(&c);
+    free(z);
+    free(w);
+    free(rec);
+}
+
 /* gzip of n zero bytes, made with libarchive */
 static char *gzip_zeros(size_t n, size_t *out_len)
 {
@@ -684,6 +727,7 @@ int main(void)
     test_filters();
     test_minhash();
     test_bad_warc();
+    test_content_encoding();
     test_bad_other();
     test_wiki();
     test_crawl();
