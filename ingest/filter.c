@@ -50,6 +50,13 @@ typedef struct {
     size_t n;
 } span_t;
 
+static unsigned char lower_tab[256];
+__attribute__((constructor)) static void init_lower(void)
+{
+    for (int c = 0; c < 256; c++)
+        lower_tab[c] = (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+}
+
 static const unsigned char sp_tab[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1, ['\f'] = 1, ['\v'] = 1};
 static inline int is_sp(char c) { return sp_tab[(unsigned char)c]; }
 
@@ -150,6 +157,7 @@ static int gopher_quality(const view_t *v)
         goto out;
     size_t chars = 0, alpha = 0, hashes = 0, ell = 0, stops = 0;
     static const char *const stop[] = {"the", "be", "to", "of", "and", "that", "have", "with", NULL};
+    static const size_t stop_len[] = {3, 2, 2, 2, 3, 4, 4, 4};
     for (size_t i = 0; i < nw; i++) {
         chars += w[i].n;
         int has = 0;
@@ -164,11 +172,14 @@ static int gopher_quality(const view_t *v)
         if ((w[i].n >= 3 && !memcmp(w[i].p + w[i].n - 3, "...", 3)) ||
             (w[i].n >= 3 && !memcmp(w[i].p + w[i].n - 3, "\xe2\x80\xa6", 3)))
             ell++;
-        for (int s = 0; stop[s]; s++)
-            if (w[i].n == strlen(stop[s]) && !strncasecmp(w[i].p, stop[s], w[i].n)) {
-                stops++;
-                break;
-            }
+        if (w[i].n >= 2 && w[i].n <= 4) {
+            for (int s = 0; stop[s]; s++)
+                if (w[i].n == stop_len[s] && lower_tab[(unsigned char)w[i].p[0]] == stop[s][0] &&
+                    !strncasecmp(w[i].p, stop[s], w[i].n)) {
+                    stops++;
+                    break;
+                }
+        }
     }
     double mean = (double)chars / (double)nw;
     if (mean < 3 || mean > 10)
@@ -376,9 +387,14 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
     span_t *l;
     size_t nl = split_lines(t, n, 0, &l);
     size_t sentences = 0;
-    ingest_buf_t low = {0};
     static const char *const bad[] = {"javascript", "terms of use", "privacy policy", "cookie policy",
                                       "uses cookies", "use of cookies", "use cookies", NULL};
+    static const size_t bad_len[] = {10, 12, 14, 13, 12, 14, 11};
+    ingest_buf_t low = {0};
+    ibuf_reserve(&low, n);
+    for (size_t k = 0; k < n; k++)
+        low.p[k] = (char)lower_tab[(unsigned char)t[k]];
+    low.len = n;
     for (size_t i = 0; i < nl; i++) {
         const char *p = l[i].p;
         size_t m = l[i].n;
@@ -391,13 +407,9 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
         if (count_words(p, m, 3) < 3)
             continue;
         int drop = 0;
-        ibuf_clear(&low);
-        ibuf_reserve(&low, m);
-        for (size_t k = 0; k < m; k++)
-            low.p[k] = (char)tolower((unsigned char)p[k]);
-        low.len = m;
+        const char *lp = low.p + (p - t); /* the line in the lowercased copy */
         for (int b = 0; bad[b] && !drop; b++)
-            drop = memmem(low.p, m, bad[b], strlen(bad[b])) != NULL;
+            drop = memmem(lp, m, bad[b], bad_len[b]) != NULL;
         if (drop)
             continue;
         for (size_t k = 0; k < m; k++)

@@ -564,9 +564,10 @@ static void test_filters(void)
 
     ingest_buf_t out = {0};
     char page[4000];
-    snprintf(page, sizeof page, "Home\nMenu item\n%s\nPlease enable JavaScript to view this site.\nShare", prose);
+    snprintf(page, sizeof page, "Home\nMenu item\n%s\nPlease enable JavaScript to view this site.\n"
+             "This website uses cookies to improve it.\nRead our Privacy Policy today.\nShare", prose);
     ok(ingest_c4(page, strlen(page), &out), "C4: a page with sentences survives");
-    is_str(out.p, prose, "C4: lines without terminal punctuation and javascript lines removed");
+    is_str(out.p, prose, "C4: lines without terminal punctuation, javascript, cookie and policy lines removed");
     const char *lorem = "Lorem ipsum dolor sit amet. This is one. This is two. This is three.";
     ok(!ingest_c4(lorem, strlen(lorem), &out), "C4: lorem ipsum page dropped");
     const char *brace = "This has a { brace. This is one. This is two. This is three.";
