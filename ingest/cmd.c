@@ -254,17 +254,23 @@ static int cmd_dedup(int argc, char **argv)
     return GL_EXIT_OK;
 }
 
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
 static int cmd_report(int argc, char **argv)
 {
-    int json = 0;
+    int json = 0, per_input = 0;
     const char *dir = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: %s [--json] DIR\n\nAdds up the stats of every input marked done in DIR, per rank and in\n"
-                   "total: inputs, documents read and kept, bytes, tokens, and every skip,\n"
-                   "filter and error counter.\n",
+            printf("usage: %s [--json] [--inputs] DIR\n\nAdds up the stats of every input marked done in DIR, per rank and in\n"
+                   "total: inputs, records read, documents read and kept, bytes, tokens, and\n"
+                   "every skip, filter and error counter.\n\n"
+                   "  --json     one JSON object on stdout\n"
+                   "  --inputs   also one line per input (documents, kept, errors)\n",
                    argv[0]);
             return GL_EXIT_OK;
+        } else if (!strcmp(argv[i], "--inputs")) {
+            per_input = 1;
         } else if (!strcmp(argv[i], "--json")) {
             json = 1;
         } else if (argv[i][0] == '-' || dir) {
@@ -284,11 +290,21 @@ static int cmd_report(int argc, char **argv)
     }
     json_t *ranks = json_object(), *total = json_object();
     struct dirent *e;
-    const char *num[] = {"docs_in", "docs_kept", "bytes_in", "bytes_kept", "tokens", NULL};
+    const char *num[] = {"records", "docs_in", "docs_kept", "bytes_in", "bytes_kept", "tokens", NULL};
+    json_t *inputs = json_array();
+    char **names = NULL;
+    size_t nn = 0;
     while ((e = readdir(dh))) {
         if (strncmp(e->d_name, "in-", 3) || !strstr(e->d_name, ".json"))
             continue;
-        char *p = gl_path_join(dd, e->d_name);
+        names = gl_xrealloc(names, (nn + 1) * sizeof *names);
+        names[nn++] = gl_xstrdup(e->d_name);
+    }
+    closedir(dh);
+    qsort(names, nn, sizeof *names, cmp_str); /* in-K.json: input order */
+    for (size_t ni = 0; ni < nn; ni++) {
+        char *p = gl_path_join(dd, names[ni]);
+        free(names[ni]);
         json_error_t je;
         json_t *o = json_load_file(p, 0, &je);
         free(p);
@@ -319,9 +335,9 @@ static int cmd_report(int argc, char **argv)
                 json_object_set_new(c, key, json_integer(json_integer_value(json_object_get(c, key)) +
                                                          json_integer_value(val)));
         }
-        json_decref(o);
+        json_array_append_new(inputs, o);
     }
-    closedir(dh);
+    free(names);
     free(dd);
     char *dp = gl_path_join(dir, "dedup/removed.json");
     json_t *dedup = json_load_file(dp, 0, NULL);
@@ -330,13 +346,15 @@ static int cmd_report(int argc, char **argv)
         json_t *out = json_pack("{s:o,s:o}", "ranks", ranks, "total", total);
         if (dedup)
             json_object_set_new(out, "dedup_removed", json_incref(json_object_get(dedup, "removed")));
+        if (per_input)
+            json_object_set(out, "inputs", inputs);
         char *s = json_dumps(out, JSON_INDENT(1) | JSON_SORT_KEYS);
         puts(s);
         free(s);
         json_decref(out);
     } else {
-        printf("%-8s %7s %10s %10s %12s %12s %12s %8s\n", "rank", "inputs", "docs in", "kept", "MB in", "MB kept",
-               "tokens", "errors");
+        printf("%-8s %7s %10s %10s %10s %12s %12s %12s %8s\n", "rank", "inputs", "records", "docs in", "kept", "MB in",
+               "MB kept", "tokens", "errors");
         const char *key;
         json_t *r;
         json_t *rows[2] = {ranks, NULL};
@@ -350,8 +368,9 @@ static int cmd_report(int argc, char **argv)
                 json_t *cv;
                 json_object_foreach(json_object_get(r, "counters"), ck, cv) if (!strncmp(ck, "error.", 6)) errs +=
                     json_integer_value(cv);
-                printf("%-8s %7lld %10lld %10lld %12.2f %12.2f %12lld %8lld\n", key,
+                printf("%-8s %7lld %10lld %10lld %10lld %12.2f %12.2f %12lld %8lld\n", key,
                        (long long)json_integer_value(json_object_get(r, "inputs")),
+                       (long long)json_integer_value(json_object_get(r, "records")),
                        (long long)json_integer_value(json_object_get(r, "docs_in")),
                        (long long)json_integer_value(json_object_get(r, "docs_kept")),
                        json_integer_value(json_object_get(r, "bytes_in")) / 1e6,
@@ -359,6 +378,25 @@ static int cmd_report(int argc, char **argv)
                        (long long)json_integer_value(json_object_get(r, "tokens")), errs);
             }
             json_decref(it);
+        }
+        if (per_input) {
+            printf("\n%-6s %5s %9s %9s %7s  %s\n", "input", "rank", "docs in", "kept", "errors", "path");
+            size_t k;
+            json_t *o;
+            json_array_foreach(inputs, k, o)
+            {
+                long long errs = 0;
+                const char *ck;
+                json_t *cv;
+                json_object_foreach(json_object_get(o, "counters"), ck, cv) if (!strncmp(ck, "error.", 6)) errs +=
+                    json_integer_value(cv);
+                printf("%-6lld %5lld %9lld %9lld %7lld  %s\n", (long long)json_integer_value(json_object_get(o, "index")),
+                       (long long)json_integer_value(json_object_get(o, "rank")),
+                       (long long)json_integer_value(json_object_get(o, "docs_in")),
+                       (long long)json_integer_value(json_object_get(o, "docs_kept")), errs,
+                       json_string_value(json_object_get(o, "input")) ? json_string_value(json_object_get(o, "input"))
+                                                                      : "?");
+            }
         }
         printf("\n%-32s %12s\n", "counter (all ranks)", "count");
         const char *ck;
@@ -371,6 +409,7 @@ static int cmd_report(int argc, char **argv)
         json_decref(total);
     }
     json_decref(dedup);
+    json_decref(inputs);
     return GL_EXIT_OK;
 }
 

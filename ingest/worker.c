@@ -311,6 +311,12 @@ static int write_sigs(job_t *j, gl_err_t *err)
 static json_t *stats_json(const ingest_stats_t *s)
 {
     json_t *o = json_object(), *c = json_object();
+    /* records: every item the readers looked at (documents and skips) */
+    uint64_t records = s->docs_in;
+    for (int i = 0; i < INGEST_NCOUNTERS; i++)
+        if (!strncmp(ingest_counter_name((ingest_counter_t)i), "skip.", 5))
+            records += s->counters[i];
+    json_object_set_new(o, "records", json_integer((json_int_t)records));
     json_object_set_new(o, "docs_in", json_integer((json_int_t)s->docs_in));
     json_object_set_new(o, "docs_kept", json_integer((json_int_t)s->docs_kept));
     json_object_set_new(o, "bytes_in", json_integer((json_int_t)s->bytes_in));

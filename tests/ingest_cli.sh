@@ -93,6 +93,29 @@ for r in skip.vendored skip.minified skip.binary; do
   grep -q "^$r 1" "$TMP/code.err"; _result $? "code: $r counted"
 done
 
+# --- compressed forms: multistream bzip2 wiki, xz and zstd JSONL ---
+$PY - "$TMP" <<'PYEOF'
+import sys, bz2, lzma, json
+d = sys.argv[1]
+head = '<mediawiki xml:lang="en">\n'
+page = lambda i: ('<page><title>T%d</title><ns>0</ns><id>%d</id><revision><timestamp>2020-01-01T00:00:00Z'
+                  '</timestamp><text>Page %d body with [[link|words]].</text></revision></page>\n' % (i, i, i))
+# three independent bzip2 streams, as the multistream dumps are cut
+parts = [head + page(1), page(2) + page(3), '</mediawiki>\n']
+open(d + '/multi.xml.bz2', 'wb').write(b''.join(bz2.compress(p.encode()) for p in parts))
+lines = ''.join(json.dumps({'id': str(i), 'text': 'document %d' % i}) + '\n' for i in range(5))
+open(d + '/docs.jsonl.xz', 'wb').write(lzma.compress(lines.encode()))
+open(d + '/docs.jsonl', 'w').write(lines)
+PYEOF
+is "multistream bzip2 dump: pages of every stream" "$($G ingest extract "$TMP/multi.xml.bz2" 2>/dev/null | wc -l)" "3"
+is "xz JSONL" "$($G ingest extract "$TMP/docs.jsonl.xz" 2>/dev/null | wc -l)" "5"
+if command -v zstd >/dev/null; then
+  zstd -q "$TMP/docs.jsonl" -o "$TMP/docs.jsonl.zst"
+  is "zstd JSONL" "$($G ingest extract "$TMP/docs.jsonl.zst" 2>/dev/null | wc -l)" "5"
+fi
+check "report --inputs" $G ingest report --inputs "$TMP/real"
+grep -q "clipped.warc.gz" "$TMP/.out"; _result $? "report --inputs names each input"
+
 # --- three workers, one killed mid-run and relaunched = one worker ---
 mkdir -p "$TMP/jl"
 $PY - "$TMP/jl" <<'PYEOF'
