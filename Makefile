@@ -134,7 +134,12 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
 
-TEST_ENV := GPTLINE=$(abspath $(BUILD)/gptline) GL_BUILD=$(abspath $(BUILD)) \
+# The OpenBLAS kernels gptline picks for itself (see gptline.c), for the
+# test and bench programs that link OpenBLAS directly and for PyTorch.
+BLAS_ENV := $(if $(OPENBLAS_CORETYPE),,$(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && \
+	grep -qw fma /proc/cpuinfo && echo OPENBLAS_CORETYPE=Haswell))
+
+TEST_ENV := $(BLAS_ENV) GPTLINE=$(abspath $(BUILD)/gptline) GL_BUILD=$(abspath $(BUILD)) \
 	GL_DATA=$(DATA) GL_SRC=$(CURDIR) PYTHON=$(PYTHON) GPTLINE_PROGRESS=0 \
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 

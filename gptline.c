@@ -7,12 +7,17 @@
 #include "common/common.h"
 #include "ingest/ingest.h"
 #include "shards/shards.h"
+#include "tokenizer/tokenizer.h"
 
+#include <cblas.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const gl_cmd_t commands[] = {
     {"ingest", ingest_cmd, "crawl, wiki and code archives to clean tokenized shards"},
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
+    {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
     {NULL, NULL, NULL},
 };
 
@@ -30,8 +35,31 @@ static int usage(FILE *f)
     return f == stdout ? GL_EXIT_OK : GL_EXIT_USAGE;
 }
 
+/* Debian's OpenBLAS 0.3.21 does not know some newer x86 CPUs and falls
+ * back to its generic SSE3 ("Prescott") kernels, five times slower than the
+ * AVX2 ("Haswell") ones these CPUs run correctly. When OPENBLAS_CORETYPE is
+ * unset and that fallback happened on a CPU with AVX2 and FMA, run again
+ * with OPENBLAS_CORETYPE=Haswell (OpenBLAS picks its kernels when it is
+ * loaded, before main). A value set by the user is left as it is. */
+static void pick_blas_kernels(char **argv)
+{
+    if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott") != 0)
+        return;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return;
+    self[n] = '\0';
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    execv(self, argv); /* on failure: go on with the slow kernels */
+}
+
 int main(int argc, char **argv)
 {
+    pick_blas_kernels(argv);
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--version")) {

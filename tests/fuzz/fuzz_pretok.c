@@ -8,7 +8,6 @@
 
 #include <stdlib.h>
 
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
