@@ -8,8 +8,9 @@
 # machine is crawled over loopback with `wget --warc-file` into a real WARC,
 # the C headers of /usr/include and this project's own source become code
 # archives, and `gptline ingest` (two local workers) extracts, filters,
-# deduplicates and tokenizes them into shards. Later stages (tokenizer
-# training, training, labeling) extend this script as they land.
+# deduplicates and tokenizes them into shards; a BPE tokenizer is trained
+# on that text and the inputs ingested again with it. Later stages
+# (training, labeling) extend this script as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 G=${GPTLINE:-build/gptline}
@@ -93,6 +94,15 @@ if [ -n "$doc" ]; then
   head -8 "$OUT/ingest-doc.txt" | cut -c1-160
 fi
 
+step "train a BPE tokenizer (2048 tokens) on the ingested text"
+"$G" shards cat --text "$OUT/ingest" > "$OUT/ingest.txt"
+"$G" tokenizer train -o "$OUT/demo.gltok" -n 2048 -j 2 "$OUT/ingest.txt"
+
+step "gptline ingest again, tokenized with it (the same documents, fewer tokens)"
+"$G" ingest --inputs "$OUT/ingest-inputs.txt" --out "$OUT/ingest-bpe" --tokenizer "$OUT/demo.gltok" --workers 2
+"$G" ingest dedup "$OUT/ingest-bpe"
+"$G" shards verify -q "$OUT/ingest-bpe" && echo "all shards verified"
+"$G" shards stat "$OUT/ingest-bpe"
+
 echo
-echo "demo: datasets in $OUT/pretrain and $OUT/ingest"
-echo "(training a BPE tokenizer on them joins this demo when 'gptline tokenizer train' lands)"
+echo "demo: datasets in $OUT/pretrain, $OUT/ingest (bytes) and $OUT/ingest-bpe (BPE, $OUT/demo.gltok)"

@@ -64,7 +64,7 @@ static char **read_list(const char *path, size_t *n, gl_err_t *err)
 
 static int run_usage(const char *prog)
 {
-    printf("usage: %s --inputs LIST --out DIR [--tokenizer bytes] [--rank I --world N] [--workers K]\n"
+    printf("usage: %s --inputs LIST --out DIR [--tokenizer bytes|VOCAB] [--rank I --world N] [--workers K]\n"
            "       %s dedup DIR | report [--json] DIR | extract [--kind K] FILE...\n\n"
            "Reads the inputs named in LIST (one path per line: WARC/WET, MediaWiki XML,\n"
            "tar/zip source archives, JSONL; compressed or not), extracts, filters and\n"
@@ -72,7 +72,8 @@ static int run_usage(const char *prog)
            "rank k mod N; finished inputs are marked done and skipped on relaunch.\n\n"
            "  -i, --inputs LIST       file listing the inputs\n"
            "  -o, --out DIR           dataset folder (shards, sigs/, done/, stats/)\n"
-           "  -t, --tokenizer SPEC    'bytes' (byte-level ids, end-of-text 256); default bytes\n"
+           "  -t, --tokenizer SPEC    'bytes' (byte-level ids, end-of-text 256; the default) or a\n"
+           "                          BPE vocabulary file (tiktoken, encoder.json, .gltok)\n"
            "  -r, --rank I            this worker's rank (default 0)\n"
            "  -w, --world N           number of ranks (default 1)\n"
            "  -k, --workers K         run K local ranks as processes (ranks I*K..I*K+K-1 of N*K)\n"

@@ -223,8 +223,10 @@ void ingest_minhash(const char *text, size_t len, uint32_t sig[INGEST_MH_PERM]);
 
 /* ---- tokenizer ---------------------------------------------------------- */
 
-/* The tokenizer behind the worker. Today only "bytes" (ids 0-255, end of
- * text 256, the shard library's byte tokenizer). Caller owns it. */
+/* The tokenizer behind the worker: "bytes" (ids 0-255, end of text 256,
+ * the shard library's byte tokenizer) or the path of a BPE vocabulary
+ * (tiktoken rank file, GPT-2 encoder.json, .gltok; it must have an
+ * <|endoftext|>). Caller owns it. */
 typedef struct ingest_tok ingest_tok_t;
 ingest_tok_t *ingest_tok_open(const char *spec, gl_err_t *err);
 void ingest_tok_free(ingest_tok_t **t);

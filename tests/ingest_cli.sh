@@ -93,6 +93,28 @@ for r in skip.vendored skip.minified skip.binary; do
   grep -q "^$r 1" "$TMP/code.err"; _result $? "code: $r counted"
 done
 
+# --- a BPE vocabulary: the shards hold what `gptline tokenizer encode` gives ---
+V="$D/tokenizers/vocab/cl100k_base.tiktoken"
+if [ -f "$V" ]; then
+  check "ingest with the cl100k_base vocabulary" $G ingest --inputs "$TMP/real.txt" --out "$TMP/bpe" --tokenizer "$V"
+  check "BPE shards verify" $G shards verify "$TMP/bpe"
+  $G shards stat --json "$TMP/bpe" > "$TMP/bpe.json"
+  is "BPE dataset: same documents as the byte-level one" \
+    "$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['documents'])" "$TMP/bpe.json")" "$sdocs"
+  is "BPE dataset: cl100k_base identity in the manifest" \
+    "$($PY -c "import json,sys; t=json.load(open(sys.argv[1]))['tokenizer']; print(t['name'], t['eot_id'])" "$TMP/bpe.json")" \
+    "cl100k_base 100257"
+  same=0
+  for doc in 0 40 120; do
+    $G shards cat --text --doc $doc --limit 1 "$TMP/real" | head -c -1 > "$TMP/doc.txt"
+    $G tokenizer encode -t "$V" "$TMP/doc.txt" > "$TMP/want.ids"
+    $G shards cat --doc $doc --limit 1 "$TMP/bpe" > "$TMP/got.ids"
+    cmp -s <(tr -s ' \n' '\n\n' < "$TMP/want.ids" | grep .) <(tr -s ' \n' '\n\n' < "$TMP/got.ids" | grep .) && same=$((same + 1))
+  done
+  is "BPE dataset: documents 0, 40, 120 hold the ids the tokenizer gives their text" "$same" "3"
+  check_fails "a vocabulary without end-of-text is refused" 1 $G ingest --inputs /dev/null --out "$TMP/x2" --tokenizer /etc/hostname
+fi
+
 # --- compressed forms: multistream bzip2 wiki, xz and zstd JSONL ---
 $PY - "$TMP" <<'PYEOF'
 import sys, bz2, lzma, json
@@ -141,9 +163,10 @@ for _ in $(seq 200); do
   sleep 0.05
 done
 sleep 0.2
-kill -KILL $victim 2>/dev/null
-{ wait $victim; } 2>/dev/null
+exec 3>&2 2>/dev/null # bash reports the killed job on its stderr
+kill -KILL $victim
 wait
+exec 2>&3 3>&-
 ndone=$(ls "$TMP/three/done" | wc -l)
 mid=$([ "$ndone" -gt 0 ] && [ "$ndone" -lt 24 ] && echo yes || echo no)
 is "the killed worker left its inputs unfinished ($ndone of 24 done)" "$mid" "yes"
