@@ -190,6 +190,13 @@ static int walk(code_t *c, struct archive *a, const char *prefix, int depth, gl_
     uint64_t idx = 0;
     while ((h = archive_read_next_header(a, &e)) == ARCHIVE_OK || h == ARCHIVE_WARN) {
         idx++;
+        /* decompression bomb: the archive stream expands far past its bytes */
+        int64_t out = archive_filter_bytes(a, 0), in = archive_filter_bytes(a, -1);
+        if (out > (int64_t)c->o->ratio_after && in > 0 && (double)out / (double)in > c->o->max_ratio) {
+            icount(c->sink, INGEST_ERR_BOMB, idx, "%s: %sdecompression bomb: %lld bytes out of %lld; archive abandoned",
+                   c->name, prefix, (long long)out, (long long)in);
+            return GL_OK;
+        }
         const char *p = archive_entry_pathname(e);
         if (!p || archive_entry_filetype(e) != AE_IFREG)
             continue;

@@ -92,6 +92,20 @@ grep -q '"license":"proj/LICENSE (MIT)"' "$TMP/code.jsonl"; _result $? "code: li
 for r in skip.vendored skip.minified skip.binary; do
   grep -q "^$r 1" "$TMP/code.err"; _result $? "code: $r counted"
 done
+# a tar.gz bomb: 4 entries of 24 MB of zeros, ~1000:1 compressed
+$PY - "$TMP/bomb.tar.gz" <<'PYEOF'
+import sys, tarfile, io
+class Zeros(io.RawIOBase):
+    def __init__(self, n): self.n = n
+    def readinto(self, b):
+        k = min(len(b), self.n); b[:k] = bytes(k); self.n -= k; return k
+with tarfile.open(sys.argv[1], 'w:gz', compresslevel=9) as t:
+    for i in range(4):
+        ti = tarfile.TarInfo('bomb/z%d.c' % i); ti.size = 24 << 20
+        t.addfile(ti, Zeros(ti.size))
+PYEOF
+$G ingest extract "$TMP/bomb.tar.gz" > /dev/null 2> "$TMP/bomb.err"
+grep -q "^error.bomb 1" "$TMP/bomb.err"; _result $? "code: decompression bomb counted and abandoned"
 
 # --- a BPE vocabulary: the shards hold what `gptline tokenizer encode` gives ---
 V="$D/tokenizers/vocab/cl100k_base.tiktoken"
