@@ -72,6 +72,7 @@ cmp -s "$TMP/stat.json" "$TMP/stat2.json"; _result $? "relaunch changes nothing"
 echo "$D/crawl/clipped.warc.gz" > "$TMP/clip.txt"
 check_fails "--strict exits 3 on the clipped WARC" 3 $G ingest --strict --inputs "$TMP/clip.txt" --out "$TMP/clip"
 grep -q "clipped.warc.gz" "$TMP/.err"; _result $? "the error names the input"
+check "an ingest that kept no document is an empty, valid dataset" $G shards stat "$TMP/clip"
 
 # --- nested, vendored, minified and binary code ---
 mkdir -p "$TMP/src/proj/node_modules/dep" "$TMP/inner/lib"
