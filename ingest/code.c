@@ -239,10 +239,8 @@ static int walk(code_t *c, struct archive *a, const char *prefix, int depth, gl_
         }
         if (bad == 1) {
             icount(c->sink, INGEST_ERR_ARCHIVE, idx, "%s: entry %s%s: %s", c->name, prefix, p,
-                   archive_error_string(a));
-            if (archive_errno(a) == ARCHIVE_FATAL || !archive_error_string(a))
-                return GL_OK;
-            continue;
+                   archive_error_string(a) ? archive_error_string(a) : "read error");
+            continue; /* the next header says whether the archive can go on */
         }
         if (bad == 2) {
             icount(c->sink, INGEST_SKIP_TOO_LARGE, idx, NULL);
