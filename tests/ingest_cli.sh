@@ -73,6 +73,11 @@ echo "$D/crawl/clipped.warc.gz" > "$TMP/clip.txt"
 check_fails "--strict exits 3 on the clipped WARC" 3 $G ingest --strict --inputs "$TMP/clip.txt" --out "$TMP/clip"
 grep -q "clipped.warc.gz" "$TMP/.err"; _result $? "the error names the input"
 check "an ingest that kept no document is an empty, valid dataset" $G shards stat "$TMP/clip"
+printf '%s\n' "$TMP/no-such.warc.gz" "$D/crawl/cc-whirlwind.warc.wet.gz" > "$TMP/missing.txt"
+check "a missing input is logged and skipped (exit 0)" $G ingest --no-filters --inputs "$TMP/missing.txt" --out "$TMP/miss"
+grep -q "no-such.warc.gz" "$TMP/.err"; _result $? "the log names the missing input"
+is "the missing input is not marked done, the other is" "$(ls "$TMP/miss/done")" "in-000001.json"
+check_fails "--strict exits 3 on a missing input" 3 $G ingest --strict --inputs "$TMP/missing.txt" --out "$TMP/miss"
 
 # --- nested, vendored, minified and binary code ---
 mkdir -p "$TMP/src/proj/node_modules/dep" "$TMP/inner/lib"
