@@ -19,11 +19,12 @@ CC ?= cc
 PYTHON ?= /usr/bin/python3
 DATA ?= $(abspath ../shared/data)
 
-DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0 uchardet
+DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0 ompi-c cairo \
+	uchardet
 # CLD2 (language identification) ships no .pc file: probed by its header.
 CLD2_H := /usr/include/cld2/public/compact_lang_det.h
 DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && test -f $(CLD2_H) && command -v protoc-c >/dev/null \
-             && command -v prove >/dev/null && command -v xxd >/dev/null && echo yes)
+             && command -v prove >/dev/null && command -v xxd >/dev/null && command -v mpirun >/dev/null && echo yes)
 
 ifneq ($(DEPS_OK),yes)
 # Missing dependencies: install them, then run the same goal again (once).
@@ -55,7 +56,12 @@ ifneq ($(SANITIZE),)
 override CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 override LDFLAGS += -fsanitize=$(SANITIZE)
 endif
-LDLIBS += $(shell pkg-config --libs $(DEP_PKGS)) -lcld2 -lpthread -lm
+LDLIBS += $(shell pkg-config --libs $(DEP_PKGS)) -lcld2 -lpthread -lm -fopenmp
+
+# The trainer's kernels: OpenMP threads and full optimisation for this CPU
+# (TRAINER_CFLAGS= -O3 -fopenmp for a portable build).
+TRAINER_CFLAGS ?= -O3 -march=native -fopenmp
+$(BUILD)/obj/trainer/%.o: override CFLAGS += $(TRAINER_CFLAGS)
 
 # Components, in link order (a library may use those after it).
 COMPONENTS := trainer labeler ingest tokenizer shards common
@@ -63,6 +69,10 @@ comp_srcs = $(wildcard $(1)/*.c)
 comp_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(call comp_srcs,$(1)))
 LIBS := $(foreach c,$(COMPONENTS),$(if $(call comp_srcs,$(c)),$(BUILD)/lib/libgl$(c).a)) \
 	$(BUILD)/lib/libglproto.a
+
+# The component libraries may call each other (shards pack uses the
+# tokenizer, the tokenizer trains from shards): link them as one group.
+LINK_LIBS = -Wl,--start-group $(LIBS) -Wl,--end-group
 
 PROTOS := $(wildcard proto/*.proto)
 PROTO_C := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(PROTOS))
@@ -115,24 +125,24 @@ $(foreach c,$(COMPONENTS),$(if $(call comp_srcs,$(c)),$(eval $(call comp_lib,$(c
 
 $(BUILD)/gptline: $(BUILD)/obj/gptline.o $(LIBS)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LINK_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_UTIL_O) $(LIBS)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(TEST_UTIL_O) $(LIBS) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(TEST_UTIL_O) $(LINK_LIBS) $(LDLIBS)
 
 # Fuzz targets also build as standalone programs that replay a seeded
 # random-mutation run, so every `make test` exercises them.
 $(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/standalone.o $(LIBS)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_LIBS) $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LINK_LIBS) $(LDLIBS)
 
 # The OpenBLAS kernels gptline picks for itself (see gptline.c), for the
 # test and bench programs that link OpenBLAS directly and for PyTorch.
@@ -141,7 +151,8 @@ BLAS_ENV := $(if $(OPENBLAS_CORETYPE),,$(shell grep -qw avx2 /proc/cpuinfo 2>/de
 
 TEST_ENV := $(BLAS_ENV) GPTLINE=$(abspath $(BUILD)/gptline) GL_BUILD=$(abspath $(BUILD)) \
 	GL_DATA=$(DATA) GL_SRC=$(CURDIR) PYTHON=$(PYTHON) GPTLINE_PROGRESS=0 \
-	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
 
 test: all $(TEST_BINS) $(FUZZ_STANDALONE)
 	$(TEST_ENV) prove -j2 --exec '' $(TEST_BINS) $(FUZZ_STANDALONE) $(TEST_SCRIPTS)

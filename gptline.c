@@ -8,6 +8,7 @@
 #include "ingest/ingest.h"
 #include "shards/shards.h"
 #include "tokenizer/tokenizer.h"
+#include "trainer/run.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -18,6 +19,9 @@ static const gl_cmd_t commands[] = {
     {"ingest", ingest_cmd, "crawl, wiki and code archives to clean tokenized shards"},
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
     {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
+    {"train", train_cmd, "train a GPT: pretrain, sft, rm"},
+    {"sample", train_sample_cmd, "generate text from a checkpoint (KV cache, top-k/top-p)"},
+    {"eval", train_eval_cmd, "loss, perplexity and bits per byte of a checkpoint on shards"},
     {NULL, NULL, NULL},
 };
 

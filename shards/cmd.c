@@ -8,7 +8,7 @@
  * document per file, line or paragraph, byte-level ids 0-255 plus
  * end-of-text 256.
  */
-#include "shards/shards.h"
+#include "shards/internal.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -292,17 +292,70 @@ static void print_meta_json(FILE *f, uint64_t idx, const shard_tokens_t *t, cons
     json_decref(o);
 }
 
+/* The metadata of a non-document record as a JSON line. */
+static int print_record_json(FILE *f, uint64_t idx, Gptline__RecordKind kind, const uint8_t *d, size_t n,
+                             uint64_t ntok)
+{
+    json_t *o = json_pack("{s:I,s:I}", "record", (json_int_t)idx, "tokens", (json_int_t)ntok);
+    int ok = 1;
+    if (kind == GPTLINE__RECORD_KIND__SFT) {
+        Gptline__SftConversation *c = gptline__sft_conversation__unpack(NULL, n, d);
+        if ((ok = c != NULL)) {
+            json_t *sp = json_array();
+            for (size_t i = 0; i < c->n_loss_spans; i++)
+                json_array_append_new(sp, json_pack("[I,I]", (json_int_t)c->loss_spans[i]->start,
+                                                    (json_int_t)c->loss_spans[i]->end));
+            json_object_set_new(o, "id", json_string(c->id));
+            json_object_set_new(o, "loss_spans", sp);
+            gptline__sft_conversation__free_unpacked(c, NULL);
+        }
+    } else if (kind == GPTLINE__RECORD_KIND__RM) {
+        Gptline__RmRanking *r = gptline__rm_ranking__unpack(NULL, n, d);
+        if ((ok = r != NULL && r->prompt)) {
+            json_t *rs = json_array(), *rk = json_array();
+            for (size_t i = 0; i < r->n_responses; i++)
+                json_array_append_new(rs, json_pack("[I,I]", (json_int_t)r->responses[i]->start,
+                                                    (json_int_t)r->responses[i]->end));
+            for (size_t i = 0; i < r->n_rank; i++)
+                json_array_append_new(rk, json_integer(r->rank[i]));
+            json_object_set_new(o, "id", json_string(r->id));
+            json_object_set_new(o, "prompt", json_pack("[I,I]", (json_int_t)r->prompt->start,
+                                                       (json_int_t)r->prompt->end));
+            json_object_set_new(o, "responses", rs);
+            json_object_set_new(o, "ranks", rk);
+        }
+        if (r)
+            gptline__rm_ranking__free_unpacked(r, NULL);
+    } else if (kind == GPTLINE__RECORD_KIND__RL_PROMPTS) {
+        Gptline__RlPrompt *p = gptline__rl_prompt__unpack(NULL, n, d);
+        if ((ok = p != NULL)) {
+            json_object_set_new(o, "id", json_string(p->id));
+            gptline__rl_prompt__free_unpacked(p, NULL);
+        }
+    }
+    if (ok) {
+        char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fprintf(f, "%s\n", s);
+        free(s);
+    }
+    json_decref(o);
+    return ok ? GL_OK : GL_ECORRUPT;
+}
+
 static int cmd_cat(int argc, char **argv)
 {
     static const struct option opts[] = {{"doc", required_argument, NULL, 'd'},
                                          {"limit", required_argument, NULL, 'n'},
                                          {"text", no_argument, NULL, 't'},
                                          {"meta", no_argument, NULL, 'm'},
+                                         {"tokenizer", required_argument, NULL, 'T'},
+                                         {"chat-roles", no_argument, NULL, 'C'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     uint64_t first = 0, limit = UINT64_MAX;
-    int text = 0, meta = 0, c;
-    while ((c = getopt_long(argc, argv, "d:n:tm", opts, NULL)) != -1) {
+    int text = 0, meta = 0, chat = 0, c;
+    const char *tokenizer = SHARD_BYTES_TOKENIZER;
+    while ((c = getopt_long(argc, argv, "d:n:tmT:C", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
             if (gl_parse_u64(optarg, &first)) return gl_usage_error(argv[0], "bad --doc '%s'", optarg);
@@ -312,14 +365,17 @@ static int cmd_cat(int argc, char **argv)
             break;
         case 't': text = 1; break;
         case 'm': meta = 1; break;
+        case 'T': tokenizer = optarg; break;
+        case 'C': chat = 1; break;
         case 'h':
-            printf("usage: %s [--doc N] [--limit N] [--text] [--meta] DIR\n\n"
+            printf("usage: %s [--doc N] [--limit N] [--text [--tokenizer VOCAB]] [--meta] DIR\n\n"
                    "Prints documents of a dataset, one per line as token ids.\n\n"
                    "  -d, --doc N     start at document N (global index)\n"
                    "  -n, --limit N   print at most N documents\n"
                    "  -t, --text      print the decoded text instead, documents separated\n"
-                   "                  by a line break (needs the dataset's tokenizer;\n"
-                   "                  'bytes' is built in)\n"
+                   "                  by a line break\n"
+                   "  -T, --tokenizer VOCAB  the dataset's vocabulary for --text ('bytes', the\n"
+                   "                  default, is built in); -C if it was used with --chat-roles\n"
                    "  -m, --meta      print each document's metadata as a JSON line first\n",
                    argv[0]);
             return GL_EXIT_OK;
@@ -334,9 +390,12 @@ static int cmd_cat(int argc, char **argv)
         return gl_cmd_fail(argv[0], &err);
     const Gptline__TokenizerId *tok = shard_dataset_tokenizer(d);
     int rc = GL_EXIT_OK;
-    if (text && tok && strcmp(tok->name, SHARD_BYTES_TOKENIZER)) {
-        rc = gl_usage_error(argv[0], "--text needs tokenizer '%s'; this dataset uses '%s'", SHARD_BYTES_TOKENIZER,
-                            tok->name);
+    shard_tokenizer_t tz = {0};
+    uint8_t *tbuf = NULL;
+    size_t tlen = 0, tcap = 0;
+    if (text && tok &&
+        (shard_tokenizer_load(&tz, tokenizer, chat, &err) || shard_tokenizer_check(&tz, tok, argv[optind], &err))) {
+        rc = gl_cmd_fail(argv[0], &err);
         goto out;
     }
     uint64_t end = shard_dataset_docs(d);
@@ -349,19 +408,33 @@ static int cmd_cat(int argc, char **argv)
         shard_dataset_locate(d, g, &s, &i, NULL);
         const shard_reader_t *r = shard_dataset_shard(d, s);
         shard_tokens(r, i, &t, NULL);
-        if (meta) {
+        if (meta && shard_dataset_kind(d) == GPTLINE__RECORD_KIND__DOCUMENTS) {
             Gptline__DocMeta *m = NULL;
-            if (shard_dataset_kind(d) == GPTLINE__RECORD_KIND__DOCUMENTS && shard_doc_meta(r, i, &m, &err)) {
+            if (shard_doc_meta(r, i, &m, &err)) {
                 rc = gl_cmd_fail(argv[0], &err);
                 goto out;
             }
             print_meta_json(stdout, g, &t, m);
-            if (m)
-                gptline__doc_meta__free_unpacked(m, NULL);
+            gptline__doc_meta__free_unpacked(m, NULL);
+        } else if (meta) {
+            const uint8_t *md;
+            size_t ml;
+            if (shard_meta(r, i, &md, &ml, &err) ||
+                print_record_json(stdout, g, shard_dataset_kind(d), md, ml, t.n)) {
+                if (!err.msg[0])
+                    gl_err_set(&err, GL_ECORRUPT, "%s: record %llu: metadata does not parse", shard_path(r),
+                               (unsigned long long)i);
+                rc = gl_cmd_fail(argv[0], &err);
+                goto out;
+            }
         }
         if (text) {
-            for (uint64_t j = 0; j < t.n; j++)
-                putchar((int)shard_token_at(&t, j));
+            tlen = 0;
+            if (shard_tokenizer_decode(&tz, &t, &tbuf, &tlen, &tcap, &err)) {
+                rc = gl_cmd_fail(argv[0], &err);
+                goto out;
+            }
+            fwrite(tbuf, 1, tlen, stdout);
             putchar('\n');
         } else {
             for (uint64_t j = 0; j < t.n; j++)
@@ -372,6 +445,8 @@ static int cmd_cat(int argc, char **argv)
             break;
     }
 out:
+    free(tbuf);
+    shard_tokenizer_free(&tz);
     shard_dataset_close(&d);
     return rc;
 }
@@ -463,14 +538,23 @@ out:
 
 typedef enum { SPLIT_FILE, SPLIT_LINE, SPLIT_PARA } split_t;
 
+/* A document waiting for the batch encoder. */
+typedef struct {
+    char *text;
+    size_t len;
+    const char *input; /* owned by the input list */
+} pending_t;
+
 typedef struct {
     const char *dir, *prefix, *argv0;
     uint64_t shard_tokens, max_bytes, min_bytes;
     split_t split;
     unsigned next_index;
     shard_writer_t *w;
-    uint32_t *ids;
-    size_t ids_cap;
+    const char *w_last_input;  /* last input recorded in w's provenance */
+    shard_tokenizer_t tok;
+    pending_t *batch;
+    size_t nbatch, batch_cap, batch_bytes;
     uint64_t docs, tokens, files, shards;
     uint64_t skip_binary, skip_oversized, skip_small, unreadable;
     gl_progress_t progress;
@@ -485,17 +569,12 @@ static int pack_open_shard(pack_t *p, gl_err_t *err)
     char name[256];
     snprintf(name, sizeof name, "%s-%06u%s", p->prefix, p->next_index++, SHARD_SUFFIX);
     char *path = gl_path_join(p->dir, name);
-    shard_writer_opts_t o = {
-        .kind = GPTLINE__RECORD_KIND__DOCUMENTS,
-        .tokenizer_name = SHARD_BYTES_TOKENIZER,
-        .tokenizer_hash = shard_bytes_tokenizer_hash(),
-        .vocab_size = SHARD_BYTES_VOCAB,
-        .eot_id = SHARD_BYTES_EOT,
-        .command = "shards pack",
-        .rank = (uint32_t)p->rank,
-        .world = (uint32_t)p->world,
-    };
+    shard_writer_opts_t o = shard_tokenizer_writer_opts(&p->tok, GPTLINE__RECORD_KIND__DOCUMENTS);
+    o.command = "shards pack";
+    o.rank = (uint32_t)p->rank;
+    o.world = (uint32_t)p->world;
     p->w = shard_writer_create(path, &o, err);
+    p->w_last_input = NULL;
     free(path);
     return p->w ? GL_OK : err->code;
 }
@@ -513,32 +592,63 @@ static int pack_seal(pack_t *p, gl_err_t *err)
     return shard_writer_seal(&p->w, err);
 }
 
+/* Encodes the pending documents (over all cores) and writes them in order,
+ * starting a new shard every shard_tokens tokens. */
+static int pack_flush(pack_t *p, gl_err_t *err)
+{
+    if (!p->nbatch)
+        return GL_OK;
+    tok_ids_t *ids = gl_xcalloc(p->nbatch, sizeof *ids);
+    tok_doc_t *docs = gl_xmalloc(p->nbatch * sizeof *docs);
+    for (size_t i = 0; i < p->nbatch; i++)
+        docs[i] = (tok_doc_t){p->batch[i].text, p->batch[i].len};
+    int rc = shard_tokenizer_encode_batch(&p->tok, docs, p->nbatch, ids, err);
+    for (size_t i = 0; i < p->nbatch && !rc; i++) {
+        if (!p->w && (rc = pack_open_shard(p, err)))
+            break;
+        Gptline__DocMeta m = GPTLINE__DOC_META__INIT;
+        m.source = GPTLINE__SOURCE_KIND__TEXT;
+        m.path = (char *)p->batch[i].input;
+        m.input = (char *)p->batch[i].input;
+        m.byte_length = p->batch[i].len;
+        if ((rc = shard_writer_add(p->w, ids[i].ids, ids[i].n, &m.base, err)))
+            break;
+        if (p->w_last_input != p->batch[i].input) {
+            shard_writer_add_input(p->w, p->batch[i].input);
+            p->w_last_input = p->batch[i].input;
+        }
+        p->docs++;
+        p->tokens += ids[i].n;
+        if (shard_writer_tokens(p->w) >= p->shard_tokens)
+            rc = pack_seal(p, err);
+    }
+    for (size_t i = 0; i < p->nbatch; i++) {
+        tok_ids_free(&ids[i]);
+        free(p->batch[i].text);
+    }
+    free(ids);
+    free(docs);
+    p->nbatch = 0;
+    p->batch_bytes = 0;
+    return rc;
+}
+
 static int pack_doc(pack_t *p, const char *input, const char *text, size_t len, gl_err_t *err)
 {
     if (len < p->min_bytes || len == 0) {
         p->skip_small++;
         return GL_OK;
     }
-    if (!p->w && pack_open_shard(p, err))
-        return err->code;
-    if (len > p->ids_cap) {
-        p->ids_cap = len;
-        p->ids = gl_xrealloc(p->ids, len * sizeof *p->ids);
+    if (p->nbatch == p->batch_cap) {
+        p->batch_cap = p->batch_cap ? 2 * p->batch_cap : 256;
+        p->batch = gl_xrealloc(p->batch, p->batch_cap * sizeof *p->batch);
     }
-    for (size_t i = 0; i < len; i++)
-        p->ids[i] = (uint8_t)text[i];
-    Gptline__DocMeta m = GPTLINE__DOC_META__INIT;
-    m.source = GPTLINE__SOURCE_KIND__TEXT;
-    m.path = (char *)input;
-    m.input = (char *)input;
-    m.byte_length = len;
-    int rc = shard_writer_add(p->w, p->ids, len, &m.base, err);
-    if (rc)
-        return rc;
-    p->docs++;
-    p->tokens += len;
-    if (shard_writer_tokens(p->w) >= p->shard_tokens)
-        return pack_seal(p, err);
+    char *copy = gl_xmalloc(len);
+    memcpy(copy, text, len);
+    p->batch[p->nbatch++] = (pending_t){copy, len, input};
+    p->batch_bytes += len;
+    if (p->batch_bytes >= (8u << 20) || p->nbatch >= 4096)
+        return pack_flush(p, err);
     return GL_OK;
 }
 
@@ -683,14 +793,20 @@ static int cmd_pack(int argc, char **argv)
                                          {"min-bytes", required_argument, NULL, 'm'},
                                          {"rank", required_argument, NULL, 'r'},
                                          {"world", required_argument, NULL, 'w'},
+                                         {"tokenizer", required_argument, NULL, 't'},
+                                         {"chat-roles", no_argument, NULL, 'C'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
+    const char *tokenizer = SHARD_BYTES_TOKENIZER;
+    int chat_roles = 0;
     pack_t p = {.prefix = "shard", .shard_tokens = 256000000, .max_bytes = 64000000, .min_bytes = 1, .world = 1};
     p.argv0 = argv[0];
     int c;
-    while ((c = getopt_long(argc, argv, "o:p:s:S:M:m:r:w:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:p:s:S:M:m:r:w:t:C", opts, NULL)) != -1) {
         switch (c) {
         case 'o': p.dir = optarg; break;
+        case 't': tokenizer = optarg; break;
+        case 'C': chat_roles = 1; break;
         case 'p': p.prefix = optarg; break;
         case 's':
             if (gl_parse_u64(optarg, &p.shard_tokens) || !p.shard_tokens)
@@ -718,12 +834,17 @@ static int cmd_pack(int argc, char **argv)
             break;
         case 'h':
             printf("usage: %s -o DIR [options] [FILE|FOLDER|-]...\n\n"
-                   "Packs text into token shards with the byte-level tokenizer (ids 0-255,\n"
-                   "end-of-text 256). Files are read through libarchive, so gzip, bzip2,\n"
+                   "Packs text into token shards, tokenized with --tokenizer (a vocabulary\n"
+                   "file: tiktoken, GPT-2 encoder.json or .gltok), or by default with the\n"
+                   "byte-level tokenizer (ids 0-255, end-of-text 256), over all cores.\n"
+                   "Files are read through libarchive, so gzip, bzip2,\n"
                    "xz and zstd files are decompressed; folders are walked recursively in\n"
                    "name order; '-' (or no input) reads stdin. Binary files (NUL bytes) are\n"
                    "skipped and counted. New shards are numbered after those already in DIR.\n\n"
                    "  -o, --output DIR        dataset folder (created if missing)\n"
+                   "  -t, --tokenizer VOCAB   vocabulary file, or 'bytes' (the default)\n"
+                   "  -C, --chat-roles        add the chat-role tokens to a standard vocabulary\n"
+                   "                          (use the same vocabulary for every stage's data)\n"
                    "  -p, --prefix NAME       shard file prefix (shard): NAME-000000.mdb\n"
                    "  -s, --shard-tokens N    start a new shard after N tokens (256M)\n"
                    "  -S, --split MODE        file (default), line or paragraph: one document each\n"
@@ -743,8 +864,10 @@ static int cmd_pack(int argc, char **argv)
     if (p.rank >= p.world)
         return gl_usage_error(argv[0], "--rank must be below --world");
     gl_err_t err = {0};
-    if (gl_mkdir_p(p.dir, &err))
+    if (shard_tokenizer_load(&p.tok, tokenizer, chat_roles, &err) || gl_mkdir_p(p.dir, &err)) {
+        shard_tokenizer_free(&p.tok);
         return gl_cmd_fail(argv[0], &err);
+    }
     p.next_index = next_free_index(p.dir, p.prefix);
 
     /* Collect the inputs. */
@@ -790,18 +913,21 @@ static int cmd_pack(int argc, char **argv)
         int r = pack_file(&p, walk_list[i], &err);
         if (r > 0)
             rc = r;
-        else if (p.w)
-            shard_writer_add_input(p.w, walk_list[i]);
     }
     gl_progress_finish(&p.progress);
+    if (!rc)
+        rc = pack_flush(&p, &err);
     if (!rc)
         rc = pack_seal(&p, &err);
     else
         shard_writer_abort(&p.w);
+    for (size_t i = 0; i < p.nbatch; i++)
+        free(p.batch[i].text);
+    free(p.batch);
+    shard_tokenizer_free(&p.tok);
     for (size_t i = 0; i < walk_n; i++)
         free(walk_list[i]);
     free(walk_list);
-    free(p.ids);
     if (rc)
         return gl_cmd_fail(argv[0], &err);
     char t[32];
@@ -824,7 +950,8 @@ static const gl_cmd_t shard_cmds[] = {
     {"verify", cmd_verify, "check every shard; exit 3 naming any corrupt one"},
     {"cat", cmd_cat, "print documents as token ids or text"},
     {"sample", cmd_sample, "print the (B, T+1) windows the training sampler yields"},
-    {"pack", cmd_pack, "pack text files or stdin into shards (byte-level tokens)"},
+    {"pack", cmd_pack, "pack text files or stdin into shards"},
+    {"import", shards_import_cmd, "JSONL conversations, rankings or prompts into SFT/RM/RL shards"},
     {NULL, NULL, NULL},
 };
 

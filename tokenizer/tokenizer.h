@@ -211,6 +211,38 @@ size_t tok_trainer_pieces(const tok_trainer_t *t);
 /* NULL-safe; nulls *t. */
 void tok_trainer_free(tok_trainer_t **t);
 
+/* ---- conversations -------------------------------------------------------- */
+
+/* The chat layout of every stage (see chat.c): each turn is its role token
+ * and its text; each assistant turn ends with <|endoftext|>. Needs a
+ * vocabulary with the chat roles. */
+typedef enum { TOK_ROLE_SYSTEM = 0, TOK_ROLE_USER = 1, TOK_ROLE_ASSISTANT = 2 } tok_role_t;
+typedef struct {
+    tok_role_t role;
+    const char *text;
+    size_t len;
+} tok_turn_t;
+typedef struct {
+    uint32_t start, end; /* token positions, end exclusive */
+} tok_span_t;
+typedef struct {
+    tok_span_t *s;
+    size_t n, cap;
+} tok_spans_t;
+
+/* "system", "user"/"human", "assistant"/"gpt" -> role, else -1. */
+int tok_role_from_name(const char *name);
+/* Appends the conversation's ids to out and, when spans is non-NULL, the
+ * loss spans (each assistant text and its end-of-text) to spans. Text is
+ * encoded with no special token allowed. GL_EINVAL when the vocabulary
+ * lacks a role token. */
+int tok_chat_encode(const tok_vocab_t *v, const tok_turn_t *turns, size_t n, tok_ids_t *out, tok_spans_t *spans,
+                    gl_err_t *err);
+/* The conversation followed by <|assistant|>: the prompt a model completes. */
+int tok_chat_prompt(const tok_vocab_t *v, const tok_turn_t *turns, size_t n, tok_ids_t *out, gl_err_t *err);
+/* NULL-safe on an empty list. */
+void tok_spans_free(tok_spans_t *s);
+
 /* ---- command -------------------------------------------------------------- */
 
 /* `gptline tokenizer ...`; returns a GL_EXIT_* status. */

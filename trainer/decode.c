@@ -1,0 +1,168 @@
+/* decode.c — generation with a key/value cache: one new position per call.
+ *
+ * Generation feeds one token per row at a time; recomputing the whole
+ * prefix for each would cost O(T^2) forwards. The cache keeps every
+ * layer's keys and values of the positions fed, so a step is the model on
+ * B rows: the same layer kernels as training (LayerNorm, sgemm products,
+ * GELU), plus attention of the new query over the cached keys. The cache
+ * is apart from the model, so one set of weights can serve several caches
+ * and a frozen reference model needs none of the training buffers.
+ *
+ * Each row has its own position, so rows holding prompts of different
+ * lengths advance together (a batch of RL rollouts or best-of-N samples
+ * shares every matrix product); a row may also be fed alone while the
+ * others wait (train_model_decode_rows).
+ *
+ * Workload: B of 1..64 rows, T up to the context; a step is dominated by
+ * reading the weights once (B x C by C x 4C products).
+ */
+#include "trainer/internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int train_kv_init(train_kv_t *kv, const train_model_t *m, int B, int T, gl_err_t *err)
+{
+    memset(kv, 0, sizeof *kv);
+    const train_config_t *c = &m->cfg;
+    if (B < 1 || T < 1 || T > c->n_ctx)
+        return gl_err_set(err, GL_EINVAL, "kv cache: %d rows x %d positions invalid (context %d)", B, T,
+                          c->n_ctx);
+    kv->B = B;
+    kv->T = T;
+    kv->L = c->n_layer;
+    kv->C = c->n_embd;
+    kv->V = c->vocab_size;
+    size_t C = kv->C, cache = (size_t)kv->L * B * T * C;
+    size_t step = (size_t)B * (C * 11 + 2 + (size_t)kv->V) + T;
+    kv->k = malloc(cache * sizeof(float));
+    kv->v = malloc(cache * sizeof(float));
+    kv->mem = malloc(step * sizeof(float));
+    kv->pos = calloc((size_t)B, sizeof *kv->pos);
+    if (!kv->k || !kv->v || !kv->mem || !kv->pos) {
+        train_kv_free(kv);
+        return gl_err_set(err, GL_ENOMEM, "kv cache: out of memory for %d rows x %d positions", B, T);
+    }
+    float *p = kv->mem;
+    kv->x = p, p += B * C;
+    kv->ln = p, p += B * C;
+    kv->mean = p, p += B;
+    kv->rstd = p, p += B;
+    kv->qkv = p, p += B * 3 * C;
+    kv->att = p, p += B * C;
+    kv->fch = p, p += B * 4 * C;
+    kv->logits = p, p += (size_t)B * kv->V;
+    kv->scores = p;
+    return GL_OK;
+}
+
+void train_kv_free(train_kv_t *kv)
+{
+    if (!kv)
+        return;
+    free(kv->k);
+    free(kv->v);
+    free(kv->mem);
+    free(kv->pos);
+    memset(kv, 0, sizeof *kv);
+}
+
+void train_kv_reset(train_kv_t *kv)
+{
+    kv->len = 0;
+    memset(kv->pos, 0, (size_t)kv->B * sizeof *kv->pos);
+}
+
+int train_model_decode(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, gl_err_t *err)
+{
+    return train_model_decode_rows(m, kv, tokens, NULL, err);
+}
+
+int train_model_decode_rows(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, const uint8_t *feed,
+                            gl_err_t *err)
+{
+    const train_config_t *c = &m->cfg;
+    int B = kv->B, C = c->n_embd, NH = c->n_head, V = c->vocab_size, hs = C / NH;
+    if (kv->C != C || kv->L != c->n_layer || kv->V != V)
+        return gl_err_set(err, GL_EINVAL, "decode: the cache was made for another model");
+    for (int b = 0; b < B; b++) {
+        if (feed && !feed[b])
+            continue;
+        if (kv->pos[b] >= kv->T)
+            return gl_err_set(err, GL_ERANGE, "decode: row %d of the cache full at %d positions", b, kv->T);
+        if (tokens[b] < 0 || tokens[b] >= V)
+            return gl_err_set(err, GL_ERANGE, "decode: token %d of row %d outside vocab %d", tokens[b], b, V);
+    }
+    const train_params_t *p = &m->params;
+    float scale = 1.0f / sqrtf((float)hs);
+    /* a row not fed this step computes at its last position (results
+     * discarded, cache untouched): cheaper than compacting the batch */
+    for (int b = 0; b < B; b++) {
+        int pos = kv->pos[b] < kv->T ? kv->pos[b] : kv->T - 1;
+        int32_t tok = feed && !feed[b] ? 0 : tokens[b];
+        for (int i = 0; i < C; i++)
+            kv->x[(size_t)b * C + i] = p->t[TRAIN_WTE][(size_t)tok * C + i] + p->t[TRAIN_WPE][(size_t)pos * C + i];
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        size_t lC = (size_t)l * C;
+        train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LN1W] + lC,
+                                  p->t[TRAIN_LN1B] + lC, B, C);
+        train_k_matmul_forward(kv->qkv, kv->ln, p->t[TRAIN_QKVW] + lC * 3 * C, p->t[TRAIN_QKVB] + lC * 3,
+                               NULL, B, C, 3 * C);
+        for (int b = 0; b < B; b++) {
+            if (feed && !feed[b])
+                continue;
+            int pos = kv->pos[b];
+            float *kc = kv->k + (((size_t)l * B + b) * kv->T) * C;
+            float *vc = kv->v + (((size_t)l * B + b) * kv->T) * C;
+            const float *q = kv->qkv + (size_t)b * 3 * C;
+            memcpy(kc + (size_t)pos * C, q + C, (size_t)C * sizeof(float));
+            memcpy(vc + (size_t)pos * C, q + 2 * C, (size_t)C * sizeof(float));
+            for (int h = 0; h < NH; h++) {
+                const float *qh = q + (size_t)h * hs;
+                float mx = -INFINITY, sum = 0.0f, *s = kv->scores;
+                for (int t = 0; t <= pos; t++) {
+                    const float *kh = kc + (size_t)t * C + (size_t)h * hs;
+                    float d = 0.0f;
+                    for (int i = 0; i < hs; i++)
+                        d += qh[i] * kh[i];
+                    s[t] = d * scale;
+                    mx = s[t] > mx ? s[t] : mx;
+                }
+                for (int t = 0; t <= pos; t++) {
+                    s[t] = expf(s[t] - mx);
+                    sum += s[t];
+                }
+                float *o = kv->att + (size_t)b * C + (size_t)h * hs;
+                memset(o, 0, (size_t)hs * sizeof(float));
+                for (int t = 0; t <= pos; t++) {
+                    const float *vh = vc + (size_t)t * C + (size_t)h * hs;
+                    float w = s[t] / sum;
+                    for (int i = 0; i < hs; i++)
+                        o[i] += w * vh[i];
+                }
+            }
+        }
+        /* x += attproj(att); x += fcproj(gelu(fc(ln2(x)))): the residual
+         * products write over x (the fill reads each element first). */
+        train_k_matmul_forward(kv->x, kv->att, p->t[TRAIN_ATTPROJW] + lC * C, p->t[TRAIN_ATTPROJB] + lC,
+                               kv->x, B, C, C);
+        train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LN2W] + lC,
+                                  p->t[TRAIN_LN2B] + lC, B, C);
+        train_k_matmul_forward(kv->fch, kv->ln, p->t[TRAIN_FCW] + lC * 4 * C, p->t[TRAIN_FCB] + lC * 4,
+                               NULL, B, C, 4 * C);
+        train_k_gelu_forward(kv->fch, kv->fch, (size_t)B * 4 * C);
+        train_k_matmul_forward(kv->x, kv->fch, p->t[TRAIN_FCPROJW] + lC * 4 * C, p->t[TRAIN_FCPROJB] + lC,
+                               kv->x, B, 4 * C, C);
+    }
+    train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LNFW], p->t[TRAIN_LNFB], B, C);
+    train_k_gemm(0, 1, B, V, C, 1.0f, kv->ln, C, p->t[TRAIN_WTE], C, 0.0f, kv->logits, V);
+    kv->len = 0;
+    for (int b = 0; b < B; b++) {
+        if (!feed || feed[b])
+            kv->pos[b]++;
+        kv->len = kv->pos[b] > kv->len ? kv->pos[b] : kv->len;
+    }
+    return GL_OK;
+}

@@ -1,0 +1,153 @@
+/* generate.c — batched sampling over the model's KV-cached decoder.
+ *
+ * Rows advance in lock step over train_model_decode_rows but hold prompts
+ * of different lengths: a row feeds its prompt one token per step and
+ * starts sampling after its last prompt token; a finished row stops being
+ * fed. A batch of RL rollouts or best-of-N samples so shares every matrix
+ * product.
+ *
+ * Sampling: temperature (0 = greedy argmax), top-k, top-p (nucleus), from
+ * a seeded generator; a row stops at the stop id (end-of-text) or after
+ * max_new tokens. The log-probability of each sampled token under the
+ * untempered distribution is returned too (the RL stage needs it).
+ */
+#include "trainer/run.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- sampling ----------------------------------------------------------- */
+
+static uint64_t next_u64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+typedef struct {
+    float p;
+    int id;
+} cand_t;
+
+static int cmp_cand(const void *a, const void *b)
+{
+    float x = ((const cand_t *)a)->p, y = ((const cand_t *)b)->p;
+    if (x != y)
+        return x < y ? 1 : -1;
+    return ((const cand_t *)a)->id - ((const cand_t *)b)->id;
+}
+
+/* Picks a token from logits[V]; returns it and its log-probability under
+ * the untempered softmax in *logp. */
+static int pick(const float *logits, int V, const train_sample_opts_t *o, uint64_t *rng, cand_t *c, float *logp)
+{
+    float mx = -INFINITY;
+    int arg = 0;
+    for (int v = 0; v < V; v++)
+        if (logits[v] > mx) {
+            mx = logits[v];
+            arg = v;
+        }
+    double z = 0;
+    for (int v = 0; v < V; v++)
+        z += exp((double)logits[v] - mx);
+    double lse = mx + log(z);
+    int id = arg;
+    if (o->temperature > 0) {
+        double zt = 0;
+        for (int v = 0; v < V; v++) {
+            c[v].id = v;
+            c[v].p = (float)exp(((double)logits[v] - mx) / o->temperature);
+            zt += c[v].p;
+        }
+        int n = V;
+        if ((o->top_k > 0 && o->top_k < V) || (o->top_p > 0 && o->top_p < 1)) {
+            qsort(c, (size_t)V, sizeof *c, cmp_cand);
+            if (o->top_k > 0 && o->top_k < n)
+                n = o->top_k;
+            if (o->top_p > 0 && o->top_p < 1) {
+                double acc = 0, tot = 0;
+                for (int i = 0; i < n; i++)
+                    tot += c[i].p;
+                for (int i = 0; i < n; i++) {
+                    acc += c[i].p;
+                    if (acc >= o->top_p * tot) {
+                        n = i + 1;
+                        break;
+                    }
+                }
+            }
+            zt = 0;
+            for (int i = 0; i < n; i++)
+                zt += c[i].p;
+        }
+        double u = (double)(next_u64(rng) >> 11) * 0x1.0p-53 * zt, acc = 0;
+        id = c[n - 1].id;
+        for (int i = 0; i < n; i++) {
+            acc += c[i].p;
+            if (u < acc) {
+                id = c[i].id;
+                break;
+            }
+        }
+    }
+    *logp = (float)(logits[id] - lse);
+    return id;
+}
+
+int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const *prompts, const int *plen,
+                   const train_sample_opts_t *o, int32_t *out, int *out_len, float *logprobs, gl_err_t *err)
+{
+    int B = kv->B, V = m->cfg.vocab_size, maxp = 0;
+    for (int b = 0; b < B; b++) {
+        if (plen[b] < 1)
+            return gl_err_set(err, GL_EINVAL, "generation: row %d has an empty prompt", b);
+        maxp = plen[b] > maxp ? plen[b] : maxp;
+        out_len[b] = 0;
+    }
+    if (o->max_new < 1 || maxp + o->max_new - 1 > kv->T)
+        return gl_err_set(err, GL_ERANGE, "generation: prompt of %d + %d new tokens exceeds the cache of %d", maxp,
+                          o->max_new, kv->T);
+    train_kv_reset(kv);
+    uint64_t rng = o->seed * 0x2545f4914f6cdd1dull + 1;
+    cand_t *c = malloc((size_t)V * sizeof *c);
+    int32_t *in = malloc((size_t)B * sizeof *in);
+    uint8_t *feed = malloc((size_t)B);
+    int rc = GL_OK;
+    if (!c || !in || !feed) {
+        rc = gl_err_set(err, GL_ENOMEM, "generation: out of memory");
+        goto out;
+    }
+    memset(feed, 1, (size_t)B);
+    for (int step = 0;; step++) {
+        int live = 0;
+        for (int b = 0; b < B; b++) {
+            if (!feed[b])
+                continue;
+            in[b] = step < plen[b] ? prompts[b][step] : out[(size_t)b * o->max_new + out_len[b] - 1];
+            live = 1;
+        }
+        if (!live)
+            break;
+        if ((rc = train_model_decode_rows(m, kv, in, feed, err)))
+            goto out;
+        for (int b = 0; b < B; b++) {
+            if (!feed[b] || step < plen[b] - 1)
+                continue;
+            float lp;
+            int id = pick(kv->logits + (size_t)b * V, V, o, &rng, c, &lp);
+            out[(size_t)b * o->max_new + out_len[b]] = id;
+            if (logprobs)
+                logprobs[(size_t)b * o->max_new + out_len[b]] = lp;
+            out_len[b]++;
+            if ((o->stop_id >= 0 && id == o->stop_id) || out_len[b] >= o->max_new)
+                feed[b] = 0; /* done: the last token need not be fed */
+        }
+    }
+out:
+    free(c), free(in), free(feed);
+    return rc;
+}

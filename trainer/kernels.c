@@ -1,0 +1,566 @@
+/* kernels.c — the layers of the GPT-2 model: a _forward/_backward pair per
+ * layer over flat float32 arrays, as in llm.c.
+ *
+ * Matrix products go to OpenBLAS sgemm, cut into one slab per OpenMP
+ * thread (train_k_gemm: one thread pool, OpenBLAS itself single-threaded);
+ * the rest are loops the compiler vectorises, threaded over rows, with a
+ * polynomial exp instead of a libm call per element. Matrices are [in, out]
+ * (Conv1D layout), so y = x W is a plain row-major sgemm; biases and
+ * residual additions are fused into it by filling the output first and
+ * calling sgemm with beta = 1. Attention is flash style: the forward keeps
+ * each softmax row's log-sum-exp and the backward recomputes the
+ * probabilities, per head and block of query rows, so nothing T x T is
+ * stored; the row-by-row version is kept as the reference.
+ *
+ * Workload: thousands of rows of width 64..4096 per call; loops under
+ * PAR_MIN elements stay on one thread. The tests check every layer's
+ * backward against finite differences (tests/test_trainer_grad.c).
+ */
+#include "trainer/internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+#define LN_EPS 1e-5f
+
+/* Loops over fewer elements than this run on one thread: waking the team
+ * costs more than the work (small batches, generation, tests). */
+#define PAR_MIN ((size_t)1 << 15)
+
+/* C = alpha op(A) op(B) + beta C, row-major, threaded by us: the output is
+ * cut into slabs of rows (or of columns, when it is wide and short) and
+ * each OpenMP thread runs a single-threaded sgemm on its slab. One thread
+ * pool for the whole trainer: OpenBLAS's own pool would spin against
+ * OpenMP's between calls (train_set_threads keeps OpenBLAS at one thread). */
+void train_k_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc)
+{
+    enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+    int nt = 1;
+#ifdef _OPENMP
+    if ((double)M * N * K > 4e6 && !omp_in_parallel())
+        nt = omp_get_max_threads();
+#endif
+    if (nt <= 1) {
+        cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int by_rows = M >= N;
+    int len = by_rows ? M : N;
+    int chunk = (len + nt - 1) / nt;
+    chunk = (chunk + 15) & ~15;
+    int nchunks = (len + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static, 1) num_threads(nt)
+    for (int c = 0; c < nchunks; c++) {
+        int o = c * chunk, n = len - o < chunk ? len - o : chunk;
+        if (by_rows)
+            cblas_sgemm(CblasRowMajor, TA, TB, n, N, K, alpha, ta ? A + o : A + (size_t)o * lda, lda, B,
+                        ldb, beta, C + (size_t)o * ldc, ldc);
+        else
+            cblas_sgemm(CblasRowMajor, TA, TB, M, n, K, alpha, A, lda, tb ? B + (size_t)o * ldb : B + o,
+                        ldb, beta, C + o, ldc);
+    }
+}
+
+/* ---- layers: embeddings ------------------------------------------------ */
+
+void train_k_encoder_forward(float *out, const int32_t *tok, const float *wte, const float *wpe,
+                             int B, int T, int C)
+{
+#pragma omp parallel for if ((size_t)B * T * C > PAR_MIN)
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *e = wte + (size_t)tok[bt] * C, *p = wpe + (size_t)(bt % T) * C;
+        float *o = out + (size_t)bt * C;
+        for (int i = 0; i < C; i++)
+            o[i] = e[i] + p[i];
+    }
+}
+
+void train_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tok,
+                              int B, int T, int C)
+{
+    /* Sequential over rows: repeated tokens add into the same row. */
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *d = dout + (size_t)bt * C;
+        float *e = dwte + (size_t)tok[bt] * C, *p = dwpe + (size_t)(bt % T) * C;
+        for (int i = 0; i < C; i++) {
+            e[i] += d[i];
+            p[i] += d[i];
+        }
+    }
+}
+
+/* ---- layers: LayerNorm ------------------------------------------------- */
+
+void train_k_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                               const float *w, const float *b, int N, int C)
+{
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float s = 0.0f;
+        for (int k = 0; k < C; k++)
+            s += x[k];
+        float mu = s / C, v = 0.0f;
+        for (int k = 0; k < C; k++) {
+            float d = x[k] - mu;
+            v += d * d;
+        }
+        float r = 1.0f / sqrtf(v / C + LN_EPS);
+        float *o = out + (size_t)i * C;
+        for (int k = 0; k < C; k++)
+            o[k] = (x[k] - mu) * r * w[k] + b[k];
+        mean[i] = mu;
+        rstd[i] = r;
+    }
+}
+
+/* dinp += d(LayerNorm)/dinp; dw, db += parameter gradients. part holds
+ * nthreads * 2C floats of per-thread partial sums. */
+void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                                const float *inp, const float *w, const float *mean,
+                                const float *rstd, int N, int C, float *part, int nthreads)
+{
+    memset(part, 0, (size_t)nthreads * 2 * C * sizeof(float));
+#pragma omp parallel num_threads(nthreads) if ((size_t)N * C > PAR_MIN)
+    {
+        float *pdw = part + (size_t)thread_id() * 2 * C, *pdb = pdw + C;
+#pragma omp for
+        for (int i = 0; i < N; i++) {
+            const float *x = inp + (size_t)i * C, *d = dout + (size_t)i * C;
+            float *dx = dinp + (size_t)i * C;
+            float mu = mean[i], r = rstd[i];
+            float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+            for (int k = 0; k < C; k++) {
+                float xh = (x[k] - mu) * r, dn = w[k] * d[k];
+                dnorm_mean += dn;
+                dnorm_norm_mean += dn * xh;
+            }
+            dnorm_mean /= C;
+            dnorm_norm_mean /= C;
+            for (int k = 0; k < C; k++) {
+                float xh = (x[k] - mu) * r, dn = w[k] * d[k];
+                pdb[k] += d[k];
+                pdw[k] += xh * d[k];
+                dx[k] += (dn - dnorm_mean - xh * dnorm_norm_mean) * r;
+            }
+        }
+    }
+    for (int t = 0; t < nthreads; t++) {
+        const float *pdw = part + (size_t)t * 2 * C, *pdb = pdw + C;
+        for (int k = 0; k < C; k++) {
+            dw[k] += pdw[k];
+            db[k] += pdb[k];
+        }
+    }
+}
+
+/* ---- layers: matrix products ------------------------------------------ */
+
+/* out[N,OC] = inp[N,IC] w[IC,OC] + bias (+ res when res is non-NULL). */
+void train_k_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+                            const float *res, int N, int IC, int OC)
+{
+#pragma omp parallel for if ((size_t)N * OC > PAR_MIN)
+    for (int i = 0; i < N; i++) {
+        float *o = out + (size_t)i * OC;
+        if (res) {
+            const float *r = res + (size_t)i * OC;
+            for (int k = 0; k < OC; k++)
+                o[k] = r[k] + bias[k];
+        } else {
+            memcpy(o, bias, (size_t)OC * sizeof(float));
+        }
+    }
+    train_k_gemm(0, 0, N, OC, IC, 1.0f, inp, IC, w, OC, 1.0f, out, OC);
+}
+
+/* dinp = dout w^T (overwritten; skipped when NULL); dw += inp^T dout;
+ * db += column sums of dout. */
+void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const float *w, int N, int IC, int OC)
+{
+    if (dinp)
+        train_k_gemm(0, 1, N, IC, OC, 1.0f, dout, OC, w, OC, 0.0f, dinp, IC);
+    train_k_gemm(1, 0, IC, OC, N, 1.0f, inp, IC, dout, OC, 1.0f, dw, OC);
+    if (db) {
+        /* Column blocks per thread; rows streamed, columns vectorised. */
+        int nblk = (OC + 63) / 64;
+#pragma omp parallel for if ((size_t)N * OC > PAR_MIN)
+        for (int bi = 0; bi < nblk; bi++) {
+            int k0 = bi * 64, k1 = k0 + 64 < OC ? k0 + 64 : OC;
+            float acc[64] = {0};
+            for (int i = 0; i < N; i++) {
+                const float *d = dout + (size_t)i * OC;
+                for (int k = k0; k < k1; k++)
+                    acc[k - k0] += d[k];
+            }
+            for (int k = k0; k < k1; k++)
+                db[k] += acc[k - k0];
+        }
+    }
+}
+
+/* ---- exp and tanh that vectorise ------------------------------------- */
+
+/* e^x for x <= 88, to about 2 ulp: x = n ln2 + r, |r| <= ln2/2, e^r by
+ * Cephes' degree-6 polynomial, 2^n put into the exponent bits. Plain C
+ * that the compiler vectorises (libm's expf is a call per element). Inputs
+ * below -80 give e^-80 ~ 2e-35 instead of less: harmless in softmax and
+ * GELU, and it keeps results out of the denormals, which are slow. */
+static inline float exp_fast(float x)
+{
+    x = x < -80.0f ? -80.0f : x > 88.0f ? 88.0f : x;
+    float n = __builtin_rintf(x * 1.44269504088896341f);
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits;
+    memcpy(&bits, &p, 4);
+    bits += (int32_t)n * (1 << 23);
+    memcpy(&p, &bits, 4);
+    return p;
+}
+
+/* tanh(u) = 1 - 2 / (e^{2u} + 1): absolute error ~1e-7, which is what
+ * GELU's 1 + tanh needs. */
+static inline float tanh_fast(float u) { return 1.0f - 2.0f / (exp_fast(2.0f * u) + 1.0f); }
+
+/* ---- dropout -------------------------------------------------------------- */
+
+/* The keep decision of element i under key: a counter-based hash, so the
+ * backward pass regenerates the forward's mask instead of storing it. */
+static inline int drop_keep(uint64_t key, uint64_t i, uint32_t threshold)
+{
+    uint64_t z = key + (i + 1) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return (uint32_t)((z ^ (z >> 31)) >> 32) >= threshold;
+}
+
+static inline uint32_t drop_threshold(float p) { return (uint32_t)((double)p * 4294967296.0); }
+
+uint64_t train_k_dropout_key(uint64_t seed, uint64_t iter, uint64_t site)
+{
+    uint64_t z = seed ^ (iter * 0xd1b54a32d192ed03ULL) ^ (site * 0xaef17502108ef2d9ULL);
+    z = (z ^ (z >> 33)) * 0xff51afd7ed558ccdULL;
+    z = (z ^ (z >> 33)) * 0xc4ceb9fe1a85ec53ULL;
+    return z ^ (z >> 33);
+}
+
+void train_k_dropout(float *x, size_t n, float p, uint64_t key)
+{
+    uint32_t th = drop_threshold(p);
+    float scale = 1.0f / (1.0f - p);
+#pragma omp parallel for simd if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        x[i] = drop_keep(key, i, th) ? x[i] * scale : 0.0f;
+}
+
+/* ---- layers: GELU (tanh approximation, as GPT-2) ---------------------- */
+
+#define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
+
+void train_k_gelu_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for simd if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
+        out[i] = 0.5f * x * (1.0f + tanh_fast(u));
+    }
+}
+
+/* d *= gelu'(inp), in place. */
+void train_k_gelu_backward(float *d, const float *inp, size_t n)
+{
+#pragma omp parallel for simd if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
+        float th = tanh_fast(u), sech2 = 1.0f - th * th;
+        float g = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        d[i] *= g;
+    }
+}
+
+/* ---- layers: causal self-attention ------------------------------------- */
+
+static inline float dot(const float *a, const float *b, int n)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* qkv (B,T,3C) holds q|k|v per token, heads side by side inside each.
+ * out (B,T,C) = softmax(q k^T / sqrt(hs), causal) v per head; lse
+ * (B,NH,T) keeps each row's log-sum-exp for the backward pass. rows holds
+ * nthreads * T floats. */
+void train_k_attention_forward_ref(float *out, float *lse, const float *qkv, int B, int T, int C,
+                                   int NH, float *rows, int nthreads)
+{
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = 3 * (size_t)C;
+#pragma omp parallel for collapse(2) schedule(dynamic, 8) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
+    for (int bh = 0; bh < B * NH; bh++) {
+        for (int t = 0; t < T; t++) {
+            int b = bh / NH, h = bh % NH;
+            float *s = rows + (size_t)thread_id() * T;
+            const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+            const float *q = base + (size_t)t * C3;
+            float mx = -INFINITY;
+            for (int t2 = 0; t2 <= t; t2++) {
+                s[t2] = dot(q, base + (size_t)t2 * C3 + C, hs) * scale;
+                if (s[t2] > mx)
+                    mx = s[t2];
+            }
+            float sum = 0.0f;
+            for (int t2 = 0; t2 <= t; t2++) {
+                s[t2] = expf(s[t2] - mx);
+                sum += s[t2];
+            }
+            float inv = 1.0f / sum;
+            float *o = out + ((size_t)b * T + t) * C + (size_t)h * hs;
+            for (int i = 0; i < hs; i++)
+                o[i] = 0.0f;
+            for (int t2 = 0; t2 <= t; t2++) {
+                const float *v = base + (size_t)t2 * C3 + 2 * C;
+                float p = s[t2] * inv;
+#pragma omp simd
+                for (int i = 0; i < hs; i++)
+                    o[i] += p * v[i];
+            }
+            lse[(size_t)bh * T + t] = mx + logf(sum);
+        }
+    }
+}
+
+/* dqkv (B,T,3C) = gradient of the attention from dout (B,T,C), recomputing
+ * the probabilities from lse. dqkv is overwritten. */
+void train_k_attention_backward_ref(float *dqkv, const float *dout, const float *qkv,
+                                    const float *out, const float *lse, int B, int T, int C, int NH)
+{
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = 3 * (size_t)C;
+    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)B * T * T * C > 4 * PAR_MIN)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+        float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
+        for (int t = 0; t < T; t++) {
+            const float *q = base + (size_t)t * C3;
+            const float *dO = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
+            const float *O = out + ((size_t)b * T + t) * C + (size_t)h * hs;
+            float *dq = dbase + (size_t)t * C3;
+            float D = dot(dO, O, hs), l = lse[(size_t)bh * T + t];
+            for (int t2 = 0; t2 <= t; t2++) {
+                const float *k = base + (size_t)t2 * C3 + C, *v = k + C;
+                float *dk = dbase + (size_t)t2 * C3 + C, *dv = dk + C;
+                float p = expf(dot(q, k, hs) * scale - l);
+                float ds = p * (dot(dO, v, hs) - D) * scale;
+#pragma omp simd
+                for (int i = 0; i < hs; i++) {
+                    dv[i] += p * dO[i];
+                    dq[i] += ds * k[i];
+                    dk[i] += ds * q[i];
+                }
+            }
+        }
+    }
+}
+
+/* The same attention with the products on sgemm: threads take heads, and
+ * each goes over its head in blocks of up to TRAIN_ATT_TQ query rows: S =
+ * Q K^T over the keys the block can see, a causal softmax per row, O = P V.
+ * The block's scores are the only T-sized buffer (per thread 2 x
+ * TRAIN_ATT_TQ x T floats of scratch, the second half for backward). */
+void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
+                               int NH, float *scratch, int nthreads, float drop, uint64_t key)
+{
+    uint32_t th = drop_threshold(drop);
+    float dscale = 1.0f / (1.0f - drop);
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    int C3 = 3 * C;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        float *S = scratch + (size_t)thread_id() * 2 * TRAIN_ATT_TQ * T;
+        const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+        const float *K = base + C, *V = base + 2 * C;
+        float *lrow = lse + (size_t)bh * T;
+        for (int t0 = 0; t0 < T; t0 += TRAIN_ATT_TQ) {
+            int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, scale,
+                        base + (size_t)t0 * C3, C3, K, C3, 0.0f, S, t1);
+            for (int r = 0; r < tq; r++) {
+                float *row = S + (size_t)r * t1;
+                int n = t0 + r + 1;
+                float mx = -INFINITY, sum = 0.0f;
+                for (int j = 0; j < n; j++)
+                    mx = row[j] > mx ? row[j] : mx;
+#pragma omp simd reduction(+ : sum)
+                for (int j = 0; j < n; j++) {
+                    row[j] = exp_fast(row[j] - mx);
+                    sum += row[j];
+                }
+                float inv = 1.0f / sum;
+                for (int j = 0; j < n; j++)
+                    row[j] *= inv;
+                if (drop > 0.0f) {
+                    uint64_t base_i = ((uint64_t)bh * T + t0 + r) * T;
+                    for (int j = 0; j < n; j++)
+                        row[j] = drop_keep(key, base_i + j, th) ? row[j] * dscale : 0.0f;
+                }
+                for (int j = n; j < t1; j++)
+                    row[j] = 0.0f;
+                lrow[t0 + r] = mx + logf(sum);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, S, t1, V, C3,
+                        0.0f, out + ((size_t)b * T + t0) * C + (size_t)h * hs, C);
+        }
+    }
+}
+
+/* Backward of train_k_attention_forward, per head and query block:
+ * P from the kept lse, dP = dO V^T, dV += P^T dO, dS = P (dP - D) with
+ * D = rowsum(dO * O), dQ = dS K, dK += dS^T Q. dqkv is overwritten.
+ * With dropout the probabilities are masked after the softmax (the mask
+ * regenerated from key), and D = rowsum(dO * O) still holds. */
+void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
+                                const float *lse, int B, int T, int C, int NH, float *scratch,
+                                int nthreads, float drop, uint64_t key)
+{
+    uint32_t th = drop_threshold(drop);
+    float dscale = 1.0f / (1.0f - drop);
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    int C3 = 3 * C;
+    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        float *P = scratch + (size_t)thread_id() * 2 * TRAIN_ATT_TQ * T;
+        float *dP = P + (size_t)TRAIN_ATT_TQ * T;
+        const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+        const float *K = base + C, *V = base + 2 * C;
+        float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
+        const float *lrow = lse + (size_t)bh * T;
+        for (int t0 = 0; t0 < T; t0 += TRAIN_ATT_TQ) {
+            int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
+            const float *Q = base + (size_t)t0 * C3;
+            const float *dO = dout + ((size_t)b * T + t0) * C + (size_t)h * hs;
+            const float *O = out + ((size_t)b * T + t0) * C + (size_t)h * hs;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, scale, Q, C3, K, C3,
+                        0.0f, P, t1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, 1.0f, dO, C, V, C3,
+                        0.0f, dP, t1);
+            for (int r = 0; r < tq; r++) {
+                float *prow = P + (size_t)r * t1, *drow = dP + (size_t)r * t1;
+                int n = t0 + r + 1;
+                float l = lrow[t0 + r];
+                float D = dot(dO + (size_t)r * C, O + (size_t)r * C, hs);
+                if (drop > 0.0f) {
+                    /* prow becomes the dropped P' (for dV); dP = mask dP' / (1-p). */
+                    uint64_t base_i = ((uint64_t)bh * T + t0 + r) * T;
+                    for (int j = 0; j < n; j++) {
+                        float pj = exp_fast(prow[j] - l), mj = drop_keep(key, base_i + j, th) ? dscale : 0.0f;
+                        prow[j] = pj * mj;
+                        drow[j] = pj * (drow[j] * mj - D) * scale;
+                    }
+                } else {
+#pragma omp simd
+                    for (int j = 0; j < n; j++) {
+                        float pj = exp_fast(prow[j] - l);
+                        prow[j] = pj;
+                        drow[j] = pj * (drow[j] - D) * scale;
+                    }
+                }
+                for (int j = n; j < t1; j++)
+                    prow[j] = drow[j] = 0.0f;
+            }
+            /* dV += P^T dO; dQ = dS K; dK += dS^T Q. */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, P, t1, dO, C, 1.0f,
+                        dbase + 2 * C, C3);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, dP, t1, K, C3, 1.0f,
+                        dbase + (size_t)t0 * C3, C3);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, dP, t1, Q, C3, 1.0f,
+                        dbase + C, C3);
+        }
+    }
+}
+
+/* ---- layers: classifier and cross-entropy ----------------------------- */
+
+/* Per row: lse = log-sum-exp of the logits; losses = w * (lse - logit[y]).
+ * Returns sum of the losses (double). */
+double train_k_crossentropy_forward(float *losses, float *lse, const float *logits,
+                                    const int32_t *targets, const float *weights, int N, int V)
+{
+    double total = 0.0;
+#pragma omp parallel for reduction(+ : total) if ((size_t)N * V > PAR_MIN)
+    for (int i = 0; i < N; i++) {
+        const float *z = logits + (size_t)i * V;
+        float mx = -INFINITY;
+        for (int k = 0; k < V; k++)
+            mx = z[k] > mx ? z[k] : mx;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int k = 0; k < V; k++)
+            s += exp_fast(z[k] - mx);
+        lse[i] = mx + logf(s);
+        float w = weights ? weights[i] : 1.0f;
+        if (targets[i] < 0)
+            w = 0.0f;
+        losses[i] = w != 0.0f ? w * (lse[i] - z[targets[i]]) : 0.0f;
+        total += losses[i];
+    }
+    return total;
+}
+
+/* logits (N,V) becomes dlogits = scale * w * (softmax - onehot(y)). */
+void train_k_crossentropy_backward(float *logits, const float *lse, const int32_t *targets,
+                                   const float *weights, float scale, int N, int V)
+{
+#pragma omp parallel for if ((size_t)N * V > PAR_MIN)
+    for (int i = 0; i < N; i++) {
+        float *z = logits + (size_t)i * V;
+        float w = weights ? weights[i] : 1.0f;
+        if (targets[i] < 0)
+            w = 0.0f;
+        float c = scale * w;
+        if (c == 0.0f) {
+            memset(z, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        float l = lse[i];
+#pragma omp simd
+        for (int k = 0; k < V; k++)
+            z[k] = c * exp_fast(z[k] - l);
+        z[targets[i]] -= c;
+    }
+}
+

@@ -1,0 +1,243 @@
+/* plot.c — renders a run's metrics.jsonl to a PNG with cairo.
+ *
+ * Two panels: the training loss per step (faint) with its moving average
+ * and the held-out loss at each evaluation; and the learning rate with the
+ * throughput (tokens/s). Axes are scaled to the data with round tick
+ * values. Called by rank 0 after each evaluation and at the end of a run,
+ * so the picture is current while a long run goes on.
+ */
+#include "trainer/run.h"
+
+#include <cairo.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    double *x, *y;
+    size_t n, cap;
+} series_t;
+
+static void push(series_t *s, double x, double y)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 256;
+        s->x = gl_xrealloc(s->x, s->cap * sizeof *s->x);
+        s->y = gl_xrealloc(s->y, s->cap * sizeof *s->y);
+    }
+    s->x[s->n] = x;
+    s->y[s->n++] = y;
+}
+
+typedef struct {
+    double x0, y0, w, h;      /* panel rectangle in pixels */
+    double xmin, xmax, ymin, ymax;
+} panel_t;
+
+static double px(const panel_t *p, double x) { return p->x0 + (x - p->xmin) / (p->xmax - p->xmin) * p->w; }
+static double py(const panel_t *p, double y) { return p->y0 + p->h - (y - p->ymin) / (p->ymax - p->ymin) * p->h; }
+
+static double nice_step(double range)
+{
+    double raw = range / 5, mag = pow(10, floor(log10(raw))), f = raw / mag;
+    return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * mag;
+}
+
+static void range_of(const series_t *s, double *lo, double *hi)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (isfinite(s->y[i])) {
+            *lo = s->y[i] < *lo ? s->y[i] : *lo;
+            *hi = s->y[i] > *hi ? s->y[i] : *hi;
+        }
+}
+
+static void axes(cairo_t *cr, const panel_t *p, const char *title, const char *ylabel)
+{
+    char buf[64];
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_rectangle(cr, p->x0, p->y0, p->w, p->h);
+    cairo_fill(cr);
+    cairo_set_line_width(cr, 1);
+    cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_font_size(cr, 11);
+    double st = nice_step(p->ymax - p->ymin);
+    for (double v = ceil(p->ymin / st) * st; v <= p->ymax + 1e-12; v += st) {
+        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+        cairo_move_to(cr, p->x0, py(p, v));
+        cairo_line_to(cr, p->x0 + p->w, py(p, v));
+        cairo_stroke(cr);
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        snprintf(buf, sizeof buf, "%g", v);
+        cairo_move_to(cr, p->x0 - 8 - 6.5 * (double)strlen(buf), py(p, v) + 4);
+        cairo_show_text(cr, buf);
+    }
+    double sx = nice_step(p->xmax - p->xmin);
+    for (double v = ceil(p->xmin / sx) * sx; v <= p->xmax + 1e-9; v += sx) {
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        snprintf(buf, sizeof buf, "%g", v);
+        cairo_move_to(cr, px(p, v) - 3.2 * (double)strlen(buf), p->y0 + p->h + 16);
+        cairo_show_text(cr, buf);
+    }
+    cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    cairo_rectangle(cr, p->x0, p->y0, p->w, p->h);
+    cairo_stroke(cr);
+    cairo_set_font_size(cr, 13);
+    cairo_move_to(cr, p->x0, p->y0 - 8);
+    cairo_show_text(cr, title);
+    cairo_set_font_size(cr, 11);
+    cairo_move_to(cr, p->x0 + p->w / 2 - 3.2 * (double)strlen(ylabel), p->y0 + p->h + 32);
+    cairo_show_text(cr, ylabel);
+}
+
+static void line(cairo_t *cr, const panel_t *p, const series_t *s, double r, double g, double b, double a, double wd)
+{
+    cairo_save(cr);
+    cairo_rectangle(cr, p->x0, p->y0, p->w, p->h);
+    cairo_clip(cr);
+    cairo_set_source_rgba(cr, r, g, b, a);
+    cairo_set_line_width(cr, wd);
+    int pen = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (!isfinite(s->y[i])) {
+            pen = 0;
+            continue;
+        }
+        if (pen)
+            cairo_line_to(cr, px(p, s->x[i]), py(p, s->y[i]));
+        else
+            cairo_move_to(cr, px(p, s->x[i]), py(p, s->y[i]));
+        pen = 1;
+    }
+    cairo_stroke(cr);
+    cairo_restore(cr);
+}
+
+static void dots(cairo_t *cr, const panel_t *p, const series_t *s, double r, double g, double b)
+{
+    cairo_set_source_rgb(cr, r, g, b);
+    for (size_t i = 0; i < s->n; i++) {
+        cairo_arc(cr, px(p, s->x[i]), py(p, s->y[i]), 3.5, 0, 2 * M_PI);
+        cairo_fill(cr);
+    }
+}
+
+static void legend(cairo_t *cr, double x, double y, const char *text, double r, double g, double b)
+{
+    cairo_set_source_rgb(cr, r, g, b);
+    cairo_rectangle(cr, x, y - 8, 14, 4);
+    cairo_fill(cr);
+    cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+    cairo_move_to(cr, x + 20, y - 3);
+    cairo_show_text(cr, text);
+}
+
+int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
+{
+    char *data;
+    size_t len;
+    int rc = gl_read_file(metrics, (size_t)1 << 31, &data, &len, err);
+    if (rc)
+        return rc;
+    series_t loss = {0}, avg = {0}, val = {0}, lr = {0}, tps = {0};
+    for (char *ln = data, *end; ln < data + len; ln = end + 1) {
+        end = memchr(ln, '\n', (size_t)(data + len - ln));
+        if (!end)
+            end = data + len;
+        *end = '\0';
+        json_t *j = json_loads(ln, 0, NULL);
+        if (!j)
+            continue;
+        double step = (double)json_integer_value(json_object_get(j, "step")) + 1;
+        json_t *v;
+        if ((v = json_object_get(j, "loss"))) {
+            double l = json_number_value(v);
+            push(&loss, step, l);
+            push(&lr, step, json_number_value(json_object_get(j, "lr")));
+            push(&tps, step, json_number_value(json_object_get(j, "tokens_per_s")));
+        }
+        if ((v = json_object_get(j, "val_loss")))
+            push(&val, step, json_number_value(v));
+        json_decref(j);
+    }
+    free(data);
+    if (!loss.n) {
+        rc = gl_err_set(err, GL_ENOTFOUND, "%s: no training steps to plot", metrics);
+        goto out;
+    }
+    /* trailing mean over a window of 1/50 of the run: smooth, little lag */
+    size_t win = loss.n / 50 ? loss.n / 50 : 1;
+    double acc = 0;
+    for (size_t i = 0; i < loss.n; i++) {
+        acc += loss.y[i];
+        if (i >= win)
+            acc -= loss.y[i - win];
+        push(&avg, loss.x[i], acc / (double)(i + 1 < win ? i + 1 : win));
+    }
+    const int W = 900, H = 650;
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 0.96, 0.96, 0.96);
+    cairo_paint(cr);
+    double xmax = loss.x[loss.n - 1] > 1 ? loss.x[loss.n - 1] : 2;
+    double lo = INFINITY, hi = -INFINITY;
+    range_of(&avg, &lo, &hi);
+    range_of(&val, &lo, &hi);
+    double lo2 = lo, hi2 = hi;
+    range_of(&loss, &lo2, &hi2);
+    hi = hi2 < hi + (hi - lo) ? hi2 : hi + 0.5 * (hi - lo); /* keep early spikes from flattening the curve */
+    if (!(hi > lo))
+        hi = lo + 1;
+    panel_t top = {70, 40, W - 100, 320, 0, xmax, lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)};
+    axes(cr, &top, "loss", "step");
+    line(cr, &top, &loss, 0.2, 0.4, 0.8, 0.25, 1);
+    line(cr, &top, &avg, 0.1, 0.3, 0.8, 1, 2);
+    dots(cr, &top, &val, 0.85, 0.3, 0.1);
+    cairo_set_font_size(cr, 11);
+    legend(cr, top.x0 + top.w - 190, top.y0 + 20, "train loss (moving average)", 0.1, 0.3, 0.8);
+    legend(cr, top.x0 + top.w - 190, top.y0 + 38, "held-out loss", 0.85, 0.3, 0.1);
+    char last[96];
+    snprintf(last, sizeof last, "last: train %.4f", avg.y[avg.n - 1]);
+    if (val.n)
+        snprintf(last, sizeof last, "last: train %.4f, held-out %.4f", avg.y[avg.n - 1], val.y[val.n - 1]);
+    cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+    cairo_move_to(cr, top.x0 + 10, top.y0 + top.h - 10);
+    cairo_show_text(cr, last);
+
+    double l0 = 0, l1 = -INFINITY, t0 = 0, t1 = -INFINITY;
+    range_of(&lr, &l0, &l1);
+    range_of(&tps, &t0, &t1);
+    if (!(l1 > 0))
+        l1 = 1;
+    if (!(t1 > 0))
+        t1 = 1;
+    panel_t bot = {70, 430, W - 100, 160, 0, xmax, 0, l1 * 1.1};
+    axes(cr, &bot, "learning rate and throughput", "step");
+    line(cr, &bot, &lr, 0.2, 0.6, 0.2, 1, 2);
+    /* throughput scaled into the same panel */
+    series_t tpsn = {0};
+    for (size_t i = 0; i < tps.n; i++)
+        push(&tpsn, tps.x[i], tps.y[i] / (t1 * 1.1) * l1 * 1.1);
+    line(cr, &bot, &tpsn, 0.5, 0.5, 0.5, 0.6, 1);
+    char tl[64];
+    snprintf(tl, sizeof tl, "tokens/s (max %.0f)", t1);
+    legend(cr, bot.x0 + bot.w - 190, bot.y0 + 20, "learning rate", 0.2, 0.6, 0.2);
+    legend(cr, bot.x0 + bot.w - 190, bot.y0 + 38, tl, 0.5, 0.5, 0.5);
+    free(tpsn.x), free(tpsn.y);
+
+    cairo_destroy(cr);
+    char *tmp = gl_xmalloc(strlen(png) + 8);
+    sprintf(tmp, "%s.tmp", png);
+    cairo_status_t cs = cairo_surface_write_to_png(surf, tmp);
+    cairo_surface_destroy(surf);
+    if (cs != CAIRO_STATUS_SUCCESS)
+        rc = gl_err_set(err, GL_EIO, "%s: cannot write PNG: %s", tmp, cairo_status_to_string(cs));
+    else
+        rc = gl_rename_durable(tmp, png, err);
+    free(tmp);
+out:
+    free(loss.x), free(loss.y), free(avg.x), free(avg.y), free(val.x), free(val.y);
+    free(lr.x), free(lr.y), free(tps.x), free(tps.y);
+    return rc;
+}

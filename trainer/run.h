@@ -1,0 +1,127 @@
+/* run.h — training runs: the stage loops, checkpoints with resume, data
+ * parallelism, evaluation and the metrics log, on top of the model in
+ * trainer.h.
+ *
+ * A run writes into its output folder:
+ *   metrics.jsonl      one JSON object per step (and per evaluation)
+ *   ckpt-NNNNNNNN/     a checkpoint: model.safetensors (Hugging Face GPT-2
+ *                      names), optim.safetensors (AdamW moments), state.json
+ *                      (step, sampler position, options), and for a reward
+ *                      model score.safetensors (the scalar head,
+ *                      "score.weight" [1, C] as GPT2ForSequenceClassification
+ *                      names it, with its moments); written as
+ *                      ckpt-NNNNNNNN.tmp and renamed, so it is whole or absent
+ *   latest             the name of the newest complete checkpoint
+ *   loss.png           the loss curves, redrawn at each evaluation and at the end
+ * A run killed at any point resumes from `latest` with --resume and
+ * produces the same losses as an uninterrupted run with the same thread
+ * count and world size.
+ */
+#ifndef GL_TRAINER_RUN_H
+#define GL_TRAINER_RUN_H
+
+#include "trainer/trainer.h"
+
+/* ---- data parallelism ------------------------------------------------- */
+
+typedef struct {
+    int rank, world;
+    int mpi; /* MPI was initialised (launched by mpirun/srun) */
+} train_dist_t;
+
+/* World of one unless a launcher's environment says otherwise; then
+ * MPI_Init. */
+int train_dist_init(train_dist_t *d, gl_err_t *err);
+void train_dist_finalize(train_dist_t *d);
+/* In place: buf = mean over ranks. */
+int train_dist_allreduce_mean(train_dist_t *d, float *buf, size_t n, gl_err_t *err);
+/* In place: vals = sum over ranks. */
+int train_dist_sum(train_dist_t *d, double *vals, int n, gl_err_t *err);
+/* 1 if any rank passed a non-zero value (collective). */
+int train_dist_any_error(train_dist_t *d, int mine);
+void train_dist_barrier(train_dist_t *d);
+
+/* ---- runs ------------------------------------------------------------- */
+
+typedef enum { TRAIN_STAGE_PRETRAIN = 1, TRAIN_STAGE_SFT = 2, TRAIN_STAGE_RM = 3 } train_stage_t;
+
+typedef struct {
+    train_stage_t stage;
+    const char *data;        /* training dataset folder */
+    const char *val;         /* held-out dataset folder, or NULL */
+    const char *out;         /* output folder */
+    const char *init;        /* checkpoint (folder or .safetensors) to start from, or NULL */
+    int resume;              /* continue from out/latest */
+    train_config_t cfg;      /* used when init is NULL; vocab from the dataset */
+    int B, T, accum;         /* micro-batch rows, sequence length, micro-batches per step */
+    long steps;              /* schedule length */
+    long until;              /* stop after this step (0: steps) */
+    train_sched_t sched;     /* max_steps is taken from steps */
+    train_adamw_t adamw;
+    float clip;              /* global gradient norm clip; 0 off */
+    float dropout;           /* rate; 0 off (the default) */
+    uint64_t seed;
+    int eval_every, eval_batches, ckpt_every, log_every;
+    int threads;
+    int quiet;               /* no per-step lines on stderr */
+} train_run_opts_t;
+
+/* Default options (nanoGPT-like). */
+void train_run_defaults(train_run_opts_t *o);
+
+/* Runs a stage to the end (or `until`). Every rank calls it; rank 0 writes
+ * the output folder. */
+int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err);
+
+/* Evaluation of a checkpoint on a dataset: mean loss, perplexity and bits
+ * per byte over up to max_batches (B, T) windows in stream order. */
+typedef struct {
+    double loss, ppl, bpb;
+    uint64_t tokens;
+} train_eval_t;
+int train_eval_dataset(train_model_t *m, const char *data, int B, int T, int max_batches, train_dist_t *dist,
+                       train_eval_t *out, gl_err_t *err);
+
+/* The checkpoint file of a model: path itself if it is a file, else
+ * path/model.safetensors, else the model of path/latest. Caller frees. */
+char *train_checkpoint_model_path(const char *path, gl_err_t *err);
+
+/* ---- reward models ---------------------------------------------------- */
+
+/* Scores rows (B, T) of prompt+response tokens, each padded after its true
+ * length len[i]: rewards[i] = w . h(i, len[i]-1), the final hidden state at
+ * the true last token (never at padding). w has n_embd floats. */
+int train_rm_score(train_model_t *m, const float *w, const int32_t *tokens, const int *len, int rows, int T,
+                   float *rewards, gl_err_t *err);
+/* Loads a reward head ("score.weight", [1, C], F32) into w[C]. */
+int train_rm_head_load(const char *path, int C, float *w, gl_err_t *err);
+
+/* ---- generation ------------------------------------------------------- */
+
+typedef struct {
+    float temperature;       /* 0: greedy */
+    int top_k;               /* 0: off */
+    float top_p;             /* 0 or 1: off */
+    uint64_t seed;
+    int max_new;             /* tokens to generate per row at most */
+    int32_t stop_id;         /* end-of-text; -1: none */
+} train_sample_opts_t;
+
+/* Continues kv->B prompts (prompts[b] of plen[b] >= 1 tokens) with the
+ * model's KV-cached decoder (train_kv_t, trainer.h): out is (B, max_new),
+ * out_len[b] the tokens generated for row b (the stop id included when
+ * reached); logprobs (optional, same shape) the log-probability of each
+ * under the model's untempered distribution. Resets kv first. */
+int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const *prompts, const int *plen,
+                   const train_sample_opts_t *o, int32_t *out, int *out_len, float *logprobs, gl_err_t *err);
+
+/* Renders metrics.jsonl to a PNG (loss, held-out loss, learning rate,
+ * throughput); written atomically. */
+int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err);
+
+/* `gptline train ...` and `gptline eval ...` */
+int train_cmd(int argc, char **argv);
+int train_eval_cmd(int argc, char **argv);
+int train_sample_cmd(int argc, char **argv);
+
+#endif
