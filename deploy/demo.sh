@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # demo.sh — the gptline pipeline on data found on this machine.
 #
-# Today: packs the licence texts and package copyright files that every
-# Debian system carries (plus compressed changelogs, decompressed on the
-# fly) into a token shard dataset, verifies it, and shows what the trainer's
-# sampler will read. Then ingest: the HTML documentation installed on the
-# machine is crawled over loopback with `wget --warc-file` into a real WARC,
-# the C headers of /usr/include and this project's own source become code
+# Packs the licence texts and package copyright files that every Debian
+# system carries (plus compressed changelogs, decompressed on the fly) into
+# a token shard dataset, verifies it and shows what the trainer's sampler
+# reads. Then ingest: the HTML documentation installed on the machine is
+# crawled over loopback with `wget --warc-file` into a real WARC, the C
+# headers of /usr/include and this project's own source become code
 # archives, and `gptline ingest` (two local workers) extracts, filters,
-# deduplicates and tokenizes them into shards; a BPE tokenizer is trained
-# on that text and the inputs ingested again with it. Later stages
-# (training, labeling) extend this script as they land.
+# deduplicates and tokenizes them into shards; a BPE tokenizer is trained on
+# that text and the inputs ingested again with it. Last, the training stages
+# (demo-train.sh): a BPE vocabulary, pretraining, SFT, a reward model and a
+# chat sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 G=${GPTLINE:-build/gptline}
@@ -104,5 +105,7 @@ step "gptline ingest again, tokenized with it (the same documents, fewer tokens)
 "$G" shards verify -q "$OUT/ingest-bpe" && echo "all shards verified"
 "$G" shards stat "$OUT/ingest-bpe"
 
+"$(dirname "$0")/demo-train.sh" "$OUT"
+
 echo
-echo "demo: datasets in $OUT/pretrain, $OUT/ingest (bytes) and $OUT/ingest-bpe (BPE, $OUT/demo.gltok)"
+echo "demo: everything it made is in $OUT"

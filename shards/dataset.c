@@ -173,6 +173,22 @@ static void copy_tokens(int32_t *restrict out, const uint8_t *restrict src, uint
     }
 }
 
+int shard_dataset_record(const shard_dataset_t *d, uint64_t index, shard_tokens_t *tokens, const uint8_t **meta,
+                         size_t *meta_len, const shard_reader_t **shard, gl_err_t *err)
+{
+    size_t s = 0;
+    uint64_t local = 0;
+    int rc = shard_dataset_locate(d, index, &s, &local, err);
+    if (rc)
+        return rc;
+    const shard_reader_t *r = d->shards[s];
+    if (shard)
+        *shard = r;
+    if ((rc = shard_tokens(r, local, tokens, err)))
+        return rc;
+    return shard_meta(r, local, meta, meta_len, err);
+}
+
 /* The chunk holding stream position x of a shard. Chunks are nearly equal
  * in size, so a proportional guess is right or one off; a few steps from
  * it, else a binary search (shards with very uneven chunks). */

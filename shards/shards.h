@@ -181,6 +181,12 @@ Gptline__RecordKind shard_dataset_kind(const shard_dataset_t *d);
 int shard_dataset_locate(const shard_dataset_t *d, uint64_t doc, size_t *shard, uint64_t *local,
                          gl_err_t *err);
 
+/* Record (document) by global index: its token view and its metadata
+ * bytes (both zero-copy, valid while the dataset is open); shard (may be
+ * NULL) receives the reader that holds it, for messages. */
+int shard_dataset_record(const shard_dataset_t *d, uint64_t index, shard_tokens_t *tokens, const uint8_t **meta,
+                         size_t *meta_len, const shard_reader_t **shard, gl_err_t *err);
+
 /* Copies n tokens of the stream starting at pos into out (as int32). */
 int shard_dataset_read(const shard_dataset_t *d, uint64_t pos, uint64_t n, int32_t *out,
                        gl_err_t *err);

@@ -442,23 +442,17 @@ static int next_batch(run_data_t *d, train_stage_t stage, int B, int T, int32_t 
             shuffle_records(d);
         }
         uint64_t rec = d->order[d->next++ * (uint64_t)d->world + (uint64_t)d->rank];
-        size_t si;
-        uint64_t li;
         shard_tokens_t t;
         const uint8_t *meta;
         size_t mlen;
-        int rc = shard_dataset_locate(d->ds, rec, &si, &li, err);
-        const shard_reader_t *r = shard_dataset_shard(d->ds, si);
-        if (!rc)
-            rc = shard_tokens(r, li, &t, err);
-        if (!rc)
-            rc = shard_meta(r, li, &meta, &mlen, err);
+        const shard_reader_t *r;
+        int rc = shard_dataset_record(d->ds, rec, &t, &meta, &mlen, &r, err);
         if (rc)
             return rc;
         Gptline__SftConversation *c = gptline__sft_conversation__unpack(NULL, mlen, meta);
         if (!c)
             return gl_err_set(err, GL_ECORRUPT, "%s: record %llu: SFT conversation does not parse", shard_path(r),
-                              (unsigned long long)li);
+                              (unsigned long long)rec);
         int32_t *row = tok + (size_t)b * T, *trow = tgt + (size_t)b * T;
         float *wrow = w + (size_t)b * T;
         for (int i = 0; i < T; i++) {
@@ -501,18 +495,12 @@ static int rm_fill(run_data_t *d, int B, int T, int wrap, rm_batch_t *bt, gl_err
             d->next = 0;
             shuffle_records(d);
         }
-        uint64_t rec = d->order[d->next * (uint64_t)d->world + (uint64_t)d->rank];
-        size_t si;
-        uint64_t li;
+        uint64_t rec = d->order[d->next * (uint64_t)d->world + (uint64_t)d->rank], li = rec;
         shard_tokens_t t;
         const uint8_t *meta;
         size_t mlen;
-        int rc = shard_dataset_locate(d->ds, rec, &si, &li, err);
-        const shard_reader_t *r = shard_dataset_shard(d->ds, si);
-        if (!rc)
-            rc = shard_tokens(r, li, &t, err);
-        if (!rc)
-            rc = shard_meta(r, li, &meta, &mlen, err);
+        const shard_reader_t *r;
+        int rc = shard_dataset_record(d->ds, rec, &t, &meta, &mlen, &r, err);
         if (rc)
             return rc;
         Gptline__RmRanking *k = gptline__rm_ranking__unpack(NULL, mlen, meta);
