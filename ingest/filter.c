@@ -382,11 +382,10 @@ int ingest_gopher_repetition(const char *t, size_t n)
 int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
 {
     ibuf_clear(out);
-    if (memchr(t, '{', n) || memmem(t, n, "lorem ipsum", 11) || memmem(t, n, "Lorem ipsum", 11))
+    if (memchr(t, '{', n))
         return 0;
-    span_t *l;
-    size_t nl = split_lines(t, n, 0, &l);
-    size_t sentences = 0;
+    /* one lowercased copy; each phrase is searched once over the whole
+     * text and marks the lines it falls in */
     static const char *const bad[] = {"javascript", "terms of use", "privacy policy", "cookie policy",
                                       "uses cookies", "use of cookies", "use cookies", NULL};
     static const size_t bad_len[] = {10, 12, 14, 13, 12, 14, 11};
@@ -395,6 +394,30 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
     for (size_t k = 0; k < n; k++)
         low.p[k] = (char)lower_tab[(unsigned char)t[k]];
     low.len = n;
+    if (memmem(low.p, n, "lorem ipsum", 11)) {
+        ingest_buf_free(&low);
+        return 0;
+    }
+    span_t *l;
+    size_t nl = split_lines(t, n, 0, &l);
+    unsigned char *dropped = gl_xcalloc(nl ? nl : 1, 1);
+    for (int b = 0; bad[b]; b++) {
+        const char *from = low.p, *end = low.p + n, *hit;
+        while ((hit = memmem(from, (size_t)(end - from), bad[b], bad_len[b]))) {
+            size_t off = (size_t)(hit - low.p), lo = 0, hi = nl;
+            while (lo < hi) { /* last line starting at or before off */
+                size_t mid = (lo + hi) / 2;
+                if ((size_t)(l[mid].p - t) <= off)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo)
+                dropped[lo - 1] = 1;
+            from = hit + 1;
+        }
+    }
+    size_t sentences = 0;
     for (size_t i = 0; i < nl; i++) {
         const char *p = l[i].p;
         size_t m = l[i].n;
@@ -402,15 +425,9 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
         int term = last == '.' || last == '!' || last == '?' || last == '"' || last == '\'' ||
                    (m >= 3 && (!memcmp(p + m - 3, "\xe3\x80\x82", 3) || !memcmp(p + m - 3, "\xef\xbc\x81", 3) ||
                                !memcmp(p + m - 3, "\xef\xbc\x9f", 3)));
-        if (!term || (m >= 3 && !memcmp(p + m - 3, "...", 3)))
+        if (dropped[i] || !term || (m >= 3 && !memcmp(p + m - 3, "...", 3)))
             continue;
         if (count_words(p, m, 3) < 3)
-            continue;
-        int drop = 0;
-        const char *lp = low.p + (p - t); /* the line in the lowercased copy */
-        for (int b = 0; bad[b] && !drop; b++)
-            drop = memmem(lp, m, bad[b], bad_len[b]) != NULL;
-        if (drop)
             continue;
         for (size_t k = 0; k < m; k++)
             if ((p[k] == '.' || p[k] == '!' || p[k] == '?') && (k + 1 == m || p[k + 1] == ' '))
@@ -419,6 +436,7 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
             ibuf_putc(out, '\n');
         ibuf_put(out, p, m);
     }
+    free(dropped);
     free(l);
     ingest_buf_free(&low);
     return sentences >= 3;

@@ -568,7 +568,7 @@ static void test_filters(void)
              "This website uses cookies to improve it.\nRead our Privacy Policy today.\nShare", prose);
     ok(ingest_c4(page, strlen(page), &out), "C4: a page with sentences survives");
     is_str(out.p, prose, "C4: lines without terminal punctuation, javascript, cookie and policy lines removed");
-    const char *lorem = "Lorem ipsum dolor sit amet. This is one. This is two. This is three.";
+    const char *lorem = "LOREM IPSUM dolor sit amet. This is one. This is two. This is three.";
     ok(!ingest_c4(lorem, strlen(lorem), &out), "C4: lorem ipsum page dropped");
     const char *brace = "This has a { brace. This is one. This is two. This is three.";
     ok(!ingest_c4(brace, strlen(brace), &out), "C4: page with a curly bracket dropped");
