@@ -19,6 +19,11 @@
  *
  * Errors: functions return 0 (GL_OK) or a gl_code_t with *err naming the
  * input; they never print or exit.
+ *
+ * Threads: the readers and extractors keep per-process state (a cache of
+ * iconv descriptors, libxml2's error handlers, the charset name returned
+ * by ingest_to_utf8), so use them from one thread per process — the
+ * worker model, where more cores mean more ranks.
  */
 #ifndef GL_INGEST_H
 #define GL_INGEST_H
