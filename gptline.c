@@ -6,6 +6,7 @@
  */
 #include "common/common.h"
 #include "ingest/ingest.h"
+#include "labeler/labeler.h"
 #include "shards/shards.h"
 #include "tokenizer/tokenizer.h"
 #include "trainer/run.h"
@@ -19,6 +20,7 @@ static const gl_cmd_t commands[] = {
     {"ingest", ingest_cmd, "crawl, wiki and code archives to clean tokenized shards"},
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
     {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
+    {"label", label_cmd, "labeling service, contractor client and label export"},
     {"train", train_cmd, "train a GPT: pretrain, sft, rm"},
     {"sample", train_sample_cmd, "generate text from a checkpoint (KV cache, top-k/top-p)"},
     {"eval", train_eval_cmd, "loss, perplexity and bits per byte of a checkpoint on shards"},

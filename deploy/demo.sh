@@ -9,9 +9,12 @@
 # headers of /usr/include and this project's own source become code
 # archives, and `gptline ingest` (two local workers) extracts, filters,
 # deduplicates and tokenizes them into shards; a BPE tokenizer is trained on
-# that text and the inputs ingested again with it. Last, the training stages
-# (demo-train.sh): a BPE vocabulary, pretraining, SFT, a reward model and a
-# chat sample.
+# that text and the inputs ingested again with it. Then the labeling
+# service: keys, registry, imported prompts and candidates, scripted
+# contractors (--batch) writing demonstrations and ranking candidates,
+# stats, export to SFT and RM shards that the trainer reads. Last the
+# training stages (demo-train.sh): a BPE vocabulary, pretraining, SFT, a
+# reward model and a chat sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 G=${GPTLINE:-build/gptline}
@@ -104,8 +107,90 @@ step "gptline ingest again, tokenized with it (the same documents, fewer tokens)
 "$G" ingest dedup "$OUT/ingest-bpe"
 "$G" shards verify -q "$OUT/ingest-bpe" && echo "all shards verified"
 "$G" shards stat "$OUT/ingest-bpe"
+step "labeling: a server key, three contractors, prompts and candidates"
+L=$OUT/label
+mkdir -p "$L"
+"$G" label keygen "$L/server" >/dev/null
+for who in alice bob carol; do
+  "$G" label keygen "$L/$who" >/dev/null
+  "$G" -q label admin add-contractor --db "$L/db" $who "$L/$who.pub"
+done
+cat > "$L/prompts.jsonl" <<'END'
+{"prompt": "Explain in two sentences what a software licence is."}
+{"prompt": "What does the GPL require when you distribute a modified program?"}
+{"prompt": "Write a haiku about free software."}
+END
+cat > "$L/candidates.jsonl" <<'END'
+{"prompt": "Is the MIT licence permissive?", "candidates": ["Yes: it allows reuse with attribution.", "No.", "Yes, it is permissive; keep the notice and you may reuse, modify and sell."]}
+{"prompt": "Name a copyleft licence.", "candidates": ["The GPL.", "MIT", "The GNU General Public License (GPL) is the best-known copyleft licence."]}
+END
+"$G" label admin import-prompts --db "$L/db" --overlap 2 "$L/prompts.jsonl"
+"$G" label admin import-candidates --db "$L/db" --overlap 3 "$L/candidates.jsonl"
+
+step "gptline label serve (CURVE, registered keys only) on loopback"
+"$G" label serve --db "$L/db" --key "$L/server.key" --endpoint 'tcp://127.0.0.1:*' 2> "$L/server.log" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null' EXIT
+EP=
+for _ in $(seq 1 200); do  # the port it picked is in its log
+  EP=$(sed -n 's/.*listening on \(tcp:[^,]*\),.*/\1/p' "$L/server.log")
+  [ -n "$EP" ] && break
+  sleep 0.05
+done
+echo "listening on $EP"
+"$G" label client -e "$EP" -s "$L/server.pub" -k "$L/alice.key" --journal "$L/j" --guidelines -t 300 -r 40 | head -4
+
+step "scripted contractors (--batch): demonstrations and rankings"
+cat > "$L/alice.jsonl" <<'END'
+{"response": "A software licence is the legal permission to use, copy or change a program. It states what you may do and under which conditions."}
+{"response": "You must offer the source code of your modified version under the GPL to those you give the program to."}
+{"response": "Code shared in light / many hands mend what one breaks / the commons grows green"}
+{"ranking": [1, 2, 0], "flags": [0, 1, 0], "rating": 6}
+{"ranking": [1, 2, 0], "rating": 6}
+END
+cat > "$L/bob.jsonl" <<'END'
+{"response": "It is the set of terms under which the authors let you use and share their program."}
+{"response": "Distributing a modified GPL program obliges you to release its source under the same licence."}
+{"ranking": [0, 2, 1], "rating": 5}
+{"ranking": [1, 2, 0], "flags": [0, 4, 0], "rating": 6}
+END
+cat > "$L/carol.jsonl" <<'END'
+{"ranking": [1, 2, 0], "rating": 5}
+{"ranking": [1, 2, 0], "rating": 7}
+{"prompt": "What is public domain software?"}
+END
+for who in alice bob carol; do
+  echo "-- $who"
+  "$G" label client -e "$EP" -s "$L/server.pub" -k "$L/$who.key" --journal "$L/j-$who" --batch "$L/$who.jsonl"
+done
+
+step "gptline label admin stats: queues and agreement"
+"$G" label admin stats --db "$L/db" | grep -E '"(pending|leased|done|contractor|pairwise_agreement|kendall_tau)"'
+
+step "export to SFT and RM shards (byte-level tokens) and HH-RLHF JSONL"
+"$G" label admin export --db "$L/db" --kind sft --out "$L/sft" --tokenizer bytes
+"$G" label admin export --db "$L/db" --kind rm --out "$L/rm" --tokenizer bytes --jsonl "$L/hh.jsonl" --format hh
+"$G" shards stat "$L/sft" | grep -E '^(kind|documents|tokens)'
+"$G" shards stat "$L/rm" | grep -E '^(kind|documents|tokens)'
+VOCAB=${GL_DATA:-../shared/data}/tokenizers/vocab/cl100k_base.tiktoken
+if [ -r "$VOCAB" ]; then
+  echo "-- the same demonstrations with the cl100k_base BPE vocabulary and its chat-role tokens"
+  "$G" label admin export --db "$L/db" --kind sft --out "$L/sft-cl100k" --tokenizer "$VOCAB"
+  "$G" shards stat "$L/sft-cl100k" | grep -E '^(tokenizer|documents|tokens)'
+fi
+echo "first HH-RLHF pair: $(head -1 "$L/hh.jsonl")"
+"$G" label backup --db "$L/db" --out "$L/backup" && echo "hot backup in $L/backup"
+
+step "the trainer reads the label shards: a few SFT steps, then reward-model steps"
+"$G" train sft --data "$L/sft" --out "$L/train-sft" --layers 1 --heads 2 --width 32 --context 256 -B 2 -T 256 \
+  --steps 4 --eval-every 0 --ckpt-every 4 --log-every 2 --threads 1
+"$G" train rm --data "$L/rm" --out "$L/train-rm" --init "$L/train-sft/$(cat "$L/train-sft/latest")" -B 6 -T 256 \
+  --steps 4 --eval-every 0 --ckpt-every 4 --log-every 2 --threads 1
+kill "$SERVER"
+wait "$SERVER" 2>/dev/null || true
+trap - EXIT
 
 "$(dirname "$0")/demo-train.sh" "$OUT"
 
 echo
-echo "demo: everything it made is in $OUT"
+echo "demo: everything it made is in $OUT (labels in $L: sft and rm shards, hh.jsonl)"

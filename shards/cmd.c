@@ -193,7 +193,8 @@ static int list_shards(const char *dir, char ***out, size_t *n, size_t *unsealed
         }
     }
     closedir(dh);
-    qsort(*out, *n, sizeof **out, cmp_str);
+    if (*n)
+        qsort(*out, *n, sizeof **out, cmp_str);
     return GL_OK;
 }
 

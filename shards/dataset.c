@@ -60,7 +60,7 @@ shard_dataset_t *shard_dataset_open(const char *dir, unsigned flags, gl_err_t *e
         }
     }
     closedir(dh);
-    if (nn) /* qsort must not get NULL, even for 0 elements */
+    if (nn)
         qsort(names, nn, sizeof *names, cmp_str);
     d->shards = gl_xcalloc(nn ? nn : 1, sizeof *d->shards);
     d->sstart = gl_xcalloc(nn + 1, sizeof *d->sstart);

@@ -13,8 +13,9 @@
  * the prompt (the conversation up to "<|assistant|>") followed by each
  * response; an RL record's tokens are the prompt. Inputs are read through
  * libarchive (gzip, zstd, ...). A bad line is reported with its file and
- * line number, counted, and skipped; every good line is kept. Exit status 1
- * when any line was bad.
+ * line number, counted, and skipped; every good line is kept; a line over
+ * 16 MiB is refused without being held. Exit status 1 when any line was
+ * bad.
  */
 #include "shards/internal.h"
 
@@ -23,6 +24,9 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <stdlib.h>
+
+/* A longer line is refused (and counted) without being held in memory. */
+#define IMPORT_MAX_LINE (16 << 20)
 
 typedef enum { IMP_SFT, IMP_RM, IMP_RL } imp_kind_t;
 
@@ -333,6 +337,10 @@ static int import_file(importer_t *im, const char *path, const char *argv0, gl_e
         eof = got == 0;
         for (la_ssize_t i = 0; (i < got || (eof && len)) && !rc; i++) {
             if (!eof && buf[i] != '\n') {
+                if (len >= IMPORT_MAX_LINE) { /* keep counting, drop the bytes */
+                    len++;
+                    continue;
+                }
                 if (len + 1 >= cap) {
                     cap = cap ? 2 * cap : 4096;
                     line = gl_xrealloc(line, cap);
@@ -341,6 +349,15 @@ static int import_file(importer_t *im, const char *path, const char *argv0, gl_e
                 continue;
             }
             lineno++;
+            if (len > IMPORT_MAX_LINE) {
+                fprintf(stderr, "%s: %s:%llu: line of %zu bytes is over the limit of %d\n", argv0, path,
+                        (unsigned long long)lineno, len, IMPORT_MAX_LINE);
+                im->bad++;
+                len = 0;
+                if (eof)
+                    break;
+                continue;
+            }
             line = len + 1 > cap ? gl_xrealloc(line, cap = len + 1) : line;
             line[len] = '\0';
             size_t n = len;

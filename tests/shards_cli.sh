@@ -92,5 +92,8 @@ touch "$TMP/ds/leftover.mdb.tmp"
 check "stat ignores an unsealed shard" $G shards stat "$TMP/ds"
 grep -q "unsealed" "$TMP/.out"; _result $? "and says so"
 check_fails "stat of a missing folder exits 1" 1 $G shards stat "$TMP/nope"
+mkdir -p "$TMP/empty"
+check "stat of an empty folder" $G shards stat "$TMP/empty"
+check "verify of an empty folder" $G shards verify "$TMP/empty"
 
 done_testing

@@ -66,6 +66,11 @@ is "a prompt ends with the assistant role" "$(sed -n 1p "$TMP/t1")" "<|user|>Wri
 is "a conversation's last reply is dropped" "$(sed -n 2p "$TMP/t1")" "<|user|>Hi<|assistant|>"
 check "stat says rl-prompts" $G shards stat "$TMP/rl"
 grep -q "kind        rl-prompts" "$TMP/.out"; _result $? "record kind in the manifest"
+{ echo '{"prompt": "a", "response": "b"}'; printf '{"prompt": "'; head -c 17000000 /dev/zero | tr '\0' x; echo '"}';
+  echo '{"prompt": "c", "response": "d"}'; } > "$TMP/big.jsonl"
+check_fails "an oversized line is refused" 1 $G shards import --kind sft -t "$V" -o "$TMP/big" "$TMP/big.jsonl"
+grep -q "big.jsonl:2: line of 17000014 bytes is over the limit" "$TMP/.err"; _result $? "and named with its size"
+is "the lines around it are kept" "$($G shards cat "$TMP/big" | wc -l)" 2
 check_fails "import without a vocabulary file" 2 $G shards import --kind sft -t bytes -o "$TMP/x" "$TMP/sft.jsonl"
 
 # pack with the vocabulary: ids decode back to the input
