@@ -19,8 +19,11 @@ CC ?= cc
 PYTHON ?= /usr/bin/python3
 DATA ?= $(abspath ../shared/data)
 
-DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0 ompi-c cairo
-DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && command -v protoc-c >/dev/null \
+DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0 ompi-c cairo \
+	uchardet
+# CLD2 (language identification) ships no .pc file: probed by its header.
+CLD2_H := /usr/include/cld2/public/compact_lang_det.h
+DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && test -f $(CLD2_H) && command -v protoc-c >/dev/null \
              && command -v prove >/dev/null && command -v xxd >/dev/null && command -v mpirun >/dev/null && echo yes)
 
 ifneq ($(DEPS_OK),yes)
@@ -53,7 +56,7 @@ ifneq ($(SANITIZE),)
 override CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 override LDFLAGS += -fsanitize=$(SANITIZE)
 endif
-LDLIBS += $(shell pkg-config --libs $(DEP_PKGS)) -lpthread -lm -fopenmp
+LDLIBS += $(shell pkg-config --libs $(DEP_PKGS)) -lcld2 -lpthread -lm -fopenmp
 
 # The trainer's kernels: OpenMP threads and full optimisation for this CPU
 # (TRAINER_CFLAGS= -O3 -fopenmp for a portable build).

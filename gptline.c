@@ -5,6 +5,7 @@
  * before the command name.
  */
 #include "common/common.h"
+#include "ingest/ingest.h"
 #include "labeler/labeler.h"
 #include "shards/shards.h"
 #include "tokenizer/tokenizer.h"
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 static const gl_cmd_t commands[] = {
+    {"ingest", ingest_cmd, "crawl, wiki and code archives to clean tokenized shards"},
     {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
     {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
     {"label", label_cmd, "labeling service, contractor client and label export"},

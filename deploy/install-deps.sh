@@ -19,11 +19,16 @@ libjansson-dev
 libpcre2-dev
 libxml2-dev
 libopenmpi-dev openmpi-bin
-libcairo2-dev fonts-dejavu-core"
+libcairo2-dev fonts-dejavu-core
+libuchardet-dev
+libcld2-dev"
 
 # Test tools: prove (TAP runner) comes with perl; PyTorch and NumPy for the
 # trainer's reference implementation (tests/ref, bench).
 PKGS="$PKGS xxd python3-torch python3-numpy"
+
+# The demo crawls local HTML documentation over loopback into a WARC.
+PKGS="$PKGS wget"
 
 case "${1:-}" in
   --list) echo $PKGS; exit 0 ;;
