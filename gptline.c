@@ -18,7 +18,7 @@
 
 static const gl_cmd_t commands[] = {
     {"ingest", ingest_cmd, "crawl, wiki and code archives to clean tokenized shards"},
-    {"shards", shards_cmd, "inspect, verify and pack LMDB token shards"},
+    {"shards", shards_cmd, "pack, import, inspect and verify LMDB token shards"},
     {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
     {"label", label_cmd, "labeling service, contractor client and label export"},
     {"train", train_cmd, "train a GPT: pretrain, sft, rm"},
@@ -32,8 +32,8 @@ static int usage(FILE *f)
     fprintf(f,
             "usage: gptline [-v|-q] <command> [options]\n"
             "       gptline --version\n\n"
-            "gptline builds a GPT assistant end to end: ingest, tokenizer, labeling,\n"
-            "and the four training stages, over LMDB token shards.\n\n"
+            "gptline builds a GPT assistant end to end: ingest, tokenizer, labeling\n"
+            "and the training stages, over LMDB token shards.\n\n"
             "commands:\n");
     gl_cmd_print_list(f, commands);
     fprintf(f, "\nRun 'gptline <command> --help' for a command's options.\n"
