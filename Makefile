@@ -160,8 +160,9 @@ test: all $(TEST_BINS) $(FUZZ_STANDALONE)
 demo: all
 	$(TEST_ENV) ./deploy/demo.sh
 
+BENCH_SCRIPTS := $(wildcard bench/bench_*.sh)
 bench: all $(BENCH_BINS)
-	@for b in $(BENCH_BINS); do echo "== $$b"; $(TEST_ENV) $$b || exit 1; done
+	@for b in $(BENCH_BINS) $(BENCH_SCRIPTS); do echo "== $$b"; $(TEST_ENV) $$b || exit 1; done
 
 FUZZ_CC ?= clang
 fuzz: $(PROTO_H)

@@ -25,7 +25,7 @@ libcld2-dev"
 
 # Test tools: prove (TAP runner) comes with perl; PyTorch and NumPy for the
 # trainer's reference implementation (tests/ref, bench).
-PKGS="$PKGS xxd python3-torch python3-numpy"
+PKGS="$PKGS xxd bc python3-torch python3-numpy"
 
 # The demo crawls local HTML documentation over loopback into a WARC.
 PKGS="$PKGS wget"
