@@ -24,7 +24,9 @@ DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libp
 # CLD2 (language identification) ships no .pc file: probed by its header.
 CLD2_H := /usr/include/cld2/public/compact_lang_det.h
 DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && test -f $(CLD2_H) && command -v protoc-c >/dev/null \
-             && command -v prove >/dev/null && command -v xxd >/dev/null && command -v mpirun >/dev/null && echo yes)
+             && command -v prove >/dev/null && command -v xxd >/dev/null && command -v mpirun >/dev/null \
+             && command -v wget >/dev/null && command -v bc >/dev/null \
+             && test -d /usr/lib/python3/dist-packages/torch && echo yes)
 
 ifneq ($(DEPS_OK),yes)
 # Missing dependencies: install them, then run the same goal again (once).
@@ -33,7 +35,7 @@ ifeq ($(filter-out $(NOINSTALL_GOALS),$(or $(MAKECMDGOALS),all)),)
 clean distclean:
 	rm -rf build
 else ifneq ($(GL_DEPS_INSTALLED),)
-$(error dependencies still missing after deploy/install-deps.sh: check pkg-config $(DEP_PKGS), protoc-c, prove and xxd)
+$(error dependencies still missing after deploy/install-deps.sh: check pkg-config $(DEP_PKGS), $(CLD2_H), protoc-c, prove, xxd, mpirun, wget, bc and python3-torch)
 else
 .DEFAULT_GOAL := all
 %:
