@@ -5,6 +5,7 @@
  * 3 invalid data). encode streams its input through tok_stream_t, so any
  * size of input works in bounded memory; decode reads ids as text.
  */
+#include "shards/shards.h"
 #include "tokenizer/tokenizer.h"
 
 #include <errno.h>
@@ -437,6 +438,97 @@ static int cmd_convert(int argc, char **argv)
 
 /* ---- train ------------------------------------------------------------------ */
 
+/* Counts the pieces of every document of a shard dataset, decoded with the
+ * byte-level ids (byte shards) or the vocabulary the dataset was made with,
+ * handed to the trainer in batches of about 32 MB (counted over threads). */
+static int train_from_shards(tok_trainer_t *t, const char *dir, const char *vocab_path, uint64_t *bytes,
+                             gl_err_t *err)
+{
+    shard_dataset_t *d = shard_dataset_open(dir, 0, err);
+    if (!d)
+        return err->code;
+    const Gptline__TokenizerId *id = shard_dataset_tokenizer(d);
+    tok_vocab_t *v = NULL;
+    int rc = GL_OK, bytes_ids = id && !strcmp(id->name, SHARD_BYTES_TOKENIZER) && id->vocab_size == SHARD_BYTES_VOCAB;
+    if (id && !bytes_ids) {
+        tok_load_opts_t lo = {.chat_roles = 0};
+        if (!vocab_path) {
+            rc = gl_err_set(err, GL_EINVAL, "%s: made with '%s'; give it with --shards-tokenizer", dir, id->name);
+            goto out;
+        }
+        if (!(v = tok_vocab_load(vocab_path, &lo, err))) {
+            rc = (int)err->code;
+            goto out;
+        }
+        /* the dataset may have been made with the chat roles added */
+        if (tok_vocab_hash(v) != id->hash && (tok_vocab_add_chat_roles(v, err) || tok_vocab_hash(v) != id->hash)) {
+            rc = gl_err_set(err, GL_EMISMATCH, "%s: made with '%s', not with %s", dir, id->name, vocab_path);
+            goto out;
+        }
+    }
+    tok_doc_t *docs = NULL;
+    uint8_t **bufs = NULL;
+    size_t n = 0, cap = 0, batch = 0;
+    uint64_t total = shard_dataset_docs(d);
+    uint32_t *ids = NULL;
+    size_t ids_cap = 0;
+    for (uint64_t i = 0; i <= total && !rc; i++) {
+        if (i == total || batch >= (32u << 20)) { /* count the batch */
+            rc = tok_trainer_add(t, docs, n, err);
+            for (size_t k = 0; k < n; k++)
+                free(bufs[k]);
+            n = 0;
+            batch = 0;
+            if (i == total)
+                break;
+        }
+        shard_tokens_t tk;
+        const uint8_t *meta;
+        size_t mlen;
+        if ((rc = shard_dataset_record(d, i, &tk, &meta, &mlen, NULL, err)))
+            break;
+        if (tk.n > ids_cap) {
+            ids_cap = tk.n;
+            ids = gl_xrealloc(ids, ids_cap * sizeof *ids);
+        }
+        for (uint64_t j = 0; j < tk.n; j++)
+            ids[j] = shard_token_at(&tk, j);
+        uint8_t *text = NULL;
+        size_t len = 0, tcap = 0;
+        if (bytes_ids) {
+            text = gl_xmalloc(tk.n ? tk.n : 1);
+            for (uint64_t j = 0; j < tk.n && !rc; j++) {
+                if (ids[j] > 255)
+                    rc = gl_err_set(err, GL_ECORRUPT, "%s: document %llu: id %u is not a byte", dir,
+                                    (unsigned long long)i, ids[j]);
+                text[len++] = (uint8_t)ids[j];
+            }
+        } else {
+            rc = tok_decode(v, ids, tk.n, &text, &len, &tcap, err);
+        }
+        if (rc) {
+            free(text);
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 256;
+            docs = gl_xrealloc(docs, cap * sizeof *docs);
+            bufs = gl_xrealloc(bufs, cap * sizeof *bufs);
+        }
+        bufs[n] = text;
+        docs[n++] = (tok_doc_t){text, len};
+        batch += len;
+        *bytes += len;
+    }
+    for (size_t k = 0; k < n; k++)
+        free(bufs[k]);
+    free(docs), free(bufs), free(ids);
+out:
+    tok_vocab_free(&v);
+    shard_dataset_close(&d);
+    return rc;
+}
+
 static int cmd_train(int argc, char **argv)
 {
     static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
@@ -445,10 +537,12 @@ static int cmd_train(int argc, char **argv)
                                          {"threads", required_argument, NULL, 'j'},
                                          {"name", required_argument, NULL, 'N'},
                                          {"no-specials", no_argument, NULL, 'S'},
+                                         {"shards", required_argument, NULL, 'D'},
+                                         {"shards-tokenizer", required_argument, NULL, 'T'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     tok_train_opts_t o = {.vocab_size = 0, .pattern = TOK_PRETOK_O200K, .chat_roles = 1};
-    const char *out = NULL;
+    const char *out = NULL, *shards = NULL, *shards_vocab = NULL;
     int c, st;
     uint64_t u;
     while ((c = getopt_long(argc, argv, "o:n:j:", opts, NULL)) != -1) {
@@ -470,10 +564,14 @@ static int cmd_train(int argc, char **argv)
             break;
         case 'N': o.name = optarg; break;
         case 'S': o.chat_roles = 0; break;
+        case 'D': shards = optarg; break;
+        case 'T': shards_vocab = optarg; break;
         case 'h':
-            printf("usage: %s -o OUT -n N [options] [FILE...|-]\n\n"
+            printf("usage: %s -o OUT -n N [options] [FILE...|-]\n"
+                   "       %s -o OUT -n N [options] --shards DIR\n\n"
                    "Learns a byte-level BPE vocabulary of N ordinary tokens (256 bytes plus\n"
-                   "N-256 merges) from text files or stdin; each file is one document.\n"
+                   "N-256 merges) from text files or stdin, each file one document, or from\n"
+                   "the documents of a shard dataset.\n"
                    "Each merge takes the most frequent adjacent pair of tokens over all\n"
                    "pre-token pieces; ties go to the smallest (left id, right id), so the\n"
                    "result is deterministic. <|endoftext|> and the chat roles <|system|>,\n"
@@ -483,8 +581,11 @@ static int cmd_train(int argc, char **argv)
                    "      --pattern P         gpt2, cl100k_base or o200k_base (default)\n"
                    "  -j, --threads N         counting threads (default: all cores)\n"
                    "      --name NAME         recorded in the file (default: OUT's base name)\n"
-                   "      --no-specials       no end-of-text or chat-role tokens\n",
-                   argv[0]);
+                   "      --no-specials       no end-of-text or chat-role tokens\n"
+                   "      --shards DIR        learn from a shard dataset's documents\n"
+                   "      --shards-tokenizer VOCAB  the vocabulary that dataset was made with\n"
+                   "                          (not needed for byte-level shards)\n",
+                   argv[0], argv[0]);
             return GL_EXIT_OK;
         default: return gl_usage_error(argv[0], "bad option");
         }
@@ -511,6 +612,35 @@ static int cmd_train(int argc, char **argv)
     if (!t) {
         free(name);
         return gl_cmd_fail(argv[0], &err);
+    }
+    if (shards && optind < argc) {
+        tok_trainer_free(&t);
+        free(name);
+        return gl_usage_error(argv[0], "give --shards or files, not both");
+    }
+    if (shards) {
+        double s0 = gl_now();
+        uint64_t sbytes = 0;
+        rc = train_from_shards(t, shards, shards_vocab, &sbytes, &err);
+        if (!rc) {
+            char a[32];
+            gl_info("counted %zu distinct pieces in %s of text from %s in %.2f s", tok_trainer_pieces(t),
+                    gl_fmt_bytes((double)sbytes, a, sizeof a), shards, gl_now() - s0);
+            gl_progress_start(&prog, "train", "merges", o.vocab_size - 256, 0);
+            v = tok_trainer_finish(t, &err);
+            gl_progress_finish(&prog);
+            if (!v)
+                rc = err.code;
+        }
+        if (!rc)
+            rc = tok_vocab_save(v, out, format_of_path(out), &err);
+        if (!rc)
+            gl_info("wrote %s: %u tokens (%u ordinary), hash %016llx", out, tok_vocab_size(v), tok_vocab_ordinary(v),
+                    (unsigned long long)tok_vocab_hash(v));
+        tok_vocab_free(&v);
+        tok_trainer_free(&t);
+        free(name);
+        return rc ? gl_cmd_fail(argv[0], &err) : GL_EXIT_OK;
     }
     int nin = argc - optind;
     const char *stdin_only[] = {"-"};
