@@ -39,4 +39,13 @@ $G shards pack -o "$TMP/bytes" $lic/GPL-3 2>/dev/null
 check_fails "a model on data of another vocabulary is refused" 1 $G train pretrain --init "$TMP/base" \
   --data "$TMP/bytes" --out "$TMP/y" $M
 grep -q "vocabulary has 404 tokens" "$TMP/.err"; _result $? "names both vocabularies"
+# a vocabulary of the same size that is not the model's
+check "another vocabulary of 400 tokens" $G tokenizer train -o "$TMP/w.gltok" -n 400 $lic/GPL-2
+check "data made with it" $G shards pack -o "$TMP/other" -t "$TMP/w.gltok" $lic/GPL-2
+check_fails "a model on data of a same-size vocabulary is refused" 1 $G train pretrain --init "$TMP/base" \
+  --data "$TMP/other" --out "$TMP/z" $M
+grep -q "same size, another vocabulary" "$TMP/.err"; _result $? "says so"
+check_fails "eval on it is refused" 1 $G eval --model "$TMP/base" --data "$TMP/other" -B 4 -T 48
+check_fails "sampling with it is refused" 1 $G sample --model "$TMP/base" -T "$TMP/w.gltok" --prompt "x" -n 2
+grep -q "not the vocabulary the model was trained with" "$TMP/.err"; _result $? "says so"
 done_testing

@@ -320,8 +320,20 @@ int train_sample_cmd(int argc, char **argv)
     int bytes = cfg.vocab_size == 257 && !vocab_path;
     pids = gl_xmalloc((size_t)cfg.n_ctx * sizeof *pids);
     if (vocab_path) {
-        tok_load_opts_t lo = {.chat_roles = 1};
+        tok_load_opts_t lo = {.chat_roles = 0};
         if (!(vocab = tok_vocab_load(vocab_path, &lo, &err))) {
+            status = gl_cmd_fail(argv[0], &err);
+            goto out;
+        }
+        /* the model's data may have been made with the chat roles added */
+        if (((cfg.tokenizer_hash && tok_vocab_hash(vocab) != cfg.tokenizer_hash) ||
+             (int)tok_vocab_size(vocab) != cfg.vocab_size) &&
+            tok_vocab_add_chat_roles(vocab, &err)) {
+            status = gl_cmd_fail(argv[0], &err);
+            goto out;
+        }
+        if (cfg.tokenizer_hash && tok_vocab_hash(vocab) != cfg.tokenizer_hash) {
+            gl_err_set(&err, GL_EMISMATCH, "%s: not the vocabulary the model was trained with", vocab_path);
             status = gl_cmd_fail(argv[0], &err);
             goto out;
         }

@@ -691,9 +691,10 @@ int train_eval_dataset(train_model_t *m, const char *data, int B, int T, int max
     const Gptline__TokenizerId *tid = shard_dataset_tokenizer(ds);
     int32_t *win = NULL, *tok = NULL, *tgt = NULL;
     double sums[3] = {0, 0, 0}; /* loss * tokens, tokens, bytes */
-    if (!tid || (int)tid->vocab_size != m->cfg.vocab_size) {
-        rc = gl_err_set(err, GL_EMISMATCH, "%s: dataset vocabulary %u does not match the model's %d", data,
-                        tid ? tid->vocab_size : 0, m->cfg.vocab_size);
+    if (!tid || (int)tid->vocab_size != m->cfg.vocab_size ||
+        (m->cfg.tokenizer_hash && m->cfg.tokenizer_hash != tid->hash)) {
+        rc = gl_err_set(err, GL_EMISMATCH, "%s: dataset tokenizer '%s' (%u tokens) is not the model's (%d tokens)",
+                        data, tid ? tid->name : "?", tid ? tid->vocab_size : 0, m->cfg.vocab_size);
         goto out;
     }
     shard_sampler_t s;
@@ -793,6 +794,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     /* the model: from a checkpoint, or fresh with the dataset's vocabulary */
     train_config_t cfg = o->cfg;
     cfg.vocab_size = (int)tid->vocab_size;
+    cfg.tokenizer_hash = tid->hash;
     if (o->init) {
         if (!(init_path = train_checkpoint_model_path(o->init, err))) {
             rc = err->code;
@@ -806,6 +808,15 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                             init_path, cfg.vocab_size, tid->name, tid->vocab_size);
             goto out;
         }
+        if (cfg.tokenizer_hash && cfg.tokenizer_hash != tid->hash) {
+            rc = gl_err_set(err, GL_EMISMATCH,
+                            "%s: the model was trained with tokenizer %016llx, the dataset was made with '%s' "
+                            "(%016llx): same size, another vocabulary",
+                            init_path, (unsigned long long)cfg.tokenizer_hash, tid->name,
+                            (unsigned long long)tid->hash);
+            goto out;
+        }
+        cfg.tokenizer_hash = tid->hash; /* a model of unknown vocabulary (a published one) adopts the data's */
     }
     if (o->T > cfg.n_ctx) {
         rc = gl_err_set(err, GL_EINVAL, "T=%d is longer than the model's context of %d", o->T, cfg.n_ctx);

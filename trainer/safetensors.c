@@ -289,6 +289,10 @@ static int save_blocks(const train_model_t *m, const char *path, int nb, const c
     META("n_ctx", c->n_ctx);
     META("vocab_size", c->vocab_size);
 #undef META
+    if (c->tokenizer_hash) {
+        snprintf(num, sizeof num, "%016llx", (unsigned long long)c->tokenizer_hash);
+        json_object_set_new(meta, "tokenizer_hash", json_string(num));
+    }
     json_object_set_new(meta, "producer", json_string("gptline " GL_VERSION));
     if (extra_key)
         json_object_set_new(meta, extra_key, json_string(extra_val));
@@ -442,6 +446,14 @@ static int st_config(const train_st_t *st, const char *path, train_config_t *cfg
         if (parse_int_meta(st, keys[i], fields[i]) < 0)
             return gl_err_set(err, GL_ECORRUPT, "%s: metadata %s='%s' is not a positive integer", path,
                               keys[i], train_st_meta(st, keys[i]));
+    const char *th = train_st_meta(st, "tokenizer_hash");
+    if (th) {
+        char *end;
+        unsigned long long h = strtoull(th, &end, 16);
+        if (!*th || *end)
+            return gl_err_set(err, GL_ECORRUPT, "%s: metadata tokenizer_hash='%s' is not hexadecimal", path, th);
+        cfg->tokenizer_hash = (uint64_t)h;
+    }
     for (size_t i = 0; i < st->n_tensors; i++) {
         const train_st_tensor_t *t = &st->tensors[i];
         const char *n = base_name(t->name);

@@ -30,6 +30,7 @@ typedef struct {
     int n_embd;      /* width C */
     int n_ctx;       /* context length: rows of the position embedding */
     int vocab_size;  /* rows of the token embedding */
+    uint64_t tokenizer_hash; /* identity of the vocabulary the model was trained with; 0 = unknown */
 } train_config_t;
 
 /* Checks a configuration (positive sizes, heads divide the width, sane
