@@ -115,6 +115,9 @@ void gl_progress_format(const gl_progress_t *p, double now, char *buf, size_t ca
 double gl_now(void);
 /* "1.23 GB" style, into buf; returns buf. */
 char *gl_fmt_bytes(double bytes, char *buf, size_t cap);
+/* "1:02:03" / "2:03" style duration of s seconds ("--:--" when unknown or
+ * absurd), into buf; returns buf. */
+char *gl_fmt_eta(double s, char *buf, size_t cap);
 /* "12.3M" style count, into buf; returns buf. */
 char *gl_fmt_count(double n, char *buf, size_t cap);
 

@@ -95,17 +95,18 @@ static char *fmt_rate(double r, char *buf, size_t cap)
     return buf;
 }
 
-static void fmt_eta(double s, char *buf, size_t cap)
+char *gl_fmt_eta(double s, char *buf, size_t cap)
 {
     if (!(s >= 0) || s > 1e7) {
         snprintf(buf, cap, "--:--");
-        return;
+        return buf;
     }
     long t = (long)(s + 0.5);
     if (t >= 3600)
         snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
     else
         snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
+    return buf;
 }
 
 void gl_progress_start(gl_progress_t *p, const char *label, const char *unit,
@@ -136,7 +137,7 @@ void gl_progress_format(const gl_progress_t *p, double now, char *buf, size_t ca
         frac = (double)p->bytes / (double)p->total_bytes;
     else if (p->total_items)
         frac = (double)p->items / (double)p->total_items;
-    fmt_eta(frac > 0 ? dt * (1 - frac) / frac : -1, eta, sizeof eta);
+    gl_fmt_eta(frac > 0 ? dt * (1 - frac) / frac : -1, eta, sizeof eta);
     int n = snprintf(buf, cap, "%s: %s %s", p->label, gl_fmt_count((double)p->items, a, sizeof a),
                      p->unit);
     if (n < 0 || (size_t)n >= cap)

@@ -748,11 +748,6 @@ static void on_stop(int sig)
     stop_requested = 1;
 }
 
-static void fmt_eta(double s, char *buf, size_t cap)
-{
-    long t = s > 0 && s < 1e7 ? (long)(s + 0.5) : 0;
-    snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
-}
 
 int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
 {
@@ -1051,7 +1046,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             if (!o->quiet && (st.step % (o->log_every > 0 ? o->log_every : 1) == 0 || st.step == until)) {
                 double el = gl_now() - t_last;
                 char eta[32];
-                fmt_eta((until - st.step) * ((gl_now() - t_start) / (double)steps_timed), eta, sizeof eta);
+                gl_fmt_eta((until - st.step) * ((gl_now() - t_start) / (double)steps_timed), eta, sizeof eta);
                 fprintf(stderr, "step %ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s\n",
                         st.step, until, loss, lr, norm, tps, 100 * mfu, eta);
                 (void)el;
