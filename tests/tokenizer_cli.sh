@@ -26,7 +26,7 @@ status "bad option exits 2" 2 $GPTLINE tokenizer encode --bogus
 status "missing vocabulary exits 1" 1 $GPTLINE tokenizer info -t "$T/none.tiktoken"
 printf 'IQ== 0\n!!!! 1\n' > "$T/bad.tiktoken"
 status "malformed vocabulary exits 1" 1 $GPTLINE tokenizer info -t "$T/bad.tiktoken" --pattern gpt2
-if [ ! -d "$D" ]; then echo "1..$n # SKIP rest: no test data"; exit $fail; fi
+if [ ! -d "$D" ]; then echo "# the rest skipped: no test data in $D"; echo "1..$n"; exit $fail; fi
 CL=$D/vocab/cl100k_base.tiktoken
 check "encode c-headers with cl100k" sh -c "$GPTLINE tokenizer encode -t $CL < $D/texts/c-headers.txt > $T/ids"
 check "ids equal tiktoken's" cmp -s "$T/ids" "$D/expected/c-headers.cl100k_base.ids"
