@@ -247,41 +247,36 @@ static int put_msg(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, const ProtobufCMessage
     return 0;
 }
 
-int label_store_get_task(label_store_t *s, MDB_txn *txn, uint64_t id, Gptline__Label__Task **out,
-                         gl_err_t *err)
+/* Reads task id from one of the two task databases (the task with its
+ * texts, or its small state record) and decodes it. */
+static int get_task_record(label_store_t *s, MDB_txn *txn, MDB_dbi dbi, const char *what, uint64_t id,
+                           Gptline__Label__Task **out, gl_err_t *err)
 {
     uint8_t kb[8];
     label_be64(kb, id);
     MDB_val k = {8, kb}, v;
     *out = NULL;
-    int rc = mdb_get(txn, s->tasks, &k, &v);
+    int rc = mdb_get(txn, dbi, &k, &v);
     if (rc == MDB_NOTFOUND)
         return gl_err_set(err, GL_ENOTFOUND, "task %llu does not exist", (unsigned long long)id);
     if (rc)
         return db_err(err, rc, "reading a task", s);
     *out = gptline__label__task__unpack(NULL, v.mv_size, v.mv_data);
     if (!*out)
-        return gl_err_set(err, GL_ECORRUPT, "%s: task %llu: record does not decode", s->dir,
-                          (unsigned long long)id);
+        return gl_err_set(err, GL_ECORRUPT, "%s: task %llu: %s does not decode", s->dir, (unsigned long long)id,
+                          what);
     return GL_OK;
+}
+
+int label_store_get_task(label_store_t *s, MDB_txn *txn, uint64_t id, Gptline__Label__Task **out,
+                         gl_err_t *err)
+{
+    return get_task_record(s, txn, s->tasks, "record", id, out, err);
 }
 
 static int get_state(label_store_t *s, MDB_txn *txn, uint64_t id, Gptline__Label__Task **out, gl_err_t *err)
 {
-    uint8_t kb[8];
-    label_be64(kb, id);
-    MDB_val k = {8, kb}, v;
-    *out = NULL;
-    int rc = mdb_get(txn, s->state, &k, &v);
-    if (rc == MDB_NOTFOUND)
-        return gl_err_set(err, GL_ENOTFOUND, "task %llu does not exist", (unsigned long long)id);
-    if (rc)
-        return db_err(err, rc, "reading a task", s);
-    *out = gptline__label__task__unpack(NULL, v.mv_size, v.mv_data);
-    if (!*out)
-        return gl_err_set(err, GL_ECORRUPT, "%s: task %llu: state record does not decode", s->dir,
-                          (unsigned long long)id);
-    return GL_OK;
+    return get_task_record(s, txn, s->state, "state record", id, out, err);
 }
 
 /* Writes a task's state record (t holds no texts: it came from get_state). */

@@ -165,36 +165,18 @@ static int cmd_stat(int argc, char **argv)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* A dataset folder's shards, or one shard file given by its path. */
 static int list_shards(const char *dir, char ***out, size_t *n, size_t *unsealed, gl_err_t *err)
 {
     struct stat st;
-    *out = NULL;
-    *n = 0;
-    *unsealed = 0;
     if (stat(dir, &st) < 0)
         return gl_err_set(err, GL_ENOTFOUND, "%s: %s", dir, strerror(errno));
-    if (!S_ISDIR(st.st_mode)) { /* a single shard file */
-        *out = gl_xmalloc(sizeof **out);
-        (*out)[0] = gl_xstrdup(dir);
-        *n = 1;
-        return GL_OK;
-    }
-    DIR *dh = opendir(dir);
-    if (!dh)
-        return gl_err_set(err, GL_EIO, "%s: %s", dir, strerror(errno));
-    struct dirent *e;
-    while ((e = readdir(dh))) {
-        size_t l = strlen(e->d_name);
-        if (l > 4 && !strcmp(e->d_name + l - 4, SHARD_SUFFIX)) {
-            *out = gl_xrealloc(*out, (*n + 1) * sizeof **out);
-            (*out)[(*n)++] = gl_path_join(dir, e->d_name);
-        } else if (l > 8 && !strcmp(e->d_name + l - 8, SHARD_SUFFIX SHARD_TMP_SUFFIX)) {
-            (*unsealed)++;
-        }
-    }
-    closedir(dh);
-    if (*n)
-        qsort(*out, *n, sizeof **out, cmp_str);
+    if (S_ISDIR(st.st_mode))
+        return shard_list(dir, out, n, unsealed, err);
+    *out = gl_xmalloc(sizeof **out);
+    (*out)[0] = gl_xstrdup(dir);
+    *n = 1;
+    *unsealed = 0;
     return GL_OK;
 }
 
@@ -244,9 +226,8 @@ static int cmd_verify(int argc, char **argv)
                 fprintf(stderr, "%s: %s\n", argv[0], err.msg);
             }
             shard_close(&r);
-            free(paths[i]);
         }
-        free(paths);
+        shard_list_free(paths, n);
         if (!bad) {
             /* All shards valid: check that they form one dataset. */
             struct stat st;

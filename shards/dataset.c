@@ -37,39 +37,54 @@ static int ends_with(const char *s, const char *suf)
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-shard_dataset_t *shard_dataset_open(const char *dir, unsigned flags, gl_err_t *err)
+int shard_list(const char *dir, char ***paths, size_t *n, size_t *unsealed, gl_err_t *err)
 {
+    *paths = NULL;
+    *n = 0;
+    if (unsealed)
+        *unsealed = 0;
     DIR *dh = opendir(dir);
-    if (!dh) {
-        gl_err_set(err, GL_ENOTFOUND, "%s: cannot open dataset folder: %s", dir, strerror(errno));
-        return NULL;
-    }
-    shard_dataset_t *d = gl_xcalloc(1, sizeof *d);
-    d->dir = gl_xstrdup(dir);
-    char **names = NULL;
-    size_t nn = 0;
+    if (!dh)
+        return gl_err_set(err, GL_ENOTFOUND, "%s: cannot open dataset folder: %s", dir, strerror(errno));
     struct dirent *e;
     while ((e = readdir(dh))) {
         if (e->d_name[0] == '.')
             continue;
         if (ends_with(e->d_name, SHARD_SUFFIX)) {
-            names = gl_xrealloc(names, (nn + 1) * sizeof *names);
-            names[nn++] = gl_xstrdup(e->d_name);
-        } else if (ends_with(e->d_name, SHARD_SUFFIX SHARD_TMP_SUFFIX)) {
-            d->unsealed++;
+            *paths = gl_xrealloc(*paths, (*n + 1) * sizeof **paths);
+            (*paths)[(*n)++] = gl_path_join(dir, e->d_name);
+        } else if (unsealed && ends_with(e->d_name, SHARD_SUFFIX SHARD_TMP_SUFFIX)) {
+            (*unsealed)++;
         }
     }
     closedir(dh);
-    if (nn)
-        qsort(names, nn, sizeof *names, cmp_str);
+    if (*n)
+        qsort(*paths, *n, sizeof **paths, cmp_str);
+    return GL_OK;
+}
+
+void shard_list_free(char **paths, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+}
+
+shard_dataset_t *shard_dataset_open(const char *dir, unsigned flags, gl_err_t *err)
+{
+    char **names;
+    size_t nn, unsealed;
+    if (shard_list(dir, &names, &nn, &unsealed, err))
+        return NULL;
+    shard_dataset_t *d = gl_xcalloc(1, sizeof *d);
+    d->dir = gl_xstrdup(dir);
+    d->unsealed = unsealed;
     d->shards = gl_xcalloc(nn ? nn : 1, sizeof *d->shards);
     d->sstart = gl_xcalloc(nn + 1, sizeof *d->sstart);
     d->dstart = gl_xcalloc(nn + 1, sizeof *d->dstart);
     int rc = GL_OK;
     for (size_t i = 0; i < nn; i++) {
-        char *p = gl_path_join(dir, names[i]);
-        shard_reader_t *r = shard_open(p, flags, err);
-        free(p);
+        shard_reader_t *r = shard_open(names[i], flags, err);
         if (!r) {
             rc = err ? err->code : GL_ECORRUPT;
             break;
@@ -80,7 +95,7 @@ shard_dataset_t *shard_dataset_open(const char *dir, unsigned flags, gl_err_t *e
             m->tokenizer->vocab_size != m0->tokenizer->vocab_size ||
             strcmp(m->tokenizer->name, m0->tokenizer->name)) {
             rc = gl_err_set(err, GL_EMISMATCH, "%s: shard %s has a different record kind or tokenizer than %s",
-                            dir, names[i], names[0]);
+                            dir, strrchr(names[i], '/') + 1, strrchr(names[0], '/') + 1);
             break;
         }
         d->sstart[d->n] = d->sstart[d->n - 1] + m->token_count + m->doc_count;
@@ -88,9 +103,7 @@ shard_dataset_t *shard_dataset_open(const char *dir, unsigned flags, gl_err_t *e
         d->docs += m->doc_count;
         d->tokens += m->token_count;
     }
-    for (size_t i = 0; i < nn; i++)
-        free(names[i]);
-    free(names);
+    shard_list_free(names, nn);
     if (rc) {
         shard_dataset_close(&d);
         return NULL;

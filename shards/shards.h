@@ -158,6 +158,12 @@ int shard_verify(const shard_reader_t *r, gl_err_t *err);
 
 typedef struct shard_dataset shard_dataset_t;
 
+/* The sealed shards (*.mdb) of a dataset folder, as paths in name order;
+ * *unsealed (may be NULL) counts the temporary files of writers running or
+ * killed. Caller frees with shard_list_free. */
+int shard_list(const char *dir, char ***paths, size_t *n, size_t *unsealed, gl_err_t *err);
+void shard_list_free(char **paths, size_t n);
+
 /* Opens every sealed shard (*.mdb) in dir, in name order; temporary files of
  * writers still running or killed are skipped (and counted). All shards
  * must share the record kind and tokenizer (GL_EMISMATCH otherwise). An

@@ -425,12 +425,8 @@ static int next_batch(run_data_t *d, train_stage_t stage, int B, int T, int32_t 
         int rc = shard_sampler_next(&d->s, d->win, err);
         if (rc)
             return rc;
-        for (int b = 0; b < B; b++) {
-            memcpy(tok + (size_t)b * T, d->win + (size_t)b * (T + 1), (size_t)T * sizeof *tok);
-            memcpy(tgt + (size_t)b * T, d->win + (size_t)b * (T + 1) + 1, (size_t)T * sizeof *tgt);
-        }
-        for (size_t i = 0; i < (size_t)B * T; i++)
-            w[i] = 1.0f;
+        train_split_windows(d->win, B, T, tok, tgt);
+        (void)w; /* every target counts: the forward takes NULL weights */
         return GL_OK;
     }
     uint32_t eot = shard_dataset_tokenizer(d->ds)->eot_id;
@@ -712,10 +708,7 @@ int train_eval_dataset(train_model_t *m, const char *data, int B, int T, int max
     for (uint64_t k = 0; k < batches; k++) {
         if ((rc = shard_sampler_next(&s, win, err)))
             goto out;
-        for (int b = 0; b < B; b++) {
-            memcpy(tok + (size_t)b * T, win + (size_t)b * (T + 1), (size_t)T * sizeof *tok);
-            memcpy(tgt + (size_t)b * T, win + (size_t)b * (T + 1) + 1, (size_t)T * sizeof *tgt);
-        }
+        train_split_windows(win, B, T, tok, tgt);
         if ((rc = train_model_forward(m, tok, tgt, NULL, B, T, err)))
             goto out;
         sums[0] += (double)m->loss * B * T;
@@ -978,7 +971,8 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         for (int a = 0; a < o->accum && !bad && o->stage != TRAIN_STAGE_RM; a++) {
             bad = next_batch(&d, o->stage, o->B, o->T, tok, tgt, wts, err);
             if (!bad) {
-                bad = train_model_forward(&m, tok, tgt, wts, o->B, o->T, err);
+                bad = train_model_forward(&m, tok, tgt, o->stage == TRAIN_STAGE_PRETRAIN ? NULL : wts, o->B, o->T,
+                                          err);
                 if (bad == GL_EINVAL && o->stage == TRAIN_STAGE_SFT) {
                     bad = 0; /* a micro-batch without assistant tokens: no gradient */
                     gl_err_clear(err);
