@@ -395,6 +395,70 @@ static void test_model(float dropout)
     train_model_free(&m);   /* free is idempotent */
 }
 
+/* Per-token coefficients (the policy-gradient form): the gradient of
+ * sum_i coef_i * ce_i with coefficients of both signs, and the entropy
+ * against a direct computation. */
+typedef struct { train_model_t *m; int32_t *tok, *tgt; const float *coef; int B, T; } tk_t;
+static double tk_f(void *p)
+{
+    tk_t *c = p;
+    gl_err_t err;
+    if (train_model_forward(c->m, c->tok, c->tgt, NULL, c->B, c->T, &err))
+        return NAN;
+    double s = 0;
+    for (int i = 0; i < c->B * c->T; i++)
+        s += (double)c->coef[i] * c->m->acts.losses[i];
+    return s;
+}
+
+static void test_token_coefficients(void)
+{
+    train_config_t cfg = {.n_layer = 1, .n_head = 2, .n_embd = 8, .n_ctx = 6, .vocab_size = 11};
+    train_model_t m;
+    gl_err_t err = {0};
+    int B = 2, T = 5;
+    is_int(train_model_init(&m, &cfg, B, T, TRAIN_GRADS, &err), GL_OK, "coefficient model init");
+    for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++)
+        fill(m.params.t[k], m.sizes[k], 0.4f,
+             k == TRAIN_LN1W || k == TRAIN_LN2W || k == TRAIN_LNFW ? 1.0f : 0.0f);
+    int32_t tok[10], tgt[10];
+    float coef[10];
+    for (int i = 0; i < 10; i++) {
+        tok[i] = (i * 3 + 1) % 11;
+        tgt[i] = i == 7 ? -1 : (i * 4 + 2) % 11;
+        coef[i] = (i % 3 == 0 ? -1.0f : 0.7f) * (1.0f + 0.1f * i);
+    }
+    tk_t c = {&m, tok, tgt, coef, B, T};
+    tk_f(&c);
+    float ent[10];
+    train_model_entropy(&m, ent);
+    double worst = 0;
+    for (int i = 0; i < 10; i++) {
+        const float *z = m.acts.logits + (size_t)i * 11;
+        double mx = z[0], s = 0, h = 0;
+        for (int k = 1; k < 11; k++)
+            mx = z[k] > mx ? z[k] : mx;
+        for (int k = 0; k < 11; k++)
+            s += exp(z[k] - mx);
+        for (int k = 0; k < 11; k++) {
+            double p = exp(z[k] - mx) / s;
+            h -= p * log(p);
+        }
+        worst = fmax(worst, fabs(h - ent[i]));
+    }
+    ok(worst < 1e-5, "entropy matches a direct computation (max err %.1e)", worst);
+    train_model_zero_grad(&m);
+    train_model_backward_tokens(&m, coef);
+    float *g = vec(m.n_params);
+    memcpy(g, m.grads_mem, m.n_params * sizeof(float));
+    for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
+        double e = check(tk_f, &c, m.params.t[k], g + (m.params.t[k] - m.params_mem), m.sizes[k], 1e-2f);
+        ok(e < 1e-2, "per-token coefficients: gradient of %s (err %.1e)", train_param_name(k), e);
+    }
+    free(g);
+    train_model_free(&m);
+}
+
 /* The threaded paths (slabbed sgemm, heads over threads, per-thread
  * LayerNorm sums) against one thread, on a batch big enough to take them. */
 static void test_threads(void)
@@ -516,6 +580,7 @@ int main(void)
     test_model(0.0f);
     test_model(0.25f);
     test_dropout();
+    test_token_coefficients();
     test_threads();
     return tap_done();
 }

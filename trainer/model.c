@@ -491,7 +491,9 @@ static void backward_trunk(train_model_t *m, const float *dlnf)
     train_k_encoder_backward(g->t[TRAIN_WTE], g->t[TRAIN_WPE], dres, m->cur_tokens, B, T, C);
 }
 
-void train_model_backward(train_model_t *m, float loss_scale)
+/* The backward pass from the per-token cross-entropies, each weighted by
+ * scale * w[i] (w NULL: 1). */
+static void backward_ce(train_model_t *m, const float *w, float scale)
 {
     assert(m && m->grads_mem && m->have_targets);
     int C = m->cfg.n_embd, V = m->cfg.vocab_size, N = m->cur_B * m->cur_T;
@@ -500,13 +502,39 @@ void train_model_backward(train_model_t *m, float loss_scale)
     train_acts_t *a = &m->acts;
     const float *wte = m->params.t[TRAIN_WTE];
 
-    train_k_crossentropy_backward(a->logits, a->lse, m->cur_targets, m->cur_weights,
-                                  (float)(loss_scale / m->weight_sum), N, V);
+    train_k_crossentropy_backward(a->logits, a->lse, m->cur_targets, w, scale, N, V);
     /* Classifier: dlnf = dlogits wte; dwte += dlogits^T lnf. */
     train_k_gemm(0, 0, N, C, V, 1.0f, a->logits, V, wte, C, 0.0f, dlnf, C);
     train_k_gemm(1, 0, V, C, N, 1.0f, a->logits, V, a->lnf, C, 1.0f, m->grads.t[TRAIN_WTE], C);
     backward_trunk(m, dlnf);
     m->have_targets = 0;
+}
+
+void train_model_backward(train_model_t *m, float loss_scale)
+{
+    assert(m && m->have_targets);
+    backward_ce(m, m->cur_weights, (float)(loss_scale / m->weight_sum));
+}
+
+void train_model_backward_tokens(train_model_t *m, const float *coef)
+{
+    assert(m && coef);
+    backward_ce(m, coef, 1.0f);
+}
+
+void train_model_entropy(const train_model_t *m, float *out)
+{
+    assert(m && m->have_targets && out);
+    int V = m->cfg.vocab_size, N = m->cur_B * m->cur_T;
+    const float *logits = m->acts.logits, *lse = m->acts.lse;
+#pragma omp parallel for if ((size_t)N * V > 65536)
+    for (int i = 0; i < N; i++) {
+        const float *z = logits + (size_t)i * V;
+        double pz = 0.0;
+        for (int k = 0; k < V; k++)
+            pz += exp((double)z[k] - lse[i]) * z[k];
+        out[i] = (float)(lse[i] - pz);
+    }
 }
 
 void train_model_backward_hidden(train_model_t *m, const float *dlnf)

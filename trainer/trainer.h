@@ -183,6 +183,21 @@ void train_model_zero_grad(train_model_t *m);
  * micro-batches of gradient accumulation). Overwrites m->acts.logits. */
 void train_model_backward(train_model_t *m, float loss_scale);
 
+/* Backward pass of the last forward (which must have had targets) from
+ * per-token coefficients instead of the mean loss: ADDS to m->grads the
+ * gradient of sum_i coef[i] * ce_i over the tokens i = b * T + t, where
+ * ce_i = -log p(target_i) (a target of -1 contributes nothing; the
+ * forward's weights play no part). Coefficients may be negative: with
+ * coef = -g it is the gradient of sum_i g_i log p_i, the form every
+ * policy-gradient loss takes (PPO, GRPO, DPO), g_i being the loss's
+ * derivative with respect to token i's log-probability. Forward with
+ * weights NULL and m->acts.losses[i] is -log p(target_i). Overwrites
+ * m->acts.logits. */
+void train_model_backward_tokens(train_model_t *m, const float *coef);
+/* Entropy (nats) of each position's next-token distribution of the last
+ * forward with targets, out[B * T]; call it before the backward pass,
+ * which overwrites the logits. */
+void train_model_entropy(const train_model_t *m, float *out);
 /* Backward pass from a gradient of the hidden states instead of the
  * language-model loss: ADDS to m->grads the gradient of sum(dlnf * lnf),
  * where lnf = m->acts.lnf of the last forward (with or without targets)
