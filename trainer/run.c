@@ -384,11 +384,13 @@ static double sgemm_peak(void)
     return best;
 }
 
-/* Training FLOPs per token (forward + backward): 6N plus attention. */
-static double flops_per_token(const train_model_t *m, int T)
+/* Training FLOPs per token (forward + backward): 6N plus attention. A
+ * reward model's step runs the output projection forward only (its loss
+ * comes from the hidden states), so 4VC of the 6N are not done. */
+static double flops_per_token(const train_model_t *m, int T, train_stage_t stage)
 {
-    double n = (double)m->n_params;
-    return 6.0 * n + 6.0 * m->cfg.n_layer * (double)T * m->cfg.n_embd;
+    double n = (double)m->n_params, vc = (double)m->cfg.vocab_size * m->cfg.n_embd;
+    return 6.0 * n - (stage == TRAIN_STAGE_RM ? 4.0 * vc : 0.0) + 6.0 * m->cfg.n_layer * (double)T * m->cfg.n_embd;
 }
 
 /* ---- data --------------------------------------------------------------- */
@@ -924,7 +926,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     sched.max_steps = o->steps;
     long until = o->until > 0 && o->until < o->steps ? o->until : o->steps;
     double peak = lead ? sgemm_peak() : 0;
-    double fpt = flops_per_token(&m, o->T);
+    double fpt = flops_per_token(&m, o->T, o->stage);
     double t_start = gl_now(), t_last = t_start;
     long steps_timed = 0;
     stop_requested = 0;
