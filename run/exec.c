@@ -105,6 +105,26 @@ static int state_save(const run_pipeline_t *p, const run_stage_t *s, json_t *st,
     return rc;
 }
 
+/* A short lock on one stage's record, between `gptline run --slurm` and
+ * the jobs it submitted (which may start before sbatch returns). Returns
+ * the descriptor to close, or -1. */
+static int stage_lock(const run_pipeline_t *p, const run_stage_t *s)
+{
+    char *f = state_file(p, s, ".lock");
+    int fd = open(f, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    free(f);
+    if (fd >= 0)
+        while (flock(fd, LOCK_EX) < 0 && errno == EINTR) {
+        }
+    return fd;
+}
+
+static void stage_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd);
+}
+
 static const char *sget(json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
@@ -389,6 +409,16 @@ static int plan_stage(const run_pipeline_t *p, size_t i, const run_opts_t *o, co
         goto out;
     }
     const char *status = sget(st, "status") ? sget(st, "status") : "";
+    if (s->inplace) {
+        /* its input is its output: as it left it counts as unchanged */
+        const char *rec_out = recorded_output(st);
+        json_t *old_in = json_object_get(st, "inputs");
+        for (size_t k = 0; k < json_array_size(in); k++) {
+            json_t *e = json_array_get(in, k), *o = json_array_get(old_in, k);
+            if (rec_out && o && !strcmp(sget(e, "path"), s->out) && sget(e, "fp") && !strcmp(sget(e, "fp"), rec_out))
+                json_object_set(e, "fp", json_object_get(o, "fp"));
+        }
+    }
     char why[320];
     size_t added = 0;
     if (params_differ(json_object_get(st, "params"), s->params, why, sizeof why) ||
@@ -845,32 +875,56 @@ static int sbatch(const run_opts_t *o, char **argv, char *jobid, size_t cap, gl_
     return GL_OK;
 }
 
+/* "JOB_ingest_end": the shell variable --dry-run names a job by. */
+static const char *var_name(const run_stage_t *s, const char *suffix)
+{
+    static char buf[4][160];
+    static int k;
+    char *b = buf[k++ % 4];
+    snprintf(b, sizeof buf[0], "JOB_%s%s", s->name, suffix);
+    for (char *c = b; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')))
+            *c = '_';
+    return b;
+}
+
 static int submit_stage(run_pipeline_t *p, size_t i, const plan_t *plans, char (*jobs)[32], const run_opts_t *o,
                         gl_err_t *err)
 {
     const run_stage_t *s = &p->st[i];
     char *texts[3] = {0};
     size_t nt = stage_scripts(p, s, &plans[i], texts);
-    const char *sfx[3] = {nt == 3 ? "-start" : "", "", "-end"};
     int rc = GL_OK;
+    if (!o->dry_run) {
+        json_t *rec = json_pack("{s:i,s:s,s:s,s:s,s:f,s:O,s:o,s:s}", "format", STATE_FORMAT, "stage", s->name,
+                                "kind", s->kind_name, "status", "queued", "submitted", wall_now(), "params",
+                                s->params, "command", cmds_json(p, s, plans[i].action == ACT_RESUME), "out", s->out);
+        int lk = stage_lock(p, s);
+        rc = state_save(p, s, rec, err);
+        stage_unlock(lk);
+        json_decref(rec);
+    }
+    const char *sfx[3] = {nt == 3 ? "-start" : "", "", "-end"};
     char prev[32] = "";
     for (size_t k = 0; k < nt && !rc; k++) {
         /* dependencies: the upstream stages' last jobs, or the previous part */
         char dep[1024] = "";
         if (k) {
-            snprintf(dep, sizeof dep, "--dependency=afterok:%s", o->dry_run ? "${JOB}" : prev);
             if (o->dry_run)
-                snprintf(dep, sizeof dep, "--dependency=afterok:$JOB_%s%s", s->name, sfx[k - 1]);
+                snprintf(dep, sizeof dep, "--dependency=afterok:$%s", var_name(s, sfx[k - 1]));
+            else
+                snprintf(dep, sizeof dep, "--dependency=afterok:%s", prev);
         } else {
             for (size_t d = 0; d < s->ndeps; d++) {
-                int j = s->deps[d];
-                if (plans[j].action == ACT_SKIP)
+                const run_stage_t *t = &p->st[s->deps[d]];
+                if (plans[s->deps[d]].action == ACT_SKIP)
                     continue;
                 size_t l = strlen(dep);
                 if (o->dry_run)
-                    snprintf(dep + l, sizeof dep - l, "%s$JOB_%s", l ? ":" : "--dependency=afterok:", p->st[j].name);
+                    snprintf(dep + l, sizeof dep - l, "%s$%s", l ? ":" : "--dependency=afterok:",
+                             var_name(t, t->array > 1 ? "-end" : ""));
                 else
-                    snprintf(dep + l, sizeof dep - l, "%s%s", l ? ":" : "--dependency=afterok:", jobs[j]);
+                    snprintf(dep + l, sizeof dep - l, "%s%s", l ? ":" : "--dependency=afterok:", jobs[s->deps[d]]);
             }
         }
         char *name = NULL;
@@ -891,7 +945,7 @@ static int submit_stage(run_pipeline_t *p, size_t i, const plan_t *plans, char (
         }
         split_into(&argv, &n, name);
         if (o->dry_run) {
-            fprintf(o->out, "# JOB_%s%s=$(", s->name, sfx[k]);
+            fprintf(o->out, "# %s=$(", var_name(s, sfx[k]));
             for (size_t a = 0; a < n; a++)
                 fprintf(o->out, "%s%s", a ? " " : "", argv[a]);
             fprintf(o->out, ")\n# %s:\n%s\n", name, texts[k]);
@@ -917,18 +971,16 @@ static int submit_stage(run_pipeline_t *p, size_t i, const plan_t *plans, char (
         free(texts[k]);
     if (!rc && !o->dry_run) {
         snprintf(jobs[i], sizeof jobs[i], "%s", prev);
-        json_t *rec = json_pack("{s:i,s:s,s:s,s:s,s:f,s:s,s:O,s:o,s:s}", "format", STATE_FORMAT, "stage", s->name,
-                                "kind", s->kind_name, "status", "queued", "submitted", wall_now(), "job", prev,
-                                "params", s->params, "command", cmds_json(p, s, plans[i].action == ACT_RESUME), "out",
-                                s->out);
-        /* the record of the last run stays for the start job's checks */
-        json_t *old = NULL;
+        /* the job id goes into the record unless the job already wrote it */
+        int lk = stage_lock(p, s);
+        json_t *rec = NULL;
         gl_err_t e;
-        if (!state_load(p, s, &old, &e) && old && json_object_get(old, "outputs"))
-            json_object_set(rec, "outputs", json_object_get(old, "outputs"));
-        json_decref(old);
-        rc = state_save(p, s, rec, err);
+        if (!state_load(p, s, &rec, &e) && rec && sget(rec, "status") && !strcmp(sget(rec, "status"), "queued")) {
+            json_object_set_new(rec, "job", json_string(prev));
+            rc = state_save(p, s, rec, err);
+        }
         json_decref(rec);
+        stage_unlock(lk);
     }
     return rc;
 }
@@ -1107,7 +1159,9 @@ int run_job_start(run_pipeline_t *p, const char *name, int fresh, gl_err_t *err)
     const run_stage_t *s = &p->st[i];
     json_t *cache = cache_load(p), *rec = NULL;
     const char *job = getenv("SLURM_JOB_ID");
+    int lk = stage_lock(p, s);
     int rc = stage_begin(p, s, fresh, !fresh, cache, job ? job : "", &rec, err);
+    stage_unlock(lk);
     cache_save(p, cache);
     json_decref(cache);
     json_decref(rec);
@@ -1121,12 +1175,14 @@ int run_job_end(run_pipeline_t *p, const char *name, int exit_status, gl_err_t *
         return gl_err_set(err, GL_EINVAL, "no stage %s in %s", name, p->path);
     const run_stage_t *s = &p->st[i];
     json_t *rec = NULL;
+    int lk = stage_lock(p, s);
     int rc = state_load(p, s, &rec, err);
     if (!rc && (!rec || !sget(rec, "status") || strcmp(sget(rec, "status"), "running")))
         rc = gl_err_set(err, GL_EINVAL, "[%s]: no running record to finish (run --job-start first)", name);
     json_t *cache = cache_load(p);
     if (!rc)
         rc = stage_finish(p, s, rec, exit_status ? "failed" : "done", exit_status, cache, err);
+    stage_unlock(lk);
     cache_save(p, cache);
     json_decref(cache);
     json_decref(rec);
