@@ -389,7 +389,7 @@ static int plan_stage(const run_pipeline_t *p, size_t i, const run_opts_t *o, co
         goto out;
     for (size_t k = 0; k < s->nin; k++)
         if (s->in[k].from < 0 && json_is_null(json_object_get(json_array_get(in, k), "fp"))) {
-            rc = gl_err_set(err, GL_ENOTFOUND, "[%s]: input %s = %s is missing", s->name, s->in[k].key, s->in[k].path);
+            rc = gl_err_set(err, GL_ENOTFOUND, "[%s]: missing input: %s = %s", s->name, s->in[k].key, s->in[k].path);
             goto out;
         }
     for (size_t f = 0; o && f < o->nforce; f++)
@@ -558,7 +558,7 @@ static int stage_begin(const run_pipeline_t *p, const run_stage_t *s, int fresh,
     if (!rc)
         rc = inputs_now(s, cache, &in, &missing, err);
     if (!rc && missing >= 0)
-        rc = gl_err_set(err, GL_ENOTFOUND, "[%s]: input %s = %s is missing", s->name, s->in[missing].key,
+        rc = gl_err_set(err, GL_ENOTFOUND, "[%s]: missing input: %s = %s", s->name, s->in[missing].key,
                         s->in[missing].path);
     if (rc) {
         json_decref(in);

@@ -26,6 +26,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 enum {
@@ -512,8 +513,15 @@ static int read_list(run_pipeline_t *p, const char *path, int line, char ***item
 {
     char *data;
     size_t len;
-    if (gl_read_file(path, 1u << 30, &data, &len, err))
-        return perr(err, p->path, line, "inputs-from: %s", err->msg);
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return perr(err, p->path, line, "inputs-from: %s is not a file", path);
+    int rc = gl_read_file(path, 1u << 30, &data, &len, err);
+    if (rc) { /* a missing list is a missing input, not a malformed pipeline */
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return gl_err_set(err, rc, "%s:%d: inputs-from: %s", p->path, line, msg);
+    }
     char *dir = gl_xstrdup(path);
     *strrchr(dir, '/') = '\0';
     char *save, *l = strtok_r(data, "\n", &save);

@@ -246,6 +246,16 @@ printf '[pipeline]\nwrok = x\n[shards]\ninput = a\n' | bad "unknown [pipeline] k
 printf '[shards]\ninput = a\n[shards]\n' | bad "a section twice" "bad.ini:3: section \[shards\] appears twice"
 printf '[shards]\ninput = /nonexistent/x\n' > missing.ini
 check_fails "a missing input file" 1 $G run --dry-run missing.ini
-grep -q "input input = /nonexistent/x is missing" "$TMP/.err"; _result $? "names the missing input"
+grep -q "missing input: input = /nonexistent/x" "$TMP/.err"; _result $? "names the missing input"
+
+# the documented example: every stage planned, locally and as Slurm jobs
+mkdir -p ex/data/val ex/labels && cp "$GL_SRC/deploy/pipelines/example.ini" ex/ && cd ex &&
+  touch data/sample.txt data/inputs.txt data/val/v.txt data/prompts.jsonl &&
+  sed -i 's|^db = .*|db = labels|' example.ini && cd ..
+check "deploy/pipelines/example.ini plans" $G run --dry-run ex/example.ini
+is "its stages" "$(awk '/^[a-z]/ {printf "%s ", $1}' "$TMP/.out")" \
+  "tokenizer ingest shards.val import.prompts dedup pretrain label-export sft rm rl "
+check "deploy/pipelines/example.ini as Slurm jobs" $G run --dry-run --slurm ex/example.ini
+grep -q -- '--array=0-63' "$TMP/.out" && grep -q '^srun "$G" train rl ' "$TMP/.out"; _result $? "array and srun"
 
 done_testing
