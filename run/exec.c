@@ -747,6 +747,8 @@ static int run_stage_local(const run_pipeline_t *p, const run_stage_t *s, const 
             rc = gl_err_set(err, GL_EIO, "stage %s failed with exit status %d; its log: %s", s->name, code, lf);
     } else {
         rc = stage_finish(p, s, rec, "done", 0, cache, err);
+        if (rc) /* e.g. it left no output */
+            stage_finish(p, s, rec, "failed", 0, cache, &(gl_err_t){0});
         if (!rc) {
             char d[32];
             loglinef(o, GL_LOG_INFO, "%s: done in %s", s->name, gl_fmt_eta(dt, d, sizeof d));

@@ -154,7 +154,7 @@ for _ in $(seq 1000); do # its fresh run has begun (the old output is gone) and 
   sleep 0.01
 done
 kill -9 -- -$pid 2>/dev/null; killed=$?
-wait $pid 2>/dev/null
+{ wait $pid; } 2>/dev/null
 [ $killed -eq 0 ] && [ -f "$W/out/pretrain/latest" ]; _result $? "killed during pretraining ($(cat "$W/out/pretrain/latest" 2>/dev/null))"
 check "status after the kill" $G run --status p.ini
 grep -q '^pretrain *interrupted .*resumes from ckpt-' "$TMP/.out"; _result $? "status: pretrain interrupted, resumes"
