@@ -228,22 +228,22 @@ check "a rerun after Slurm" env PATH="$TMP/bin:$PATH" $G run --slurm s.ini
 is "nothing submitted again" "$(wc -l < calls)" 5
 
 # malformed pipeline files: exit 3 and the line at fault
-bad() { # NAME EXPECTED-MESSAGE-REGEX, pipeline text on stdin
-  cat > bad.ini
+bad() { # NAME EXPECTED-MESSAGE-REGEX PIPELINE-TEXT
+  printf '%s\n' "$3" > bad.ini
   check_fails "$1: exit 3" 3 $G run --dry-run bad.ini
   grep -q -- "$2" "$TMP/.err"; _result $? "$1: says '$2'"
 }
-printf '[pretrain]\ndata = x\n[foo]\n' | bad "unknown stage" "bad.ini:3: unknown stage \[foo\]"
-printf '[shards]\ntokenizer = bytes\n' | bad "missing key" "bad.ini:1: \[shards\]: missing required key 'input'"
-printf '[shards]\ninput = a\nthis line is wrong\n' | bad "syntax error" "bad.ini:3: syntax error"
-printf '[tokenizer]\nshards = @ingest\nvocab-size = 300\n[ingest]\ninputs = docs.jsonl\ntokenizer = @tokenizer\n' |
-  bad "a cycle" "dependency cycle: .*ingest.*tokenizer"
-printf '[pretrain]\ndata = @nope\n' | bad "unknown reference" "bad.ini:2: 'data = @nope': no stage \[nope\]"
-printf '[sft]\n' | bad "no default for data" "missing required key 'data'"
-printf '[shards]\ninput = a\ninput = b\n' | bad "a key twice" "bad.ini:3: 'input' given twice"
-printf '[pipeline]\nwrok = x\n[shards]\ninput = a\n' | bad "unknown [pipeline] key" "bad.ini:2: unknown key 'wrok'"
-{ printf '[shards]\ninput = '; printf 'x%.0s' $(seq 300); printf '\n'; } | bad "an over-long line" "bad.ini:2: line longer than"
-printf '[shards]\ninput = a\n[shards]\n' | bad "a section twice" "bad.ini:3: section \[shards\] appears twice"
+bad "unknown stage" "bad.ini:3: unknown stage \[foo\]" "$(printf '[pretrain]\ndata = x\n[foo]\n')"
+bad "missing key" "bad.ini:1: \[shards\]: missing required key 'input'" "$(printf '[shards]\ntokenizer = bytes\n')"
+bad "syntax error" "bad.ini:3: syntax error" "$(printf '[shards]\ninput = a\nthis line is wrong\n')"
+bad "a cycle" "dependency cycle: .*ingest.*tokenizer" \
+  "$(printf '[tokenizer]\nshards = @ingest\nvocab-size = 300\n[ingest]\ninputs = docs.jsonl\ntokenizer = @tokenizer\n')"
+bad "unknown reference" "bad.ini:2: 'data = @nope': no stage \[nope\]" "$(printf '[pretrain]\ndata = @nope\n')"
+bad "no default for data" "missing required key 'data'" "$(printf '[sft]\n')"
+bad "a key twice" "bad.ini:3: 'input' given twice" "$(printf '[shards]\ninput = a\ninput = b\n')"
+bad "unknown [pipeline] key" "bad.ini:2: unknown key 'wrok'" "$(printf '[pipeline]\nwrok = x\n[shards]\ninput = a\n')"
+bad "an over-long line" "bad.ini:2: line longer than" "$(printf '[shards]\ninput = '; printf 'x%.0s' $(seq 300))"
+bad "a section twice" "bad.ini:3: section \[shards\] appears twice" "$(printf '[shards]\ninput = a\n[shards]\n')"
 printf '[shards]\ninput = /nonexistent/x\n' > missing.ini
 check_fails "a missing input file" 1 $G run --dry-run missing.ini
 grep -q "missing input: input = /nonexistent/x" "$TMP/.err"; _result $? "names the missing input"
