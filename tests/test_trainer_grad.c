@@ -466,8 +466,43 @@ static void test_token_coefficients(void)
     train_model_free(&m);
 }
 
-/* The threaded paths (slabbed sgemm, heads over threads, per-thread
- * LayerNorm sums) against one thread, on a batch big enough to take them. */
+/* One forward and backward pass of (B, T) at nt threads; logits and
+ * gradients copied out. how: 0 the loss, 1 the loss with dropout (the same
+ * masks each call), 2 the loss twice without zeroing (accumulation), 3
+ * from a made-up gradient of the hidden states (backward_hidden). */
+static void run_threads(train_model_t *m, int nt, int how, const int32_t *tok, const int32_t *tgt, int B, int T,
+                        float *lg, float *g)
+{
+    gl_err_t err = {0};
+    size_t N = (size_t)B * T, C = m->cfg.n_embd, V = m->cfg.vocab_size;
+    train_set_threads(nt);
+    train_model_set_training(m, how == 1);
+    m->dropout_iter = 3;
+    train_model_zero_grad(m);
+    for (int k = 0; k < (how == 2 ? 2 : 1); k++) {
+        if (how == 3) {
+            train_model_forward_hidden(m, tok, B, T, &err);
+            float *d = vec(N * C);
+            for (size_t i = 0; i < N * C; i++)
+                d[i] = m->acts.lnf[i] * (float)(1 + i % 5) * 0.01f;
+            memcpy(lg, m->acts.lnf, N * C * sizeof(float));
+            train_model_backward_hidden(m, d);
+            free(d);
+        } else {
+            train_model_forward(m, tok, tgt, NULL, B, T, &err);
+            memcpy(lg, m->acts.logits, N * V * sizeof(float));
+            train_model_backward(m, 1.0f);
+        }
+    }
+    memcpy(g, m->grads_mem, m->n_params * sizeof(float));
+    train_model_set_training(m, 0);
+}
+
+/* The threaded paths against one thread, on batches big enough to take
+ * them: a batch that divides among the threads runs as one slice per
+ * thread (own gradient blocks, summed after the backward pass), any other
+ * as a whole (slabbed sgemm, heads over threads, per-thread LayerNorm
+ * sums). Dropout masks do not depend on the split. */
 static void test_threads(void)
 {
     train_config_t cfg = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 160, .vocab_size = 100};
@@ -476,7 +511,8 @@ static void test_threads(void)
     gl_err_t err = {0};
     train_set_threads(2);
     is_int(train_model_init(&m, &cfg, B, T, TRAIN_GRADS, &err), GL_OK, "threaded model init %s", err.msg);
-    ok(m.nthreads == 2, "two thread slots (%d)", m.nthreads);
+    ok(m.nthreads == 2 && m.tgrads, "two thread slots (%d) and a second gradient block", m.nthreads);
+    is_int(train_model_set_dropout(&m, 0.2f, 5, &err), GL_OK, "dropout 0.2");
     train_model_init_weights(&m, 3);
     int32_t *tok = malloc(sizeof(int32_t) * N), *tgt = malloc(sizeof(int32_t) * N);
     for (int i = 0; i < N; i++) {
@@ -485,22 +521,37 @@ static void test_threads(void)
     }
     float *g[2], *lg[2];
     for (int run = 0; run < 2; run++) {
-        train_set_threads(run ? 1 : 2);
-        is_int(train_model_forward(&m, tok, tgt, NULL, B, T, &err), GL_OK, "forward with %d threads", 2 - run);
-        lg[run] = vec((size_t)N * 100);
-        memcpy(lg[run], m.acts.logits, (size_t)N * 100 * sizeof(float));
-        train_model_zero_grad(&m);
-        train_model_backward(&m, 1.0f);
         g[run] = vec(m.n_params);
-        memcpy(g[run], m.grads_mem, m.n_params * sizeof(float));
+        lg[run] = vec((size_t)N * 100);
     }
-    ok(max_rel(lg[0], lg[1], (size_t)N * 100) < 1e-5, "logits: 2 threads = 1 thread (rel %.1e)",
-       max_rel(lg[0], lg[1], (size_t)N * 100));
-    for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
-        size_t off = m.params.t[k] - m.params_mem;
-        double e = max_rel(g[0] + off, g[1] + off, m.sizes[k]);
-        ok(e < 1e-4, "gradient of %s: 2 threads = 1 thread (rel %.1e)", train_param_name(k), e);
+    static const char *const what[] = {"", ", dropout", ", 2 accumulated", ", from the hidden states"};
+    for (int rows = 3; rows <= B; rows++) {
+        for (int how = 0; how < 4; how++) {
+            size_t nl = (size_t)rows * T * (how == 3 ? cfg.n_embd : 100);
+            for (int run = 0; run < 2; run++)
+                run_threads(&m, run ? 1 : 2, how, tok, tgt, rows, T, lg[run], g[run]);
+            double worst = 0;
+            const char *at = "";
+            for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
+                size_t off = m.params.t[k] - m.params_mem;
+                double e = max_rel(g[0] + off, g[1] + off, m.sizes[k]);
+                if (e > worst)
+                    worst = e, at = train_param_name(k);
+            }
+            ok(max_rel(lg[0], lg[1], nl) < 1e-5 && worst < 1e-4,
+               "B=%d (%s)%s: 2 threads = 1 thread (%s rel %.1e, gradient of %s rel %.1e)", rows,
+               rows % 2 ? "whole batch" : "a slice per thread", what[how], how == 3 ? "hidden" : "logits",
+               max_rel(lg[0], lg[1], nl), at, worst);
+        }
     }
+    /* accumulation adds: twice one pass */
+    run_threads(&m, 2, 0, tok, tgt, B, T, lg[0], g[0]);
+    run_threads(&m, 2, 2, tok, tgt, B, T, lg[1], g[1]);
+    for (size_t i = 0; i < m.n_params; i++)
+        g[0][i] *= 2.0f;
+    ok(max_rel(g[0], g[1], m.n_params) < 1e-5, "2 threads: two accumulated passes = twice one (rel %.1e)",
+       max_rel(g[0], g[1], m.n_params));
+    train_model_set_dropout(&m, 0.0f, 0, &err);
     train_set_threads(2);
     /* A smaller batch than the capacity gives what a model of exactly that
      * size gives. */

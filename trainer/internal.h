@@ -36,6 +36,9 @@ void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dou
  * one site (embeddings, a layer's attention or residual) of one forward. */
 void train_k_dropout(float *x, size_t n, float p, uint64_t key);
 uint64_t train_k_dropout_key(uint64_t seed, uint64_t iter, uint64_t site);
+/* The key that gives, from element 0 of an array, the mask key gives from
+ * element first: for a part of a batch, the masks of the whole. */
+uint64_t train_k_dropout_key_at(uint64_t key, uint64_t first);
 /* GELU, tanh approximation. */
 void train_k_gelu_forward(float *out, const float *inp, size_t n);
 /* d *= gelu'(inp), in place. */

@@ -249,9 +249,10 @@ static inline float tanh_fast(float u) { return 1.0f - 2.0f / (exp_fast(2.0f * u
 
 /* The keep decision of element i under key: a counter-based hash, so the
  * backward pass regenerates the forward's mask instead of storing it. */
+#define DROP_STRIDE 0x9e3779b97f4a7c15ULL
 static inline int drop_keep(uint64_t key, uint64_t i, uint32_t threshold)
 {
-    uint64_t z = key + (i + 1) * 0x9e3779b97f4a7c15ULL;
+    uint64_t z = key + (i + 1) * DROP_STRIDE;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return (uint32_t)((z ^ (z >> 31)) >> 32) >= threshold;
@@ -266,6 +267,10 @@ uint64_t train_k_dropout_key(uint64_t seed, uint64_t iter, uint64_t site)
     z = (z ^ (z >> 33)) * 0xc4ceb9fe1a85ec53ULL;
     return z ^ (z >> 33);
 }
+
+/* drop_keep hashes key + (i + 1) * stride: moving the key by first
+ * strides moves the index by first. */
+uint64_t train_k_dropout_key_at(uint64_t key, uint64_t first) { return key + first * DROP_STRIDE; }
 
 void train_k_dropout(float *x, size_t n, float p, uint64_t key)
 {

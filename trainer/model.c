@@ -44,6 +44,15 @@ static int max_threads(void)
 #endif
 }
 
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 /* Threads for a kernel with per-thread scratch: the count in force, within
  * the slots init sized. */
 static int run_threads(const train_model_t *m)
@@ -166,6 +175,7 @@ void train_model_free(train_model_t *m)
     free(m->grads_mem);
     free(m->acts_mem);
     free(m->scratch);
+    free(m->tgrads);
     memset(m, 0, sizeof *m);
 }
 
@@ -227,6 +237,12 @@ int train_model_init(train_model_t *m, const train_config_t *cfg, int B, int T, 
         if (!m->scratch)
             goto nomem;
         memset(m->scratch, 0, m->scratch_len * sizeof(float));
+        if (m->grads_mem && m->nthreads > 1 && B >= m->nthreads) {
+            size_t n = (size_t)(m->nthreads - 1) * m->n_params;
+            if (n / m->n_params != (size_t)(m->nthreads - 1) || !(m->tgrads = alloc_floats(n)))
+                goto nomem;
+            memset(m->tgrads, 0, n * sizeof(float));
+        }
     }
     return GL_OK;
 nomem:
@@ -333,12 +349,136 @@ int train_model_forward_hidden(train_model_t *m, const int32_t *tokens, int B, i
     return forward(m, tokens, NULL, NULL, B, T, 0, err);
 }
 
+/* A part of the batch and how its kernels run. A step either runs as a
+ * whole (one slice, the kernels threading themselves: the matrix products
+ * in slabs, attention over heads) or, when the batch divides among the
+ * threads, as one slice of whole sequences per thread, each thread taking
+ * its slice through every layer with one-thread kernels and adding its
+ * parameter gradients into its own block (tgrads), summed at the end of
+ * the backward pass: no barrier between the layers, and each thread keeps
+ * its rows in its own cache. */
+typedef struct {
+    int b0, nb;        /* batch rows b0 .. b0+nb-1 */
+    int kt;            /* threads for the kernels with per-thread scratch */
+    float *att, *part; /* attention and LayerNorm scratch: slot 0 of kt */
+    train_params_t g;  /* gradients to add into */
+} slice_t;
+
+static float *att_scratch(const train_model_t *m)
+{
+    return m->scratch + (size_t)m->B * m->T * m->cfg.n_embd * 9;
+}
+
+static slice_t slice_of(const train_model_t *m, int b0, int nb, int slot)
+{
+    slice_t s = {.b0 = b0, .nb = nb};
+    float *att = att_scratch(m);
+    float *part = att + (size_t)m->nthreads * 2 * TRAIN_ATT_TQ * m->T;
+    if (slot < 0) {
+        s.kt = run_threads(m);
+        s.att = att;
+        s.part = part;
+    } else {
+        s.kt = 1;
+        s.att = att + (size_t)slot * 2 * TRAIN_ATT_TQ * m->T;
+        s.part = part + (size_t)slot * 2 * m->cfg.n_embd;
+    }
+    if (m->grads_mem) {
+        float *gm = slot > 0 ? m->tgrads + (size_t)(slot - 1) * m->n_params : m->grads_mem;
+        point_params(&s.g, gm, m->sizes);
+    }
+    return s;
+}
+
+/* Threads to split a batch of B rows into slices over, or 1 (the batch as
+ * a whole): B must divide evenly, and a backward pass needs the per-thread
+ * gradient blocks. */
+static int slice_threads(const train_model_t *m, int B, int backward)
+{
+    int nt = run_threads(m);
+#ifdef _OPENMP
+    if (omp_in_parallel())
+        return 1;
+#endif
+    if (nt < 2 || B < nt || B % nt || (backward && !m->tgrads))
+        return 1;
+    return nt;
+}
+
+/* The mask key of a dropout site for an array whose first element is
+ * element first of the whole batch's. */
+static uint64_t slice_key(const train_model_t *m, int layer, int site, uint64_t first)
+{
+    return train_k_dropout_key_at(site_key(m, layer, site), first);
+}
+
+/* The forward pass of the rows of s; returns the sum of their losses
+ * (with targets). */
+static double forward_slice(train_model_t *m, const slice_t *s, const int32_t *tokens, const int32_t *targets,
+                            const float *weights, int T, int logits)
+{
+    const train_config_t *c = &m->cfg;
+    int L = c->n_layer, C = c->n_embd, NH = c->n_head, V = c->vocab_size;
+    const train_params_t *p = &m->params;
+    train_acts_t *a = &m->acts;
+    size_t cap = (size_t)m->B * m->T, r0 = (size_t)s->b0 * T;
+    int N = s->nb * T;
+    float dp = m->cur_dropout;
+    float *tmp = m->scratch + r0 * C;   /* the backward's dresidual buffer, free now */
+    float *encoded = a->encoded + r0 * C;
+    train_k_encoder_forward(encoded, tokens + r0, p->t[TRAIN_WTE], p->t[TRAIN_WPE], s->nb, T, C);
+    if (dp > 0.0f)
+        train_k_dropout(encoded, (size_t)N * C, dp, slice_key(m, -1, 0, r0 * C));
+    const float *residual = encoded;
+    for (int l = 0; l < L; l++) {
+        size_t oC = l * cap * C + r0 * C, o1 = l * cap + r0;
+        float *ln1 = a->ln1 + oC, *qkv = a->qkv + 3 * oC, *atty = a->atty + oC;
+        float *res2 = a->residual2 + oC, *ln2 = a->ln2 + oC, *fch = a->fch + 4 * oC;
+        float *fchg = a->fch_gelu + 4 * oC, *res3 = a->residual3 + oC;
+        train_k_layernorm_forward(ln1, a->ln1_mean + o1, a->ln1_rstd + o1, residual,
+                                  p->t[TRAIN_LN1W] + (size_t)l * C, p->t[TRAIN_LN1B] + (size_t)l * C, N, C);
+        train_k_matmul_forward(qkv, ln1, p->t[TRAIN_QKVW] + (size_t)l * C * 3 * C,
+                               p->t[TRAIN_QKVB] + (size_t)l * 3 * C, NULL, N, C, 3 * C);
+        train_k_attention_forward(atty, a->att_lse + (size_t)l * m->B * NH * m->T + (size_t)s->b0 * NH * T, qkv,
+                                  s->nb, T, C, NH, s->att, s->kt, dp,
+                                  slice_key(m, l, SITE_ATT, (uint64_t)s->b0 * NH * T * T));
+        if (dp > 0.0f)
+            matmul_dropout_forward(res2, tmp, atty, p->t[TRAIN_ATTPROJW] + (size_t)l * C * C,
+                                   p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C, dp,
+                                   slice_key(m, l, SITE_ATTPROJ, r0 * C));
+        else
+            train_k_matmul_forward(res2, atty, p->t[TRAIN_ATTPROJW] + (size_t)l * C * C,
+                                   p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C);
+        train_k_layernorm_forward(ln2, a->ln2_mean + o1, a->ln2_rstd + o1, res2,
+                                  p->t[TRAIN_LN2W] + (size_t)l * C, p->t[TRAIN_LN2B] + (size_t)l * C, N, C);
+        train_k_matmul_forward(fch, ln2, p->t[TRAIN_FCW] + (size_t)l * C * 4 * C,
+                               p->t[TRAIN_FCB] + (size_t)l * 4 * C, NULL, N, C, 4 * C);
+        train_k_gelu_forward(fchg, fch, (size_t)N * 4 * C);
+        if (dp > 0.0f)
+            matmul_dropout_forward(res3, tmp, fchg, p->t[TRAIN_FCPROJW] + (size_t)l * 4 * C * C,
+                                   p->t[TRAIN_FCPROJB] + (size_t)l * C, res2, N, 4 * C, C, dp,
+                                   slice_key(m, l, SITE_FCPROJ, r0 * C));
+        else
+            train_k_matmul_forward(res3, fchg, p->t[TRAIN_FCPROJW] + (size_t)l * 4 * C * C,
+                                   p->t[TRAIN_FCPROJB] + (size_t)l * C, res2, N, 4 * C, C);
+        residual = res3;
+    }
+    float *lnf = a->lnf + r0 * C, *lg = a->logits + r0 * V;
+    train_k_layernorm_forward(lnf, a->lnf_mean + r0, a->lnf_rstd + r0, residual, p->t[TRAIN_LNFW],
+                              p->t[TRAIN_LNFB], N, C);
+    if (logits)
+        train_k_gemm(0, 1, N, V, C, 1.0f, lnf, C, p->t[TRAIN_WTE], C, 0.0f, lg, V);
+    if (!targets)
+        return 0.0;
+    return train_k_crossentropy_forward(a->losses + r0, a->lse + r0, lg, targets + r0, weights ? weights + r0 : NULL,
+                                        N, V);
+}
+
 static int forward(train_model_t *m, const int32_t *tokens, const int32_t *targets, const float *weights, int B,
                    int T, int logits, gl_err_t *err)
 {
     assert(m && m->acts_mem && tokens);
-    const train_config_t *c = &m->cfg;
-    int L = c->n_layer, C = c->n_embd, NH = c->n_head, V = c->vocab_size;
+    int V = m->cfg.vocab_size;
     m->have_targets = 0;
     m->cur_B = m->cur_T = 0;
     if (B < 1 || T < 1 || B > m->B || T > m->T)
@@ -363,55 +503,28 @@ static int forward(train_model_t *m, const int32_t *tokens, const int32_t *targe
                               wsum);
     }
 
-    const train_params_t *p = &m->params;
-    train_acts_t *a = &m->acts;
-    size_t cap = (size_t)m->B * m->T;
     float dp = m->training ? m->dropout : 0.0f;
     m->cur_dropout = dp;
     m->cur_dropout_iter = m->dropout_iter;
     if (dp > 0.0f)
         m->dropout_iter++;
-    float *tmp = m->scratch;   /* the backward's dresidual buffer, free now */
-    train_k_encoder_forward(a->encoded, tokens, p->t[TRAIN_WTE], p->t[TRAIN_WPE], B, T, C);
-    if (dp > 0.0f)
-        train_k_dropout(a->encoded, (size_t)N * C, dp, site_key(m, -1, 0));
-    const float *residual = a->encoded;
-    for (int l = 0; l < L; l++) {
-        size_t oC = l * cap * C, o1 = l * cap;
-        float *ln1 = a->ln1 + oC, *qkv = a->qkv + 3 * oC, *atty = a->atty + oC;
-        float *res2 = a->residual2 + oC, *ln2 = a->ln2 + oC, *fch = a->fch + 4 * oC;
-        float *fchg = a->fch_gelu + 4 * oC, *res3 = a->residual3 + oC;
-        train_k_layernorm_forward(ln1, a->ln1_mean + o1, a->ln1_rstd + o1, residual,
-                                  p->t[TRAIN_LN1W] + (size_t)l * C, p->t[TRAIN_LN1B] + (size_t)l * C, N, C);
-        train_k_matmul_forward(qkv, ln1, p->t[TRAIN_QKVW] + (size_t)l * C * 3 * C,
-                               p->t[TRAIN_QKVB] + (size_t)l * 3 * C, NULL, N, C, 3 * C);
-        train_k_attention_forward(atty, a->att_lse + (size_t)l * m->B * NH * m->T, qkv, B, T, C, NH,
-                                  m->scratch + cap * C * 9, run_threads(m), dp, site_key(m, l, SITE_ATT));
-        if (dp > 0.0f)
-            matmul_dropout_forward(res2, tmp, atty, p->t[TRAIN_ATTPROJW] + (size_t)l * C * C,
-                                   p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C, dp,
-                                   site_key(m, l, SITE_ATTPROJ));
-        else
-            train_k_matmul_forward(res2, atty, p->t[TRAIN_ATTPROJW] + (size_t)l * C * C,
-                                   p->t[TRAIN_ATTPROJB] + (size_t)l * C, residual, N, C, C);
-        train_k_layernorm_forward(ln2, a->ln2_mean + o1, a->ln2_rstd + o1, res2,
-                                  p->t[TRAIN_LN2W] + (size_t)l * C, p->t[TRAIN_LN2B] + (size_t)l * C, N, C);
-        train_k_matmul_forward(fch, ln2, p->t[TRAIN_FCW] + (size_t)l * C * 4 * C,
-                               p->t[TRAIN_FCB] + (size_t)l * 4 * C, NULL, N, C, 4 * C);
-        train_k_gelu_forward(fchg, fch, (size_t)N * 4 * C);
-        if (dp > 0.0f)
-            matmul_dropout_forward(res3, tmp, fchg, p->t[TRAIN_FCPROJW] + (size_t)l * 4 * C * C,
-                                   p->t[TRAIN_FCPROJB] + (size_t)l * C, res2, N, 4 * C, C, dp,
-                                   site_key(m, l, SITE_FCPROJ));
-        else
-            train_k_matmul_forward(res3, fchg, p->t[TRAIN_FCPROJW] + (size_t)l * 4 * C * C,
-                                   p->t[TRAIN_FCPROJB] + (size_t)l * C, res2, N, 4 * C, C);
-        residual = res3;
+    double total = 0.0;
+    int nt = slice_threads(m, B, 0);
+    if (nt == 1) {
+        slice_t s = slice_of(m, 0, B, -1);
+        total = forward_slice(m, &s, tokens, targets, weights, T, logits);
+    } else {
+        /* the losses summed in slice order: the same total every run */
+        double part[nt];
+#pragma omp parallel num_threads(nt)
+        {
+            int t = thread_id();
+            slice_t s = slice_of(m, t * (B / nt), B / nt, t);
+            part[t] = forward_slice(m, &s, tokens, targets, weights, T, logits);
+        }
+        for (int t = 0; t < nt; t++)
+            total += part[t];
     }
-    train_k_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->t[TRAIN_LNFW],
-                              p->t[TRAIN_LNFB], N, C);
-    if (logits)
-        train_k_gemm(0, 1, N, V, C, 1.0f, a->lnf, C, p->t[TRAIN_WTE], C, 0.0f, a->logits, V);
 
     m->cur_B = B;
     m->cur_T = T;
@@ -419,7 +532,6 @@ static int forward(train_model_t *m, const int32_t *tokens, const int32_t *targe
     m->cur_targets = targets;
     m->cur_weights = weights;
     if (targets) {
-        double total = train_k_crossentropy_forward(a->losses, a->lse, a->logits, targets, weights, N, V);
         m->weight_sum = wsum;
         m->loss = (float)(total / wsum);
         m->have_targets = 1;
@@ -442,29 +554,29 @@ void train_model_zero_grad(train_model_t *m)
     memset(m->grads_mem, 0, m->n_params * sizeof(float));
 }
 
-/* The backward pass below the final LayerNorm's output, from its gradient
- * dlnf (B,T,C): every layer's parameters and the embeddings. */
-static void backward_trunk(train_model_t *m, const float *dlnf)
+/* The backward pass below the final LayerNorm's output, for the rows of s,
+ * from the gradient dlnf of those rows (in the dC buffer): every layer's
+ * parameters and the embeddings, added into s->g. */
+static void backward_trunk(train_model_t *m, const slice_t *s, const float *dlnf)
 {
     const train_config_t *c = &m->cfg;
     int L = c->n_layer, C = c->n_embd, NH = c->n_head;
-    int B = m->cur_B, T = m->cur_T, N = B * T;
-    size_t cap = (size_t)m->B * m->T;
+    int T = m->cur_T, N = s->nb * T;
+    size_t cap = (size_t)m->B * m->T, r0 = (size_t)s->b0 * T;
     const train_params_t *p = &m->params;
-    train_params_t *g = &m->grads;
+    const train_params_t *g = &s->g;
     train_acts_t *a = &m->acts;
-    float *dres = m->scratch, *dC = dres + cap * C, *dqkv = dC + cap * C, *d4C = dqkv + cap * 3 * C;
-    float *att = m->scratch + cap * C * 9;
-    float *part = att + (size_t)m->nthreads * 2 * TRAIN_ATT_TQ * m->T;
+    float *dres = m->scratch + r0 * C, *dC = m->scratch + cap * C + r0 * C;
+    float *dqkv = m->scratch + 2 * cap * C + r0 * 3 * C, *d4C = m->scratch + 5 * cap * C + r0 * 4 * C;
     float dp = m->cur_dropout;
 
     memset(dres, 0, (size_t)N * C * sizeof(float));
-    const float *last = a->residual3 + (size_t)(L - 1) * cap * C;
+    const float *last = a->residual3 + (size_t)(L - 1) * cap * C + r0 * C;
     train_k_layernorm_backward(dres, g->t[TRAIN_LNFW], g->t[TRAIN_LNFB], dlnf, last, p->t[TRAIN_LNFW],
-                               a->lnf_mean, a->lnf_rstd, N, C, part, run_threads(m));
+                               a->lnf_mean + r0, a->lnf_rstd + r0, N, C, s->part, s->kt);
     for (int l = L - 1; l >= 0; l--) {
-        size_t oC = l * cap * C, o1 = l * cap;
-        const float *residual = l == 0 ? a->encoded : a->residual3 + (l - 1) * cap * C;
+        size_t oC = l * cap * C + r0 * C, o1 = l * cap + r0;
+        const float *residual = l == 0 ? a->encoded + r0 * C : a->residual3 + (l - 1) * cap * C + r0 * C;
         const float *ln1 = a->ln1 + oC, *qkv = a->qkv + 3 * oC, *atty = a->atty + oC;
         const float *res2 = a->residual2 + oC, *ln2 = a->ln2 + oC, *fch = a->fch + 4 * oC;
         const float *fchg = a->fch_gelu + 4 * oC;
@@ -474,7 +586,7 @@ static void backward_trunk(train_model_t *m, const float *dlnf)
         const float *dbranch = dres;
         if (dp > 0.0f) {
             memcpy(dqkv, dres, (size_t)N * C * sizeof(float));
-            train_k_dropout(dqkv, (size_t)N * C, dp, site_key(m, l, SITE_FCPROJ));
+            train_k_dropout(dqkv, (size_t)N * C, dp, slice_key(m, l, SITE_FCPROJ, r0 * C));
             dbranch = dqkv;
         }
         /* MLP branch: res3 = res2 + fcproj(gelu(fc(ln2(res2)))). */
@@ -484,44 +596,86 @@ static void backward_trunk(train_model_t *m, const float *dlnf)
         train_k_matmul_backward(dC, g->t[TRAIN_FCW] + lC * 4 * C, g->t[TRAIN_FCB] + lC * 4, d4C, ln2,
                                 p->t[TRAIN_FCW] + lC * 4 * C, N, C, 4 * C);
         train_k_layernorm_backward(dres, g->t[TRAIN_LN2W] + lC, g->t[TRAIN_LN2B] + lC, dC, res2,
-                                   p->t[TRAIN_LN2W] + lC, a->ln2_mean + o1, a->ln2_rstd + o1, N, C, part,
-                                   run_threads(m));
+                                   p->t[TRAIN_LN2W] + lC, a->ln2_mean + o1, a->ln2_rstd + o1, N, C, s->part,
+                                   s->kt);
         if (dp > 0.0f) {
             memcpy(dqkv, dres, (size_t)N * C * sizeof(float));
-            train_k_dropout(dqkv, (size_t)N * C, dp, site_key(m, l, SITE_ATTPROJ));
+            train_k_dropout(dqkv, (size_t)N * C, dp, slice_key(m, l, SITE_ATTPROJ, r0 * C));
         }
         /* Attention branch: res2 = res + attproj(attn(qkv(ln1(res)))). */
         train_k_matmul_backward(dC, g->t[TRAIN_ATTPROJW] + lC * C, g->t[TRAIN_ATTPROJB] + lC, dbranch, atty,
                                 p->t[TRAIN_ATTPROJW] + lC * C, N, C, C);
-        train_k_attention_backward(dqkv, dC, qkv, atty, a->att_lse + (size_t)l * m->B * NH * m->T, B,
-                                   T, C, NH, att, run_threads(m), dp, site_key(m, l, SITE_ATT));
+        train_k_attention_backward(dqkv, dC, qkv, atty,
+                                   a->att_lse + (size_t)l * m->B * NH * m->T + (size_t)s->b0 * NH * T, s->nb,
+                                   T, C, NH, s->att, s->kt, dp,
+                                   slice_key(m, l, SITE_ATT, (uint64_t)s->b0 * NH * T * T));
         train_k_matmul_backward(dC, g->t[TRAIN_QKVW] + lC * 3 * C, g->t[TRAIN_QKVB] + lC * 3, dqkv, ln1,
                                 p->t[TRAIN_QKVW] + lC * 3 * C, N, C, 3 * C);
         train_k_layernorm_backward(dres, g->t[TRAIN_LN1W] + lC, g->t[TRAIN_LN1B] + lC, dC, residual,
-                                   p->t[TRAIN_LN1W] + lC, a->ln1_mean + o1, a->ln1_rstd + o1, N, C, part,
-                                   run_threads(m));
+                                   p->t[TRAIN_LN1W] + lC, a->ln1_mean + o1, a->ln1_rstd + o1, N, C, s->part,
+                                   s->kt);
     }
     if (dp > 0.0f)
-        train_k_dropout(dres, (size_t)N * C, dp, site_key(m, -1, 0));
-    train_k_encoder_backward(g->t[TRAIN_WTE], g->t[TRAIN_WPE], dres, m->cur_tokens, B, T, C);
+        train_k_dropout(dres, (size_t)N * C, dp, slice_key(m, -1, 0, r0 * C));
+    train_k_encoder_backward(g->t[TRAIN_WTE], g->t[TRAIN_WPE], dres, m->cur_tokens + r0, s->nb, T, C);
 }
 
-/* The backward pass from the per-token cross-entropies, each weighted by
- * scale * w[i] (w NULL: 1). */
+/* The classifier's and the trunk's backward for the rows of s, from the
+ * per-token cross-entropies weighted by scale * w[i] (w NULL: 1); with
+ * ce 0, from the gradient of the hidden states already in the dC buffer. */
+static void backward_slice(train_model_t *m, const slice_t *s, int ce, const float *w, float scale)
+{
+    int C = m->cfg.n_embd, V = m->cfg.vocab_size, T = m->cur_T, N = s->nb * T;
+    size_t cap = (size_t)m->B * m->T, r0 = (size_t)s->b0 * T;
+    float *dlnf = m->scratch + cap * C + r0 * C;   /* the dC buffer of backward_trunk */
+    if (ce) {
+        train_acts_t *a = &m->acts;
+        const float *wte = m->params.t[TRAIN_WTE];
+        float *lg = a->logits + r0 * V;
+        train_k_crossentropy_backward(lg, a->lse + r0, m->cur_targets + r0, w ? w + r0 : NULL, scale, N, V);
+        /* Classifier: dlnf = dlogits wte; dwte += dlogits^T lnf. */
+        train_k_gemm(0, 0, N, C, V, 1.0f, lg, V, wte, C, 0.0f, dlnf, C);
+        train_k_gemm(1, 0, V, C, N, 1.0f, lg, V, a->lnf + r0 * C, C, 1.0f, s->g.t[TRAIN_WTE], C);
+    }
+    backward_trunk(m, s, dlnf);
+}
+
+/* The backward pass over the whole batch: as one slice, or one slice per
+ * thread and then the threads' gradient blocks summed into m->grads (and
+ * zeroed for the next pass). */
+static void backward(train_model_t *m, int ce, const float *w, float scale)
+{
+    int B = m->cur_B, nt = slice_threads(m, B, 1);
+    if (nt == 1) {
+        slice_t s = slice_of(m, 0, B, -1);
+        backward_slice(m, &s, ce, w, scale);
+        return;
+    }
+    size_t n = m->n_params;
+#pragma omp parallel num_threads(nt)
+    {
+        int t = thread_id();
+        slice_t s = slice_of(m, t * (B / nt), B / nt, t);
+        backward_slice(m, &s, ce, w, scale);
+#pragma omp barrier
+        float *g = m->grads_mem;
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float sum = g[i];
+            for (int k = 0; k < nt - 1; k++) {
+                float *tg = m->tgrads + (size_t)k * n;
+                sum += tg[i];
+                tg[i] = 0.0f;
+            }
+            g[i] = sum;
+        }
+    }
+}
+
 static void backward_ce(train_model_t *m, const float *w, float scale)
 {
     assert(m && m->grads_mem && m->have_targets);
-    int C = m->cfg.n_embd, V = m->cfg.vocab_size, N = m->cur_B * m->cur_T;
-    size_t cap = (size_t)m->B * m->T;
-    float *dlnf = m->scratch + cap * C;   /* the dC buffer of backward_trunk */
-    train_acts_t *a = &m->acts;
-    const float *wte = m->params.t[TRAIN_WTE];
-
-    train_k_crossentropy_backward(a->logits, a->lse, m->cur_targets, w, scale, N, V);
-    /* Classifier: dlnf = dlogits wte; dwte += dlogits^T lnf. */
-    train_k_gemm(0, 0, N, C, V, 1.0f, a->logits, V, wte, C, 0.0f, dlnf, C);
-    train_k_gemm(1, 0, V, C, N, 1.0f, a->logits, V, a->lnf, C, 1.0f, m->grads.t[TRAIN_WTE], C);
-    backward_trunk(m, dlnf);
+    backward(m, 1, w, scale);
     m->have_targets = 0;
 }
 
@@ -558,5 +712,5 @@ void train_model_backward_hidden(train_model_t *m, const float *dlnf)
     size_t n = (size_t)m->cur_B * m->cur_T * m->cfg.n_embd;
     float *copy = m->scratch + (size_t)m->B * m->T * m->cfg.n_embd;
     memmove(copy, dlnf, n * sizeof(float));
-    backward_trunk(m, copy);
+    backward(m, 0, NULL, 1.0f);
 }

@@ -98,6 +98,9 @@ typedef struct {
     float *scratch;           /* backward buffers and per-thread rows */
     size_t scratch_len;
     int nthreads;             /* per-thread scratch slots */
+    float *tgrads;            /* (nthreads-1) x n_params: the gradient blocks of
+                                 threads 1.. when a batch is split into per-thread
+                                 slices (zero between backward passes), or NULL */
     /* state of the last forward */
     int cur_B, cur_T;
     int have_targets;         /* forward had targets: backward allowed */
