@@ -132,6 +132,7 @@ static double ge_f(void *p)
     train_k_gelu_forward(c->out, c->inp, c->n);
     return dotd(c->out, c->r, c->n);
 }
+static double max_rel(const float *a, const float *b, size_t n);
 static void test_gelu(void)
 {
     ge_t c = {.n = 64};
@@ -146,6 +147,17 @@ static void test_gelu(void)
     float one = 1.0f, out;
     train_k_gelu_forward(&out, &one, 1);
     ok(fabsf(out - 0.8411920f) < 1e-6f, "gelu(1) = %.7f", out);
+    /* The forward that keeps the derivative: the same output, and the
+     * backward as a product. */
+    float *x = vec(c.n), *o2 = vec(c.n), *d2 = vec(c.n);
+    memcpy(x, c.inp, c.n * sizeof(float));
+    memcpy(d2, c.r, c.n * sizeof(float));
+    ge_f(&c);
+    train_k_gelu_forward_dx(o2, x, c.n);
+    train_k_mul(d2, x, c.n);
+    ok(!memcmp(o2, c.out, c.n * sizeof(float)) && max_rel(d2, d, c.n) < 1e-6,
+       "gelu forward keeping the derivative: same output, same backward (rel %.1e)", max_rel(d2, d, c.n));
+    free(x); free(o2); free(d2);
     free(c.inp); free(c.out); free(c.r); free(d);
 }
 

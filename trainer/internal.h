@@ -43,6 +43,11 @@ uint64_t train_k_dropout_key_at(uint64_t key, uint64_t first);
 void train_k_gelu_forward(float *out, const float *inp, size_t n);
 /* d *= gelu'(inp), in place. */
 void train_k_gelu_backward(float *d, const float *inp, size_t n);
+/* out = gelu(x), and x is overwritten by gelu'(x) (what the backward
+ * pass needs), so that the backward is d *= x (train_k_mul). */
+void train_k_gelu_forward_dx(float *out, float *x, size_t n);
+/* d *= g, elementwise. */
+void train_k_mul(float *d, const float *g, size_t n);
 /* C = alpha op(A) op(B) + beta C (row-major; ta, tb: transpose A, B),
  * split over the OpenMP threads, each running a one-thread sgemm. */
 void train_k_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,

@@ -112,9 +112,11 @@ void train_k_layernorm_forward(float *out, float *mean, float *rstd, const float
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C;
         float s = 0.0f;
+#pragma omp simd reduction(+ : s)
         for (int k = 0; k < C; k++)
             s += x[k];
         float mu = s / C, v = 0.0f;
+#pragma omp simd reduction(+ : v)
         for (int k = 0; k < C; k++) {
             float d = x[k] - mu;
             v += d * d;
@@ -144,6 +146,7 @@ void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *
             float *dx = dinp + (size_t)i * C;
             float mu = mean[i], r = rstd[i];
             float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
             for (int k = 0; k < C; k++) {
                 float xh = (x[k] - mu) * r, dn = w[k] * d[k];
                 dnorm_mean += dn;
@@ -306,6 +309,26 @@ void train_k_gelu_backward(float *d, const float *inp, size_t n)
     }
 }
 
+/* out = gelu(x), and x becomes gelu'(x), for a backward pass that then
+ * only multiplies (train_k_mul): the tanh is computed once. */
+void train_k_gelu_forward_dx(float *out, float *x, size_t n)
+{
+#pragma omp parallel for simd if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float xi = x[i], u = GELU_SCALE * (xi + 0.044715f * xi * xi * xi);
+        float th = tanh_fast(u), sech2 = 1.0f - th * th;
+        out[i] = 0.5f * xi * (1.0f + th);
+        x[i] = 0.5f * (1.0f + th) + 0.5f * xi * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * xi * xi);
+    }
+}
+
+void train_k_mul(float *d, const float *g, size_t n)
+{
+#pragma omp parallel for simd if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        d[i] *= g[i];
+}
+
 /* ---- layers: causal self-attention ------------------------------------- */
 
 static inline float dot(const float *a, const float *b, int n)
@@ -425,6 +448,7 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
                 float *row = S + (size_t)r * t1;
                 int n = t0 + r + 1;
                 float mx = -INFINITY, sum = 0.0f;
+#pragma omp simd reduction(max : mx)
                 for (int j = 0; j < n; j++)
                     mx = row[j] > mx ? row[j] : mx;
 #pragma omp simd reduction(+ : sum)
@@ -530,6 +554,7 @@ double train_k_crossentropy_forward(float *losses, float *lse, const float *logi
     for (int i = 0; i < N; i++) {
         const float *z = logits + (size_t)i * V;
         float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
         for (int k = 0; k < V; k++)
             mx = z[k] > mx ? z[k] : mx;
         float s = 0.0f;

@@ -453,7 +453,10 @@ static double forward_slice(train_model_t *m, const slice_t *s, const int32_t *t
                                   p->t[TRAIN_LN2W] + (size_t)l * C, p->t[TRAIN_LN2B] + (size_t)l * C, N, C);
         train_k_matmul_forward(fch, ln2, p->t[TRAIN_FCW] + (size_t)l * C * 4 * C,
                                p->t[TRAIN_FCB] + (size_t)l * 4 * C, NULL, N, C, 4 * C);
-        train_k_gelu_forward(fchg, fch, (size_t)N * 4 * C);
+        if (m->grads_mem)
+            train_k_gelu_forward_dx(fchg, fch, (size_t)N * 4 * C);   /* fch becomes GELU's derivative */
+        else
+            train_k_gelu_forward(fchg, fch, (size_t)N * 4 * C);
         if (dp > 0.0f)
             matmul_dropout_forward(res3, tmp, fchg, p->t[TRAIN_FCPROJW] + (size_t)l * 4 * C * C,
                                    p->t[TRAIN_FCPROJB] + (size_t)l * C, res2, N, 4 * C, C, dp,
@@ -592,7 +595,7 @@ static void backward_trunk(train_model_t *m, const slice_t *s, const float *dlnf
         /* MLP branch: res3 = res2 + fcproj(gelu(fc(ln2(res2)))). */
         train_k_matmul_backward(d4C, g->t[TRAIN_FCPROJW] + lC * 4 * C, g->t[TRAIN_FCPROJB] + lC, dbranch,
                                 fchg, p->t[TRAIN_FCPROJW] + lC * 4 * C, N, 4 * C, C);
-        train_k_gelu_backward(d4C, fch, (size_t)N * 4 * C);
+        train_k_mul(d4C, fch, (size_t)N * 4 * C);   /* fch holds GELU's derivative */
         train_k_matmul_backward(dC, g->t[TRAIN_FCW] + lC * 4 * C, g->t[TRAIN_FCB] + lC * 4, d4C, ln2,
                                 p->t[TRAIN_FCW] + lC * 4 * C, N, C, 4 * C);
         train_k_layernorm_backward(dres, g->t[TRAIN_LN2W] + lC, g->t[TRAIN_LN2B] + lC, dC, res2,

@@ -44,22 +44,26 @@ void train_adamw_step(train_optim_t *o, train_model_t *m, const train_adamw_t *h
     float b1 = h->beta1, b2 = h->beta2;
     float bc1 = 1.0f - powf(b1, (float)o->step), bc2 = 1.0f - powf(b2, (float)o->step);
     float step_size = lr / bc1, bc2_sqrt = sqrtf(bc2);
-    size_t off = 0;
-    for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
-        size_t n = m->sizes[k];
-        float *p = m->params.t[k], *g = m->grads.t[k];
-        float *mm = o->m + off, *vv = o->v + off;
-        float decay = train_param_decays(k) ? 1.0f - lr * h->weight_decay : 1.0f;
-#pragma omp parallel for simd schedule(static) if (n > 1 << 15)
-        for (size_t i = 0; i < n; i++) {
-            float gi = g[i];
-            float mi = b1 * mm[i] + (1.0f - b1) * gi;
-            float vi = b2 * vv[i] + (1.0f - b2) * gi * gi;
-            mm[i] = mi;
-            vv[i] = vi;
-            p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + h->eps);
+    /* One parallel region over all the tensors: no barrier between them. */
+#pragma omp parallel if (o->n > 1 << 15)
+    {
+        size_t off = 0;
+        for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
+            size_t n = m->sizes[k];
+            float *p = m->params.t[k], *g = m->grads.t[k];
+            float *mm = o->m + off, *vv = o->v + off;
+            float decay = train_param_decays(k) ? 1.0f - lr * h->weight_decay : 1.0f;
+#pragma omp for simd schedule(static) nowait
+            for (size_t i = 0; i < n; i++) {
+                float gi = g[i];
+                float mi = b1 * mm[i] + (1.0f - b1) * gi;
+                float vi = b2 * vv[i] + (1.0f - b2) * gi * gi;
+                mm[i] = mi;
+                vv[i] = vi;
+                p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + h->eps);
+            }
+            off += n;
         }
-        off += n;
     }
 }
 
@@ -69,7 +73,7 @@ float train_grad_norm(const train_model_t *m)
     const float *g = m->grads_mem;
     size_t n = m->n_params;
     double ss = 0.0;
-#pragma omp parallel for reduction(+ : ss) schedule(static) if (n > 1 << 15)
+#pragma omp parallel for simd reduction(+ : ss) schedule(static) if (n > 1 << 15)
     for (size_t i = 0; i < n; i++)
         ss += (double)g[i] * g[i];
     return (float)sqrt(ss);

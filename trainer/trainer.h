@@ -74,7 +74,8 @@ typedef struct {
     float *residual2;  /* (L,B,T,C) after the attention branch */
     float *ln2;        /* (L,B,T,C) */
     float *ln2_mean, *ln2_rstd;   /* (L,B,T) */
-    float *fch;        /* (L,B,T,4C) MLP hidden before GELU */
+    float *fch;        /* (L,B,T,4C) MLP hidden before GELU; in a model with
+                          gradients, GELU's derivative there (for backward) */
     float *fch_gelu;   /* (L,B,T,4C) */
     float *residual3;  /* (L,B,T,C) layer output */
     float *lnf;        /* (B,T,C) final LayerNorm output: the hidden states */
