@@ -49,25 +49,59 @@ static int usage(FILE *f)
  * unset and that fallback happened on a CPU with AVX2 and FMA, run again
  * with OPENBLAS_CORETYPE=Haswell (OpenBLAS picks its kernels when it is
  * loaded, before main). A value set by the user is left as it is. */
-static void pick_blas_kernels(char **argv)
+static int pick_blas_kernels(void)
 {
     if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott") != 0)
-        return;
+        return 0;
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return 0;
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    return 1;
+}
+
+/* The trainer's threads meet a few times per training step (its batch
+ * runs as one slice per thread), so a thread that waits should soon yield
+ * its core: libgomp's default spins for milliseconds first, which on a
+ * machine shared with other work takes the core from the very thread
+ * being waited for. For the commands that run the model, when neither
+ * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, run again with a short spin
+ * (libgomp reads them when it is loaded). */
+static int pick_omp_wait(int argc, char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
+        return 0;
+    static const char *const model_cmds[] = {"train", "sample", "eval"};
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-')
+            continue;
+        for (size_t k = 0; k < sizeof model_cmds / sizeof *model_cmds; k++)
+            if (!strcmp(argv[i], model_cmds[k])) {
+                setenv("GOMP_SPINCOUNT", "1000", 1);
+                return 1;
+            }
+        return 0;
+    }
+    return 0;
+}
+
+/* Runs the program again when the environment had to change. */
+static void pick_runtime(int argc, char **argv)
+{
+    int blas = pick_blas_kernels(), omp = pick_omp_wait(argc, argv);
+    if (!blas && !omp)
         return;
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0)
         return;
     self[n] = '\0';
-    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
-    execv(self, argv); /* on failure: go on with the slow kernels */
+    execv(self, argv); /* on failure: go on as we are */
 }
 
 int main(int argc, char **argv)
 {
-    pick_blas_kernels(argv);
+    pick_runtime(argc, argv);
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--version")) {

@@ -554,7 +554,11 @@ void train_split_windows(const int32_t *win, int B, int T, int32_t *tok, int32_t
 void train_model_zero_grad(train_model_t *m)
 {
     assert(m && m->grads_mem);
-    memset(m->grads_mem, 0, m->n_params * sizeof(float));
+    /* split over the threads: a serial memset would leave the others idle */
+    size_t n = m->n_params, chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (n > 4 * chunk)
+    for (size_t i = 0; i < n; i += chunk)
+        memset(m->grads_mem + i, 0, (n - i < chunk ? n - i : chunk) * sizeof(float));
 }
 
 /* The backward pass below the final LayerNorm's output, for the rows of s,
