@@ -3,8 +3,10 @@
  *
  * Matrix products go to OpenBLAS sgemm, cut into one slab per OpenMP
  * thread (train_k_gemm: one thread pool, OpenBLAS itself single-threaded);
- * the rest are loops the compiler vectorises, threaded over rows, with a
- * polynomial exp instead of a libm call per element. Matrices are [in, out]
+ * the rest are loops the compiler vectorises, threaded over rows. Called
+ * inside a parallel region (the model's per-thread slices), every kernel
+ * runs on the calling thread alone. Loops use a polynomial exp instead of
+ * a libm call per element. Matrices are [in, out]
  * (Conv1D layout), so y = x W is a plain row-major sgemm; biases and
  * residual additions are fused into it by filling the output first and
  * calling sgemm with beta = 1. Attention is flash style: the forward keeps

@@ -7,7 +7,8 @@
  * train_model_init() for the largest batch; a training step allocates
  * nothing. The backward pass needs only four (B,T,width) scratch buffers
  * besides the activations: it walks the layers in reverse carrying the
- * gradient of the residual stream in place.
+ * gradient of the residual stream in place. A batch that divides among
+ * the threads runs as one slice per thread (see slice_t).
  *
  * Workload: training steps on (B,T) batches with B*T in the thousands and
  * widths of 64..1024, and small forward-only batches for evaluation and
@@ -237,11 +238,14 @@ int train_model_init(train_model_t *m, const train_config_t *cfg, int B, int T, 
         if (!m->scratch)
             goto nomem;
         memset(m->scratch, 0, m->scratch_len * sizeof(float));
-        if (m->grads_mem && m->nthreads > 1 && B >= m->nthreads) {
-            size_t n = (size_t)(m->nthreads - 1) * m->n_params;
-            if (n / m->n_params != (size_t)(m->nthreads - 1) || !(m->tgrads = alloc_floats(n)))
+        /* Per-thread gradient blocks for batches split into slices, when
+         * the batch can be and they take no more than the activations (a
+         * large model on many threads runs its batches whole instead). */
+        size_t nt1 = (size_t)(m->nthreads - 1);
+        if (m->grads_mem && nt1 > 0 && B >= m->nthreads && nt1 * m->n_params <= n) {
+            if (!(m->tgrads = alloc_floats(nt1 * m->n_params)))
                 goto nomem;
-            memset(m->tgrads, 0, n * sizeof(float));
+            memset(m->tgrads, 0, nt1 * m->n_params * sizeof(float));
         }
     }
     return GL_OK;
