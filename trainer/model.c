@@ -387,10 +387,9 @@ static slice_t slice_of(const train_model_t *m, int b0, int nb, int slot)
         s.att = att + (size_t)slot * 2 * TRAIN_ATT_TQ * m->T;
         s.part = part + (size_t)slot * 2 * m->cfg.n_embd;
     }
-    if (m->grads_mem) {
-        float *gm = slot > 0 ? m->tgrads + (size_t)(slot - 1) * m->n_params : m->grads_mem;
-        point_params(&s.g, gm, m->sizes);
-    }
+    /* a forward-only slice may have no gradient block */
+    if (m->grads_mem && (slot <= 0 || m->tgrads))
+        point_params(&s.g, slot > 0 ? m->tgrads + (size_t)(slot - 1) * m->n_params : m->grads_mem, m->sizes);
     return s;
 }
 
