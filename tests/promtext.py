@@ -117,8 +117,12 @@ def main():
     if len(sys.argv) < 2:
         sys.stderr.write("usage: promtext.py FILE\n")
         return 2
-    for line in check(sys.argv[1]):
-        print(line)
+    lines = check(sys.argv[1])
+    try:
+        sys.stdout.write("".join(l + "\n" for l in lines))
+        sys.stdout.flush()
+    except BrokenPipeError:  # a reader such as grep -q that stopped early
+        pass
     return 0
 
 
