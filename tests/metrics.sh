@@ -4,7 +4,8 @@
 # that a strict checker of the exposition format reads (tests/promtext.py,
 # plus python3-prometheus-client's parser when installed), and the numbers
 # in it are the ones the command reports elsewhere: the server's stop line
-# and the store's export, the workers' stats/rank-R.json, the trainer's
+# and the store's export (and a backup restored and served again), the
+# workers' stats/rank-R.json, the trainer's
 # metrics.jsonl and checkpoint.
 . "$(dirname "$0")/tap.sh"
 G=$GPTLINE
@@ -54,6 +55,7 @@ check_fails "an unregistered key is refused" 1 $G label client -e $EP -s server.
 # rewritten while serving: the new submissions show up without a restart
 for _ in $(seq 1 50); do [ "$(val textfile/label.prom gptline_label_submissions)" = 4 ] && break; sleep 0.1; done
 is "4 submissions, rewritten while serving" "$(val textfile/label.prom gptline_label_submissions)" 4
+check "hot backup while serving" $G label backup --db db --out backup
 kill $SPID; wait $SPID
 check "the last file parses" prom textfile/label.prom
 line=$(grep 'stopped:' server.log)
@@ -68,6 +70,20 @@ $G label admin export --db db --kind sft --jsonl sft.jsonl 2>/dev/null
 is "submissions = lines the store exports" "$(val textfile/label.prom gptline_label_submissions)" "$(wc -l < sft.jsonl)"
 ls textfile | grep -v '\.prom$' > leftovers
 is "no temporary files left beside it" "$(cat leftovers)" ""
+# restore: serve the backup; the work goes on from where it was
+$G label serve --db backup --key server.key -e "$EP" --heartbeat 500 --metrics-file textfile/restored.prom 2>restored.log &
+SPID=$!
+for _ in $(seq 1 100); do grep -q 'listening on' restored.log && break; sleep 0.05; done
+echo '{"response": "answer 5"}' > more.jsonl
+check "restored: alice's next demonstration is accepted" \
+  $G label client -e $EP -s server.pub -k alice.key --journal j/a -b more.jsonl
+check "restored: a 6th finds no task (5 prompts, 4 done before the backup)" \
+  sh -c "$G label client -e $EP -s server.pub -k alice.key --journal j/a -b more.jsonl | grep -q 'no task'"
+kill $SPID; wait $SPID
+$G label admin export --db backup --kind sft --jsonl restored.jsonl 2>/dev/null
+is "the restored store exports the 4 old and the new demonstration" "$(wc -l < restored.jsonl)" 5
+head -4 restored.jsonl | cmp -s - sft.jsonl; _result $? "the old ones exactly as before"
+is "its metrics count 5 submissions" "$(val textfile/restored.prom gptline_label_submissions)" 5
 
 # ---- ingest workers -----------------------------------------------------------
 for d in common shards labeler; do tar -czf $d.tar.gz -C "$SRC" $d; done
