@@ -86,7 +86,7 @@ PROTO_O := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/proto/%.o,$(PROTO_C))
 
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
-TEST_SCRIPTS := $(filter-out tests/tap.sh,$(wildcard tests/*.sh))
+TEST_SCRIPTS := $(filter-out tests/tap.sh tests/slurm_cluster.sh,$(wildcard tests/*.sh))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_STANDALONE := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRCS))
 BENCH_SRCS := $(wildcard bench/bench_*.c)
