@@ -26,6 +26,9 @@ CLD2_H := /usr/include/cld2/public/compact_lang_det.h
 DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && test -f $(CLD2_H) && command -v protoc-c >/dev/null \
              && command -v prove >/dev/null && command -v xxd >/dev/null && command -v mpirun >/dev/null \
              && command -v wget >/dev/null && command -v bc >/dev/null \
+             && command -v sbatch >/dev/null && test -x /usr/sbin/slurmctld && test -x /usr/sbin/slurmd \
+             && test -x /usr/sbin/munged && command -v systemd-analyze >/dev/null && command -v ip >/dev/null \
+             && test -d /usr/lib/python3/dist-packages/prometheus_client \
              && test -d /usr/lib/python3/dist-packages/torch && echo yes)
 
 ifneq ($(DEPS_OK),yes)
@@ -35,7 +38,7 @@ ifeq ($(filter-out $(NOINSTALL_GOALS),$(or $(MAKECMDGOALS),all)),)
 clean distclean:
 	rm -rf build
 else ifneq ($(GL_DEPS_INSTALLED),)
-$(error dependencies still missing after deploy/install-deps.sh: check pkg-config $(DEP_PKGS), $(CLD2_H), protoc-c, prove, xxd, mpirun, wget, bc and python3-torch)
+$(error dependencies still missing after deploy/install-deps.sh: check pkg-config $(DEP_PKGS), $(CLD2_H), protoc-c, prove, xxd, mpirun, wget, bc, python3-torch, sbatch, slurmctld, slurmd, munged, systemd-analyze, ip and python3-prometheus-client)
 else
 .DEFAULT_GOAL := all
 %:
@@ -83,7 +86,7 @@ PROTO_O := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/proto/%.o,$(PROTO_C))
 
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
-TEST_SCRIPTS := $(filter-out tests/tap.sh,$(wildcard tests/*.sh))
+TEST_SCRIPTS := $(filter-out tests/tap.sh tests/slurm_cluster.sh,$(wildcard tests/*.sh))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_STANDALONE := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRCS))
 BENCH_SRCS := $(wildcard bench/bench_*.c)

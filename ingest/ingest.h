@@ -265,6 +265,12 @@ typedef struct {
     /* Progress: called after each document the readers produce, with the
      * uncompressed bytes read since the last call; may be NULL. */
     void (*progress)(void *ctx, uint64_t docs, uint64_t bytes);
+    /* Prometheus textfile of this rank's counters (gptline_ingest_*, labels
+     * rank and world), rewritten every metrics_interval seconds (default 5)
+     * while documents flow, after each input and at the end; NULL: none. A
+     * path that cannot be written fails the start. */
+    const char *metrics_file;
+    double metrics_interval;
 } ingest_worker_opts_t;
 
 typedef struct {

@@ -61,7 +61,9 @@ static int usage_train(const char *prog, train_stage_t stage)
            "  --dropout X (0)  --seed N (1337)\n"
            "logging:\n"
            "  --eval-every N (250)  --eval-batches N (20)  --ckpt-every N (500)\n"
-           "  --log-every N (10)  --threads N  -q, --quiet\n\n"
+           "  --log-every N (10)  --threads N  -q, --quiet\n"
+           "  --metrics-file PATH Prometheus textfile of the run's counters (rank 0;\n"
+           "                      default with $GPTLINE_METRICS_DIR: DIR/gptline-train-STAGE.prom)\n\n"
            "Data-parallel: mpirun -np N gptline train ... (each rank reads its part;\n"
            "gradients are averaged; rank 0 writes). SIGINT/SIGTERM checkpoint and stop.\n");
     return GL_EXIT_OK;
@@ -70,7 +72,7 @@ static int usage_train(const char *prog, train_stage_t stage)
 static int run_stage(int argc, char **argv, train_stage_t stage)
 {
     enum { O_VAL = 256, O_INIT, O_RESUME, O_LAYERS, O_HEADS, O_WIDTH, O_CTX, O_ACCUM, O_STEPS, O_UNTIL, O_LR,
-           O_MINLR, O_WARMUP, O_B1, O_B2, O_WD, O_CLIP, O_SEED, O_EVE, O_EVB, O_CKE, O_LOGE, O_THREADS, O_DROPOUT };
+           O_MINLR, O_WARMUP, O_B1, O_B2, O_WD, O_CLIP, O_SEED, O_EVE, O_EVB, O_CKE, O_LOGE, O_THREADS, O_DROPOUT, O_METRICS };
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},    {"out", required_argument, NULL, 'o'},
         {"val", required_argument, NULL, O_VAL},   {"init", required_argument, NULL, O_INIT},
@@ -87,7 +89,7 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
         {"eval-every", required_argument, NULL, O_EVE}, {"eval-batches", required_argument, NULL, O_EVB},
         {"ckpt-every", required_argument, NULL, O_CKE}, {"log-every", required_argument, NULL, O_LOGE},
         {"threads", required_argument, NULL, O_THREADS}, {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},          {0}};
+        {"metrics-file", required_argument, NULL, O_METRICS}, {"help", no_argument, NULL, 'h'}, {0}};
     train_run_opts_t o;
     train_run_defaults(&o);
     o.stage = stage;
@@ -99,6 +101,7 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
     }
     int c, bad = 0, ctx_set = 0;
     long lv;
+    const char *metrics_opt = NULL;
     while ((c = getopt_long(argc, argv, "d:o:B:T:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'd': o.data = optarg; break;
@@ -130,6 +133,7 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
         case O_LOGE: bad = parse_int(optarg, &o.log_every); break;
         case O_THREADS: bad = parse_int(optarg, &o.threads); break;
         case 'q': o.quiet = 1; break;
+        case O_METRICS: metrics_opt = optarg; break;
         case 'h': return usage_train(argv[0], stage);
         default: return gl_usage_error(argv[0], "bad option");
         }
@@ -148,8 +152,13 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
         return gl_cmd_fail(argv[0], &err);
     if (dist.rank)
         gl_log_set_level(GL_LOG_ERROR);
+    static const char *prom_names[] = {"", "gptline-train-pretrain.prom", "gptline-train-sft.prom",
+                                       "gptline-train-rm.prom"};
+    char *metrics_path = gl_metrics_path(metrics_opt, prom_names[stage]);
+    o.metrics_file = metrics_path;
     int rc = train_run(&o, &dist, &err);
     int status = rc ? gl_cmd_fail(argv[0], &err) : GL_EXIT_OK;
+    free(metrics_path);
     train_dist_finalize(&dist);
     return status;
 }

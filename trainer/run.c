@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -736,6 +737,63 @@ out:
 
 /* ---- the run ------------------------------------------------------------ */
 
+/* ---- Prometheus textfile ------------------------------------------------ */
+
+typedef struct {
+    gl_metrics_t m;
+    double started;
+    long steps_done, ckpts;
+    double loss, lr, norm, tps, mfu, val_loss;
+    int have_step, have_val;
+} prom_t;
+
+static int prom_write(prom_t *p, const run_state_t *st, long until, int world, int finished, gl_err_t *err)
+{
+    gl_metrics_t *m = &p->m;
+    gl_metrics_begin(m);
+    gl_metrics_add(m, "gptline_train_step", GL_METRIC_GAUGE, "Optimizer steps taken in this run (resumed runs included).",
+                   NULL, NULL, (double)st->step);
+    gl_metrics_add(m, "gptline_train_step_target", GL_METRIC_GAUGE, "The step this process stops at.", NULL, NULL,
+                   (double)until);
+    gl_metrics_add(m, "gptline_train_steps_total", GL_METRIC_COUNTER, "Steps taken by this process.", NULL, NULL,
+                   (double)p->steps_done);
+    gl_metrics_add(m, "gptline_train_tokens_total", GL_METRIC_COUNTER,
+                   "Tokens trained on in this run, all ranks (resumed runs included).", NULL, NULL,
+                   (double)st->tokens);
+    gl_metrics_add(m, "gptline_train_checkpoints_total", GL_METRIC_COUNTER, "Checkpoints written by this process.",
+                   NULL, NULL, (double)p->ckpts);
+    gl_metrics_add(m, "gptline_train_world_size", GL_METRIC_GAUGE, "Data-parallel ranks (MPI world size).", NULL,
+                   NULL, (double)world);
+    if (p->have_step) {
+        gl_metrics_add(m, "gptline_train_loss", GL_METRIC_GAUGE, "Training loss of the last step.", NULL, NULL, p->loss);
+        gl_metrics_add(m, "gptline_train_learning_rate", GL_METRIC_GAUGE, "Learning rate of the last step.", NULL, NULL,
+                       p->lr);
+        gl_metrics_add(m, "gptline_train_grad_norm", GL_METRIC_GAUGE, "Global gradient norm of the last step (before clipping).",
+                       NULL, NULL, p->norm);
+        gl_metrics_add(m, "gptline_train_tokens_per_second", GL_METRIC_GAUGE, "Throughput of the last step, all ranks.",
+                       NULL, NULL, p->tps);
+        gl_metrics_add(m, "gptline_train_mfu_ratio", GL_METRIC_GAUGE, "Model FLOPs utilisation of the last step (0-1).",
+                       NULL, NULL, p->mfu);
+    }
+    if (p->have_val)
+        gl_metrics_add(m, "gptline_train_val_loss", GL_METRIC_GAUGE, "Held-out loss at the last evaluation.", NULL,
+                       NULL, p->val_loss);
+    gl_metrics_add(m, "gptline_train_start_time_seconds", GL_METRIC_GAUGE, "When this process started training, Unix time.",
+                   NULL, NULL, p->started);
+    gl_metrics_add(m, "gptline_train_finished", GL_METRIC_GAUGE, "1 once the run reached its last step.", NULL, NULL,
+                   finished);
+    return gl_metrics_write(m, err);
+}
+
+static void prom_tick(prom_t *p, const train_run_opts_t *o, const run_state_t *st, long until, int world, int force)
+{
+    gl_err_t e;
+    if (!o->metrics_file || !p->m.path || !(force || gl_metrics_due(&p->m)))
+        return;
+    if (prom_write(p, st, until, world, st->step >= until, &e))
+        gl_warn("%s", e.msg); /* a missing metrics file does not stop training */
+}
+
 static volatile sig_atomic_t stop_requested;
 static void on_stop(int sig)
 {
@@ -756,6 +814,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     int32_t *tok = NULL, *tgt = NULL;
     float *wts = NULL;
     run_state_t st = {0};
+    prom_t prom = {0};
     Gptline__RecordKind want = o->stage == TRAIN_STAGE_SFT  ? GPTLINE__RECORD_KIND__SFT
                                : o->stage == TRAIN_STAGE_RM ? GPTLINE__RECORD_KIND__RM
                                                             : GPTLINE__RECORD_KIND__DOCUMENTS;
@@ -917,6 +976,17 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             rc = gl_err_set(err, GL_EIO, "%s: %s", metrics_path, strerror(errno));
             goto out;
         }
+        if (o->metrics_file) {
+            static const char *stage_names[] = {"", "pretrain", "sft", "rm"};
+            const char *labels[] = {"stage", stage_names[o->stage], NULL};
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            prom.started = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+            long until0 = o->until > 0 && o->until < o->steps ? o->until : o->steps;
+            if ((rc = gl_metrics_init(&prom.m, o->metrics_file, o->metrics_interval, labels, err)) ||
+                (rc = prom_write(&prom, &st, until0, dist->world, 0, err)))
+                goto out;
+        }
     }
 
     tok = gl_xmalloc((size_t)o->B * o->T * sizeof *tok);
@@ -1039,6 +1109,9 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                                   "mfu", mfu, "tokens", (json_int_t)st.tokens);
             append_json(metrics, j);
             json_decref(j);
+            prom.steps_done++;
+            prom.have_step = 1;
+            prom.loss = loss, prom.lr = lr, prom.norm = norm, prom.tps = tps, prom.mfu = mfu;
             if (!o->quiet && (st.step % (o->log_every > 0 ? o->log_every : 1) == 0 || st.step == until)) {
                 double el = gl_now() - t_last;
                 char eta[32];
@@ -1060,6 +1133,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                                       "val_accuracy", acc);
                 append_json(metrics, j);
                 json_decref(j);
+                prom.have_val = 1, prom.val_loss = vl;
                 if (!o->quiet)
                     fprintf(stderr, "step %ld | val loss %.4f | pairwise accuracy %.1f%%\n", st.step, vl, 100 * acc);
             }
@@ -1072,6 +1146,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                                       "val_ppl", ev.ppl, "val_bpb", isnan(ev.bpb) ? 0.0 : ev.bpb);
                 append_json(metrics, j);
                 json_decref(j);
+                prom.have_val = 1, prom.val_loss = ev.loss;
                 if (!o->quiet)
                     fprintf(stderr, "step %ld | val loss %.4f | ppl %.2f | %.3f bits/byte\n", st.step, ev.loss, ev.ppl,
                             ev.bpb);
@@ -1085,12 +1160,16 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             free(png);
         }
         int stop = train_dist_any_error(dist, stop_requested);
-        if ((o->ckpt_every > 0 && st.step % o->ckpt_every == 0) || st.step == until || stop) {
+        int ckpt = (o->ckpt_every > 0 && st.step % o->ckpt_every == 0) || st.step == until || stop;
+        if (ckpt) {
             if (lead && (rc = save_checkpoint(o->out, o, &m, &opt, o->stage == TRAIN_STAGE_RM ? &head : NULL, &st,
                                               dist->world, err)))
                 goto out;
+            prom.ckpts++;
             train_dist_barrier(dist);
         }
+        if (lead)
+            prom_tick(&prom, o, &st, until, dist->world, ckpt);
         if (stop) {
             rc = gl_err_set(err, GL_EINTERRUPTED, "interrupted at step %ld; checkpoint written, resume with --resume",
                             st.step);
@@ -1102,6 +1181,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
 out:
     if (metrics)
         fclose(metrics);
+    gl_metrics_free(&prom.m);
     free(metrics_path), free(init_path), free(resume_dir);
     free(tok), free(tgt), free(wts);
     free(d.win), free(d.order);

@@ -64,6 +64,10 @@ typedef struct {
     int eval_every, eval_batches, ckpt_every, log_every;
     int threads;
     int quiet;               /* no per-step lines on stderr */
+    const char *metrics_file;/* Prometheus textfile (gptline_train_*, label stage) written by
+                                rank 0 after a step when metrics_interval seconds (default 5)
+                                have passed, after checkpoints and at the end; NULL: none */
+    double metrics_interval;
 } train_run_opts_t;
 
 /* Default options (nanoGPT-like). */
