@@ -1274,6 +1274,19 @@ out:
 
 /* ---- status ---------------------------------------------------------------------- */
 
+/* The log of a stage's run: WORK/logs/STAGE.log when run here, the job's
+ * STAGE-JOB.log (STAGE-ARRAY_*.log for an ingest array) under Slurm. */
+static void stage_log_path(const run_pipeline_t *p, const run_stage_t *s, json_t *st, const char *job, char *out,
+                           size_t cap)
+{
+    const char *ids[3];
+    size_t nj = record_jobs(st, ids);
+    if (job && job[0])
+        snprintf(out, cap, "%s/logs/%s-%s%s.log", p->work, s->name, job, nj == 3 && !strcmp(job, ids[1]) ? "_*" : "");
+    else
+        snprintf(out, cap, "%s/logs/%s.log", p->work, s->name);
+}
+
 int run_pipeline_status(run_pipeline_t *p, FILE *out, gl_err_t *err)
 {
     json_t *cache = cache_load(p);
@@ -1320,6 +1333,12 @@ int run_pipeline_status(run_pipeline_t *p, FILE *out, gl_err_t *err)
                 snprintf(detail, sizeof detail, "next run: %s", pl->why);
             else
                 snprintf(detail, sizeof detail, "%s; next run: %s", d, pl->why);
+            if (!strcmp(label, "failed")) {
+                char lf[1024];
+                stage_log_path(p, s, st, pl->sl.job, lf, sizeof lf);
+                size_t l = strlen(detail);
+                snprintf(detail + l, sizeof detail - l, "; log %s", lf);
+            }
         } else if (!strcmp(status, "running")) {
             label = busy ? "running" : "interrupted";
         } else if (!strcmp(status, "queued")) {
@@ -1327,15 +1346,8 @@ int run_pipeline_status(run_pipeline_t *p, FILE *out, gl_err_t *err)
             snprintf(detail, sizeof detail, "no Slurm job recorded");
         } else if (!strcmp(status, "failed")) {
             label = "failed";
-            /* a Slurm job's log is STAGE-JOB.log (STAGE-ARRAY_TASK.log) */
-            const char *ids[3], *job = sget(st, "slurm_job") ? sget(st, "slurm_job") : sget(st, "job");
-            size_t nj = record_jobs(st, ids);
             char lf[1024];
-            if (job && job[0])
-                snprintf(lf, sizeof lf, "%s/logs/%s-%s%s.log", p->work, s->name, job,
-                         nj == 3 && !strcmp(job, ids[1]) ? "_*" : "");
-            else
-                snprintf(lf, sizeof lf, "%s/logs/%s.log", p->work, s->name);
+            stage_log_path(p, s, st, sget(st, "slurm_job") ? sget(st, "slurm_job") : sget(st, "job"), lf, sizeof lf);
             if (sget(st, "slurm"))
                 snprintf(detail, sizeof detail, "%s; log %s", sget(st, "slurm"), lf);
             else

@@ -276,7 +276,7 @@ like "naming the state" "$(status_of ingest)" "Slurm job 202 TIMEOUT; relaunched
 rm jobs/202 jobs/203; job 202 FAILED NonZeroExitCode 2:0 1; job 202 COMPLETED None 0:0 0
 job 203 PENDING DependencyNeverSatisfied
 like "a task failed: failed" "$(status_of ingest)" "failed "
-like "with its exit status" "$(status_of ingest)" "Slurm job 202 FAILED (exit status 2)"
+like "with its exit status and logs" "$(status_of ingest)" "next run: Slurm job 202 FAILED (exit status 2); relaunched, finished inputs are skipped; log $TMP/swork/logs/ingest-202_*.log"
 mv jobs/202 jobs/202.x
 printf 'CANCELLED by 0|0:15\nCOMPLETED|0:0\n' > acct/202
 like "the controller forgot the job: accounting says" "$(status_of ingest)" "Slurm job 202 CANCELLED"
