@@ -236,6 +236,20 @@ static size_t record_jobs(json_t *st, const char *ids[3])
     return n;
 }
 
+/* Whether Slurm is to be asked what became of a record's jobs: it is still
+ * queued or running (a job that is cancelled, times out or loses its node
+ * records nothing), or its job recorded an end by a signal (the job script
+ * can record its end between its command's death and its own when Slurm
+ * stops a job) and Slurm's word is not in it yet. */
+static int slurm_unresolved(json_t *st)
+{
+    const char *status = sget(st, "status") ? sget(st, "status") : "";
+    if (!strcmp(status, "queued") || !strcmp(status, "running"))
+        return 1;
+    return (!strcmp(status, "failed") || !strcmp(status, "interrupted")) && !sget(st, "slurm") &&
+           json_integer_value(json_object_get(st, "exit_status")) >= 128;
+}
+
 /* A dead or ended job's stage is recorded failed (the job failed) or
  * interrupted (cancelled, timed out, lost its node, never started). */
 static const char *slurm_end_status(const run_slurm_t *sl)
@@ -426,9 +440,9 @@ static int plan_stage(const run_pipeline_t *p, size_t i, const run_opts_t *o, co
     if ((rc = state_load(p, s, &st, err)))
         goto out;
     const char *status = st && sget(st, "status") ? sget(st, "status") : "";
-    /* a record left queued or running by Slurm jobs: ask Slurm what became of them */
+    /* a record left queued or running by Slurm jobs, or ended by a signal: ask Slurm */
     const char *ids[3];
-    size_t nj = (!strcmp(status, "queued") || !strcmp(status, "running")) ? record_jobs(st, ids) : 0;
+    size_t nj = slurm_unresolved(st) ? record_jobs(st, ids) : 0;
     if (nj) {
         snprintf(pl->last, sizeof pl->last, "%s", ids[nj - 1]);
         run_slurm_query(ids, nj, &pl->sl);
@@ -439,7 +453,7 @@ static int plan_stage(const run_pipeline_t *p, size_t i, const run_opts_t *o, co
             if ((rc = state_load(p, s, &st, err)))
                 goto out;
             status = st && sget(st, "status") ? sget(st, "status") : "";
-            pl->asked = !strcmp(status, "queued") || !strcmp(status, "running");
+            pl->asked = slurm_unresolved(st);
         }
     }
     int live = pl->asked && pl->sl.kind == RUN_SLURM_LIVE;
@@ -514,7 +528,9 @@ static int plan_stage(const run_pipeline_t *p, size_t i, const run_opts_t *o, co
     if (!strcmp(status, "interrupted") || !strcmp(status, "failed")) {
         json_int_t code = json_integer_value(json_object_get(st, "exit_status"));
         const char *sl = sget(st, "slurm");
-        if (!strcmp(status, "failed") && sl)
+        if (pl->asked && pl->sl.kind != RUN_SLURM_NOASK)
+            ; /* what Slurm says now */
+        else if (!strcmp(status, "failed") && sl)
             snprintf(what, sizeof what, "failed last time (%s)", sl);
         else if (!strcmp(status, "failed"))
             snprintf(what, sizeof what, "failed last time (exit status %lld)", (long long)code);
@@ -1125,9 +1141,8 @@ static void record_slurm_end(const run_pipeline_t *p, const run_stage_t *s, cons
     gl_err_t e;
     const char *ids[3];
     size_t nj;
-    if (!state_load(p, s, &rec, &e) && rec && sget(rec, "status") &&
-        (!strcmp(sget(rec, "status"), "queued") || !strcmp(sget(rec, "status"), "running")) &&
-        (nj = record_jobs(rec, ids)) && !strcmp(ids[nj - 1], pl->last)) {
+    if (!state_load(p, s, &rec, &e) && rec && slurm_unresolved(rec) && (nj = record_jobs(rec, ids)) &&
+        !strcmp(ids[nj - 1], pl->last)) {
         char d[320];
         run_slurm_describe(&pl->sl, d, sizeof d);
         const char *status = slurm_end_status(&pl->sl);
@@ -1316,7 +1331,7 @@ int run_pipeline_status(run_pipeline_t *p, FILE *out, gl_err_t *err)
                 snprintf(detail, sizeof detail, "%s", e.msg);
             else if (plans[i].action != ACT_SKIP)
                 snprintf(detail, sizeof detail, "%s", plans[i].why);
-        } else if ((!strcmp(status, "running") || !strcmp(status, "queued")) && pl->asked) {
+        } else if (pl->asked) {
             /* what Slurm says of its jobs */
             char d[320];
             run_slurm_describe(&pl->sl, d, sizeof d);

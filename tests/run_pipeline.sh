@@ -286,6 +286,12 @@ touch down
 like "no controller: as recorded" "$(status_of ingest)" "running "
 like "saying Slurm cannot be asked" "$(status_of ingest)" "Slurm cannot be asked about job 201 (scontrol: slurm_load_jobs error: Unable to contact"
 rm down; mv jobs/202.x jobs/202; mv jobs/203.x jobs/203
+# a cancelled job's script may record its end (by SIGTERM) before it dies
+mv jobs/202 jobs/202.x; job 202 CANCELLED None 0:15 1; job 202 COMPLETED None 0:0 0
+SLURM_JOB_ID=201 $P2 $G run --job-end ingest --exit-status 143 s.ini 2>/dev/null
+like "a stage ended by a signal: Slurm is asked" "$(status_of ingest)" "interrupted "
+like "and names the state" "$(status_of ingest)" "next run: Slurm job 202 CANCELLED; relaunched"
+mv jobs/202.x jobs/202
 rm jobs/204 jobs/205; job 204 PENDING DependencyNeverSatisfied; job 205 PENDING DependencyNeverSatisfied
 check "--dry-run after the failure" $P2 $G run --slurm --dry-run s.ini
 grep -q '^ingest *resume *Slurm job 202 FAILED (exit status 2); relaunched, finished inputs are skipped; Slurm job 203 cancelled first$' "$TMP/.out"
