@@ -84,6 +84,34 @@ _result $? "GRPO resumed repeats the statistics, the adaptive beta included"
 b0=$(head -1 "$TMP/sg" | sed 's/.*"kl_coef":\([^,]*\),.*/\1/'); b9=$(tail -1 "$TMP/sg" | sed 's/.*"kl_coef":\([^,]*\),.*/\1/')
 awk -v a="$b0" -v b="$b9" 'BEGIN {exit !(a != b)}'; _result $? "beta adapts ($b0 -> $b9)"
 
+# same_stats NAME FILE1 FILE2 LINE: the statistics of line LINE agree to 1e-4 relative
+same_stats() {
+  local f1 f2 a b k bad=0
+  f1=$(sed -n "$4p" "$2"); f2=$(sed -n "$4p" "$3")
+  for k in reward reward_std kl entropy response_len cut_frac clipfrac approx_kl policy_loss value_loss grad_norm \
+      ptx_loss; do
+    echo "$f1" | grep -q "\"$k\":" || continue
+    a=$(echo "$f1" | sed "s/.*\"$k\":\([^,}]*\).*/\1/"); b=$(echo "$f2" | sed "s/.*\"$k\":\([^,}]*\).*/\1/")
+    awk -v a="$a" -v b="$b" 'BEGIN {d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a; exit !(d <= 1e-4 * m + 1e-6)}' ||
+      { echo "# $k: $a vs $b"; bad=1; }
+  done
+  _result $bad "$1"
+}
+
+# PPO-ptx: the pretraining term is logged, and its sampler resumes
+P3="-B 4 --steps 4 --ptx-data $TMP/docs --ptx-batch 2 --ptx-coef 0.5"
+check "PPO-ptx 4 steps" $G train rl $R $P3 --out "$TMP/x1"
+grep -q '"ptx_loss":' "$TMP/x1/metrics.jsonl"; _result $? "ptx_loss logged"
+$G train rl $R $P3 --out "$TMP/x2" --until 2 >/dev/null 2>&1
+check "PPO-ptx resumed at step 2" $G train rl $R $P3 --out "$TMP/x2" --resume
+stats "$TMP/x1" > "$TMP/s1"; stats "$TMP/x2" > "$TMP/s2"
+cmp -s "$TMP/s1" "$TMP/s2"; _result $? "PPO-ptx resumed repeats the statistics, ptx_loss included"
+
+# --micro splits the forwards, not the result
+check "PPO in micro-batches of 3 rows" $G train rl $R --out "$TMP/u" -B 8 --minibatches 2 --steps 2 --micro 3
+stats "$TMP/u" > "$TMP/su"
+same_stats "--micro 3 gives the first step of the whole-batch run" "$TMP/sa" "$TMP/su" 1
+
 # data parallel: 2 ranks x 2 prompts == 1 process x 4 prompts in the first step
 if command -v mpirun >/dev/null; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -92,14 +120,8 @@ if command -v mpirun >/dev/null; then
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 check "mpirun -np 2, 2 prompts each" mpirun -np 2 $G train rl $R \
     --out "$TMP/m2" -B 2 --minibatches 2 --steps 3
   is "3 steps logged" "$(wc -l < "$TMP/m2/metrics.jsonl" 2>/dev/null)" 3
-  f1=$(head -1 "$TMP/m1/metrics.jsonl"); f2=$(head -1 "$TMP/m2/metrics.jsonl")
-  bad=0
-  for k in reward reward_std kl entropy response_len cut_frac clipfrac approx_kl policy_loss value_loss grad_norm; do
-    a=$(echo "$f1" | sed "s/.*\"$k\":\([^,}]*\).*/\1/"); b=$(echo "$f2" | sed "s/.*\"$k\":\([^,}]*\).*/\1/")
-    awk -v a="$a" -v b="$b" 'BEGIN {d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a; exit !(d <= 1e-4 * m + 1e-6)}' ||
-      { echo "# $k: $a vs $b"; bad=1; }
-  done
-  _result $bad "first-step statistics of 2 ranks equal one process's (reward, KL, entropy, clip, value loss, ...)"
+  same_stats "first-step statistics of 2 ranks equal one process's (reward, KL, entropy, clip, value loss, ...)" \
+    "$TMP/m1/metrics.jsonl" "$TMP/m2/metrics.jsonl" 1
 else
   echo "ok $((_n += 1)) # skip mpirun not installed"
 fi
