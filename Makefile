@@ -20,7 +20,7 @@ PYTHON ?= /usr/bin/python3
 DATA ?= $(abspath ../shared/data)
 
 DEP_PKGS := lmdb libzmq libarchive openblas libprotobuf-c libxxhash jansson libpcre2-8 libxml-2.0 ompi-c cairo \
-	uchardet
+	uchardet inih
 # CLD2 (language identification) ships no .pc file: probed by its header.
 CLD2_H := /usr/include/cld2/public/compact_lang_det.h
 DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && test -f $(CLD2_H) && command -v protoc-c >/dev/null \
@@ -66,7 +66,7 @@ TRAINER_CFLAGS ?= -O3 -march=native -fopenmp
 $(BUILD)/obj/trainer/%.o: override CFLAGS += $(TRAINER_CFLAGS)
 
 # Components, in link order (a library may use those after it).
-COMPONENTS := trainer labeler ingest tokenizer shards common
+COMPONENTS := run trainer labeler ingest tokenizer shards common
 comp_srcs = $(wildcard $(1)/*.c)
 comp_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(call comp_srcs,$(1)))
 LIBS := $(foreach c,$(COMPONENTS),$(if $(call comp_srcs,$(c)),$(BUILD)/lib/libgl$(c).a)) \

@@ -7,6 +7,7 @@
 #include "common/common.h"
 #include "ingest/ingest.h"
 #include "labeler/labeler.h"
+#include "run/run.h"
 #include "shards/shards.h"
 #include "tokenizer/tokenizer.h"
 #include "trainer/run.h"
@@ -24,6 +25,7 @@ static const gl_cmd_t commands[] = {
     {"train", train_cmd, "train a GPT: pretrain, sft, rm, rl"},
     {"sample", train_sample_cmd, "generate text from a checkpoint (KV cache, top-k/top-p)"},
     {"eval", train_eval_cmd, "loss, perplexity and bits per byte of a checkpoint on shards"},
+    {"run", run_cmd, "run a pipeline file's stages make-like, locally or under Slurm"},
     {NULL, NULL, NULL},
 };
 

@@ -21,7 +21,8 @@ libxml2-dev
 libopenmpi-dev openmpi-bin
 libcairo2-dev fonts-dejavu-core
 libuchardet-dev
-libcld2-dev"
+libcld2-dev
+libinih-dev"
 
 # Test tools: prove (TAP runner) comes with perl; PyTorch and NumPy for the
 # trainer's reference implementation (tests/ref, bench).

@@ -522,7 +522,12 @@ static int batch_line(label_client_t *c, long lineno, json_t *o, gl_err_t *err, 
     uint32_t rank[LABEL_MAX_CANDIDATES], flags[LABEL_MAX_CANDIDATES];
     int rc = GL_OK;
     json_t *jt = json_object_get(o, "task");
-    uint64_t task = json_is_integer(jt) ? (uint64_t)json_integer_value(jt) : 0;
+    if (jt && (!json_is_integer(jt) || json_integer_value(jt) <= 0)) {
+        fprintf(stderr, "line %ld: \"task\" must be a task number (as the results print it)\n", lineno);
+        *bad = 1;
+        return GL_OK;
+    }
+    uint64_t task = jt ? (uint64_t)json_integer_value(jt) : 0;
     Gptline__Label__TaskKind kind = 0;
     const char *prompt = json_string_value(json_object_get(o, "prompt"));
     json_t *response = json_object_get(o, "response"), *ranking = json_object_get(o, "ranking"),
@@ -943,8 +948,8 @@ static int cmd_client(int argc, char **argv)
                    "                            {\"ranking\": [0,1,1], \"flags\": [0,0,1], \"rating\": 5}\n"
                    "                            {\"skip\": \"reason\", \"kind\": \"ranking\"}\n"
                    "                            {\"prompt\": \"...\"}              a new prompt\n"
-                   "                          \"task\": ID aims a line at one task. One JSON result\n"
-                   "                          a line on stdout.\n"
+                   "                          \"task\": N (a task number) aims a line at one task.\n"
+                   "                          One JSON result a line on stdout.\n"
                    "      --kind K            demonstration or ranking only (interactive)\n"
                    "      --guidelines        print the guidelines and exit\n"
                    "  -t, --timeout MS        per try (default 2500)\n"

@@ -250,6 +250,23 @@ int shard_trailer_read(int fd, const char *path, uint64_t file_size, shard_trail
     return GL_OK;
 }
 
+int shard_file_fingerprint(const char *path, uint64_t *fp, gl_err_t *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return gl_err_set(err, errno == ENOENT ? GL_ENOTFOUND : GL_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    shard_trailer_t t = {0};
+    int rc = fstat(fd, &st) < 0 ? gl_err_set(err, GL_EIO, "%s: %s", path, strerror(errno))
+                                : shard_trailer_read(fd, path, (uint64_t)st.st_size, &t, err);
+    close(fd);
+    if (!rc) {
+        uint64_t v[2] = {t.body_len, t.body_xxh3};
+        *fp = XXH3_64bits(v, sizeof v);
+    }
+    return rc;
+}
+
 static int check_file_hash(const char *path, gl_err_t *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -154,6 +154,13 @@ int shard_doc_meta(const shard_reader_t *r, uint64_t i, Gptline__DocMeta **out, 
  * shard and the check. */
 int shard_verify(const shard_reader_t *r, gl_err_t *err);
 
+/* The identity of a sealed shard file, read from its 64-byte trailer alone
+ * (the length and XXH3-64 of its LMDB part, as sealed): cheap, and it
+ * changes whenever the shard is rewritten and sealed again. Fails with
+ * GL_ECORRUPT/GL_EVERSION when the file is not a sealed shard, GL_ENOTFOUND
+ * when it is missing. Does not hash the file (shard_verify does). */
+int shard_file_fingerprint(const char *path, uint64_t *fp, gl_err_t *err);
+
 /* ---- dataset ---------------------------------------------------------- */
 
 typedef struct shard_dataset shard_dataset_t;

@@ -98,7 +98,12 @@ printf '{"ranking": [0, 0, 0], "rating": 4}\n{"response": "   "}\n{"ranking": [0
 check_fails "invalid submissions are rejected (exit 1)" 1 $G label client -e $EP -s server.pub -k bob.key --journal j/bob -b bad.jsonl
 grep -q '"status":"rejected".*ties every candidate' "$TMP/.out"; _result $? "an all-tie ranking is rejected with its reason"
 grep -q '"status":"rejected".*empty response' "$TMP/.out"; _result $? "an empty response is rejected with its reason"
+
 grep -q '"line":3,.*"status":"rejected"' "$TMP/.out"; _result $? "a ranking aimed at a task bob already did is rejected"
+echo '{"task": "p1", "response": "aimed by name"}' > badtask.jsonl
+check_fails "a task given by name instead of number is refused (exit 1)" 1 \
+  $G label client -e $EP -s server.pub -k bob.key --journal j/bob -b badtask.jsonl
+grep -q 'must be a task number' "$TMP/.err"; _result $? "with a message saying what a task is"
 
 check "stats" $G label admin stats --db db
 grep -q '"contractor": "bob"' "$TMP/.out"; _result $? "stats list bob"

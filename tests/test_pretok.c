@@ -349,7 +349,10 @@ static const char *const FRAGMENTS[] = {
     "\xE3\x80\x80", "\xE2\x80\x8B", "\x1C", "\x1F",
     "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'T", "'RE", "'Ve", "'M", "'LL", "'lL",
     "'D", "'x", "'", "''", "'\xC5\xBF", "'\xE2\x84\xAA", "\xC5\xBF",
-    "a", "Z", "hello", "World", "HELLO", "McDonald", "\xC3\xA9t\xC3\xA9", "\xC7\x85", "\xCA\xB0",
+    "a", "Z", "hello", "World", "HELLO", "McDonald",
+    /* letter runs around the 16-byte blocks of the ASCII letter scan */
+    "abcdefghijklmno", "Internationalize", "ABCDEFGHIJKLMNOPQ", "pneumonoultramicroscopicsilicovolcano",
+    "abcdefghijklmnopqrst\xC3\xA9xyz", "Zabcdefghijklmno\xC5\xBF", "\xC3\xA9t\xC3\xA9", "\xC7\x85", "\xCA\xB0",
     "\xE4\xB8\xAD\xE6\x96\x87", "\xCC\x81", "\xE0\xA4\x95\xE0\xA5\x8D", "\xD9\x8B",
     "0", "7", "123", "4567", "\xD9\xA3", "\xE2\x85\xA0", "\xC2\xB2", "\xF0\x9D\x9F\x8E",
     ".", ",", "!", "?", "/", "//", "(", ")", "{", "}", "-", "_", "$", "\xE2\x82\xAC",

@@ -330,7 +330,7 @@ static double hid_f(void *p)
     hid_t *c = p;
     gl_err_t err;
     c->m->dropout_iter = 7;
-    if (train_model_forward(c->m, c->tok, NULL, NULL, c->B, c->T, &err))
+    if (train_model_forward_hidden(c->m, c->tok, c->B, c->T, &err))
         return NAN;
     return dotd(c->m->acts.lnf, c->r, (size_t)c->B * c->T * c->m->cfg.n_embd);
 }
@@ -378,7 +378,14 @@ static void test_model(float dropout)
     float *r = vec((size_t)B * T * 8);
     fill(r, (size_t)B * T * 8, 1, 0);
     hid_t hc = {&m, tok, B, T, r};
+    size_t nh = (size_t)B * T * 8;
+    float *full = vec(nh);
+    m.dropout_iter = 7;
+    train_model_forward(&m, tok, NULL, NULL, B, T, &err);
+    memcpy(full, m.acts.lnf, nh * sizeof(float));
     hid_f(&hc);
+    ok(!memcmp(full, m.acts.lnf, nh * sizeof(float)), "forward_hidden gives the hidden states of the full forward");
+    free(full);
     train_model_zero_grad(&m);
     train_model_backward_hidden(&m, r);
     g = vec(m.n_params);

@@ -64,29 +64,37 @@ static inline uint32_t pair_rank(const tok_vocab_t *v, const uint8_t *p, size_t 
 /* Flat-array merging for short pieces; out has room for n ids. */
 static size_t bpe_small(const tok_vocab_t *v, const uint8_t *p, size_t n, uint32_t max_rank, uint32_t *out)
 {
-    uint32_t pos[SMALL_PIECE + 1], rank[SMALL_PIECE], ids[SMALL_PIECE];
+    /* one spare entry past the end of each, so the gap-closing loop below
+     * reads only set values */
+    uint32_t pos[SMALL_PIECE + 1], rank[SMALL_PIECE + 1], ids[SMALL_PIECE + 1];
     size_t m = n; /* parts */
     for (size_t i = 0; i <= n; i++)
         pos[i] = (uint32_t)i;
     for (size_t i = 0; i < n; i++)
         ids[i] = v->byte_id[p[i]];
+    ids[n] = TOK_NONE;
     for (size_t i = 0; i + 1 < n; i++)
         rank[i] = pair_rank(v, p + i, 2, max_rank);
+    rank[n - 1] = rank[n] = TOK_NONE;
     while (m > 1) {
         uint32_t best = TOK_NONE;
         size_t bi = 0;
-        for (size_t i = 0; i + 1 < m; i++)
-            if (rank[i] < best) {
-                best = rank[i];
-                bi = i;
-            }
+        for (size_t i = 0; i + 1 < m; i++) { /* branch-free: the minimum is unpredictable */
+            uint32_t r = rank[i];
+            int lt = r < best;
+            best = lt ? r : best;
+            bi = lt ? i : bi;
+        }
         if (best == TOK_NONE)
             break;
         /* merge parts bi and bi+1 */
         ids[bi] = best;
-        memmove(pos + bi + 1, pos + bi + 2, (m - bi - 1) * sizeof *pos);
-        memmove(ids + bi + 1, ids + bi + 2, (m - bi - 2) * sizeof *ids);
-        memmove(rank + bi + 1, rank + bi + 2, (m >= bi + 3 ? m - bi - 3 : 0) * sizeof *rank);
+        /* close the gap; the arrays are short, so plain loops beat memmove calls */
+        for (size_t i = bi + 1; i < m; i++) {
+            pos[i] = pos[i + 1];
+            ids[i] = ids[i + 1];
+            rank[i] = rank[i + 1];
+        }
         m--;
         if (bi + 1 < m)
             rank[bi] = pair_rank(v, p + pos[bi], pos[bi + 2] - pos[bi], max_rank);
@@ -247,7 +255,8 @@ static int encode_ordinary(const tok_vocab_t *v, const uint8_t *s, size_t len, t
             out->ids[out->n++] = v->byte_id[p[0]];
             continue;
         }
-        uint64_t key = tok_key8(p, n), h = tok_slot_hash(p, n, key);
+        uint64_t key = len - (pos - n) >= 8 ? tok_key8_wide(p, n) : tok_key8(p, n);
+        uint64_t h = tok_slot_hash(p, n, key);
         uint32_t whole = tok_lookup_h(v, p, n, key, h);
         if (whole != TOK_NONE) {
             out->ids[out->n++] = whole;
@@ -259,7 +268,8 @@ static int encode_ordinary(const tok_vocab_t *v, const uint8_t *s, size_t len, t
             if (ce->h == h && ce->len == n && !memcmp(ce->bytes, p, n)) {
                 if ((rc = tok_ids_reserve(out, ce->nids, err)))
                     return rc;
-                memcpy(out->ids + out->n, ce->ids, ce->nids * sizeof *ce->ids);
+                for (unsigned k = 0; k < ce->nids; k++)
+                    out->ids[out->n + k] = ce->ids[k];
                 out->n += ce->nids;
                 continue;
             }

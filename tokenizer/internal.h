@@ -63,6 +63,16 @@ static inline uint64_t tok_key8(const uint8_t *p, size_t n)
     return k;
 }
 
+/* tok_key8 where 8 bytes can be read at p (the bytes past p[n-1] are not
+ * part of the key): one load and a mask, no branch on n to mispredict. */
+static inline uint64_t tok_key8_wide(const uint8_t *p, size_t n)
+{
+    uint64_t k;
+    memcpy(&k, p, 8);
+    size_t m = n < 8 ? n : 8;
+    return k & (~0ULL >> (64 - 8 * m));
+}
+
 /* Slot hash of a token: a multiply-mix of its key for short tokens, XXH3
  * for longer ones. */
 static inline uint64_t tok_slot_hash(const uint8_t *p, size_t n, uint64_t key)

@@ -30,6 +30,10 @@
 
 #include "tokenizer/unicode.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 enum {
     L = TOK_UC_L,
     N = TOK_UC_N,
@@ -89,9 +93,36 @@ static inline uint32_t info_at(const uint8_t *s, size_t len, size_t i)
     return i < len ? info(s, len, i) : 0;
 }
 
+#if defined(__SSE2__)
+/* End of the run of ASCII letters from i, 16 bytes at a time: a word ends
+ * at a bit of a movemask instead of at a per-byte branch that the CPU
+ * mispredicts once per word. Stops at the first byte that is not an ASCII
+ * letter (non-ASCII included), or within 16 bytes of the end. */
+static inline size_t ascii_letters(const uint8_t *s, size_t len, size_t i)
+{
+    const __m128i lower = _mm_set1_epi8(0x20), a = _mm_set1_epi8('a'), z = _mm_set1_epi8(25);
+    while (len - i >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        __m128i t = _mm_sub_epi8(_mm_or_si128(x, lower), a); /* letters: 0..25 */
+        unsigned letters = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(t, z), t));
+        if (letters != 0xFFFFu)
+            return i + (size_t)__builtin_ctz(~letters);
+        i += 16;
+    }
+    return i;
+}
+#endif
+
 /* End of the run of characters with any of the classes in mask, from i. */
 static inline size_t run(const uint8_t *s, size_t len, size_t i, unsigned mask)
 {
+#if defined(__SSE2__)
+    if (mask == L) { /* ASCII letters need no table; an ASCII non-letter ends the run */
+        i = ascii_letters(s, len, i);
+        if (i < len && s[i] < 0x80 && (unsigned)((s[i] | 0x20) - 'a') >= 26u)
+            return i;
+    }
+#endif
     while (i < len) {
         unsigned b = tok_uc_byte_class[s[i]];
         if (b & mask) { /* the common case, kept short */

@@ -319,8 +319,22 @@ static void matmul_dropout_forward(float *out, float *tmp, const float *inp, con
         out[i] = res[i] + tmp[i];
 }
 
+static int forward(train_model_t *m, const int32_t *tokens, const int32_t *targets, const float *weights, int B,
+                   int T, int logits, gl_err_t *err);
+
 int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *targets,
                         const float *weights, int B, int T, gl_err_t *err)
+{
+    return forward(m, tokens, targets, weights, B, T, 1, err);
+}
+
+int train_model_forward_hidden(train_model_t *m, const int32_t *tokens, int B, int T, gl_err_t *err)
+{
+    return forward(m, tokens, NULL, NULL, B, T, 0, err);
+}
+
+static int forward(train_model_t *m, const int32_t *tokens, const int32_t *targets, const float *weights, int B,
+                   int T, int logits, gl_err_t *err)
 {
     assert(m && m->acts_mem && tokens);
     const train_config_t *c = &m->cfg;
@@ -396,7 +410,8 @@ int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *
     }
     train_k_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->t[TRAIN_LNFW],
                               p->t[TRAIN_LNFB], N, C);
-    train_k_gemm(0, 1, N, V, C, 1.0f, a->lnf, C, p->t[TRAIN_WTE], C, 0.0f, a->logits, V);
+    if (logits)
+        train_k_gemm(0, 1, N, V, C, 1.0f, a->lnf, C, p->t[TRAIN_WTE], C, 0.0f, a->logits, V);
 
     m->cur_B = B;
     m->cur_T = T;

@@ -393,11 +393,13 @@ static double sgemm_peak(void)
     return best;
 }
 
-/* Training FLOPs per token (forward + backward): 6N plus attention. */
-static double flops_per_token(const train_model_t *m, int T)
+/* Training FLOPs per token (forward + backward): 6N plus attention. A
+ * reward model's step does not run the output projection (its loss comes
+ * from the hidden states), so 6VC of the 6N are not done. */
+static double flops_per_token(const train_model_t *m, int T, train_stage_t stage)
 {
-    double n = (double)m->n_params;
-    return 6.0 * n + 6.0 * m->cfg.n_layer * (double)T * m->cfg.n_embd;
+    double n = (double)m->n_params, vc = (double)m->cfg.vocab_size * m->cfg.n_embd;
+    return 6.0 * n - (stage == TRAIN_STAGE_RM ? 6.0 * vc : 0.0) + 6.0 * m->cfg.n_layer * (double)T * m->cfg.n_embd;
 }
 
 /* ---- data --------------------------------------------------------------- */
@@ -583,7 +585,7 @@ int train_rm_score(train_model_t *m, const float *w, const int32_t *tokens, cons
     for (int i = 0; i < rows; i++)
         if (len[i] < 1 || len[i] > T)
             return gl_err_set(err, GL_ERANGE, "row %d: length %d outside 1..%d", i, len[i], T);
-    int rc = train_model_forward(m, tokens, NULL, NULL, rows, T, err);
+    int rc = train_model_forward_hidden(m, tokens, rows, T, err);
     if (!rc)
         rewards_of(m, w, len, rows, T, rewards);
     return rc;
@@ -667,7 +669,7 @@ static int rm_evaluate(train_model_t *m, const rm_head_t *h, const char *data, i
             goto out;
         if (!bt.rows)
             break;
-        if ((rc = train_model_forward(m, bt.tok, NULL, NULL, bt.rows, T, err)))
+        if ((rc = train_model_forward_hidden(m, bt.tok, bt.rows, T, err)))
             goto out;
         rm_rewards(m, h, &bt, T, r);
         sums[0] += rm_loss(&bt, r, 1, NULL, &sums[1], &sums[2]) * bt.groups;
@@ -933,7 +935,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     sched.max_steps = o->steps;
     long until = o->until > 0 && o->until < o->steps ? o->until : o->steps;
     double peak = lead ? sgemm_peak() : 0;
-    double fpt = flops_per_token(&m, o->T);
+    double fpt = flops_per_token(&m, o->T, o->stage);
     double t_start = gl_now(), t_last = t_start;
     long steps_timed = 0;
     stop_requested = 0;
@@ -962,7 +964,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             double pairs = 0, correct = 0;
             int C = cfg.n_embd;
             if ((bad = rm_fill(&d, o->B, o->T, 1, &bt, err)) ||
-                (bad = train_model_forward(&m, bt.tok, NULL, NULL, bt.rows, o->T, err)))
+                (bad = train_model_forward_hidden(&m, bt.tok, bt.rows, o->T, err)))
                 break;
             rm_rewards(&m, &head, &bt, o->T, rew);
             loss_sum += rm_loss(&bt, rew, 1.0f / (float)o->accum, drew, &pairs, &correct);

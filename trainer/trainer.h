@@ -170,6 +170,12 @@ void train_model_set_training(train_model_t *m, int on);
 int train_model_forward(train_model_t *m, const int32_t *tokens, const int32_t *targets,
                         const float *weights, int B, int T, gl_err_t *err);
 
+/* The forward pass up to the final LayerNorm: m->acts.lnf (the hidden
+ * states a scalar head reads) without the output projection to the
+ * vocabulary, which a reward or value head does not need; the logits are
+ * left undefined. train_model_backward_hidden applies. Errors as
+ * train_model_forward. */
+int train_model_forward_hidden(train_model_t *m, const int32_t *tokens, int B, int T, gl_err_t *err);
 /* Splits windows win[B * (T+1)] (what shard_sampler_next yields) into
  * inputs tok[B * T] = win[:, :T] and next-token targets tgt[B * T] =
  * win[:, 1:]. */
