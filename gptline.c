@@ -22,7 +22,7 @@ static const gl_cmd_t commands[] = {
     {"shards", shards_cmd, "pack, import, inspect and verify LMDB token shards"},
     {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
     {"label", label_cmd, "labeling service, contractor client and label export"},
-    {"train", train_cmd, "train a GPT: pretrain, sft, rm"},
+    {"train", train_cmd, "train a GPT: pretrain, sft, rm, rl"},
     {"sample", train_sample_cmd, "generate text from a checkpoint (KV cache, top-k/top-p)"},
     {"eval", train_eval_cmd, "loss, perplexity and bits per byte of a checkpoint on shards"},
     {"run", run_cmd, "run a pipeline file's stages make-like, locally or under Slurm"},
