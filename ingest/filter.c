@@ -85,6 +85,39 @@ typedef struct {
     size_t n;
 } span_t;
 
+/* ---- per-thread scratch ----
+ * The word arrays and the counting table live between calls, so a
+ * document costs no allocation and finds the table warm in the cache; a
+ * buffer grown past SCRATCH_KEEP for a huge document is freed after it. */
+#define SCRATCH_KEEP ((size_t)4 << 20)
+enum { SC_WORDS, SC_BRK, SC_HASH, SC_AT, SC_TABLE, SC_N };
+static _Thread_local struct {
+    void *p;
+    size_t cap;
+} sc[SC_N];
+
+/* Scratch buffer k of at least bytes bytes (contents undefined, except
+ * SC_TABLE, which is zeroed when it is (re)allocated). */
+static void *scratch(int k, size_t bytes)
+{
+    if (bytes > sc[k].cap) {
+        free(sc[k].p);
+        sc[k].p = k == SC_TABLE ? gl_xcalloc(1, bytes) : gl_xmalloc(bytes);
+        sc[k].cap = bytes;
+    }
+    return sc[k].p;
+}
+
+static void scratch_done(void)
+{
+    for (int k = 0; k < SC_N; k++)
+        if (sc[k].cap > SCRATCH_KEEP) {
+            free(sc[k].p);
+            sc[k].p = NULL;
+            sc[k].cap = 0;
+        }
+}
+
 /* ---- one pass over a text: its words, lines and paragraphs ----
  *
  * Words are runs of non-space bytes. A line is the text between '\n's
@@ -108,30 +141,52 @@ static void view_init(view_t *v, const char *t, size_t n)
     v->t = t;
     v->n = n;
     size_t cap = n / 2 + 2; /* a word and its gap take 2 bytes or more */
-    v->w = gl_xmalloc(cap * sizeof *v->w);
-    v->brk = gl_xmalloc(cap);
-    size_t i = 0, nw = 0, nl = 0, np = 0, chars = 0;
-    unsigned br = 3;
+    span_t *w = v->w = scratch(SC_WORDS, cap * sizeof *v->w);
+    unsigned char *brk = v->brk = scratch(SC_BRK, cap);
+    size_t nw = 0, nl = 0, np = 0, chars = 0, ws = 0, we = 0;
     const unsigned char *u = (const unsigned char *)t;
-    while (i < n) {
-        /* the gap: a '\n' breaks the line, two in a row the paragraph */
-        while (i < n && (cls[u[i]] & CL_SP)) {
-            if (u[i] == '\n')
-                br |= i + 1 < n && u[i + 1] == '\n' ? 3 : 1;
-            i++;
+    int in = 0; /* inside a word */
+    /* per block of 64 bytes, a mask of its spaces; words start where a
+     * space bit is followed by a non-space one and end at the next space */
+    for (size_t base = 0; base < n; base += 64) {
+        size_t m = n - base < 64 ? n - base : 64;
+        uint64_t sp = ingest_bytemask(u + base, m, INGEST_BM_SPACE, 1);
+        uint64_t after_sp = sp << 1 | (uint64_t)!in;
+        uint64_t starts = ~sp & after_sp, ends = sp & ~after_sp;
+        for (;;) {
+            if (in) {
+                if (!ends)
+                    break;
+                size_t e = base + (size_t)__builtin_ctzll(ends);
+                ends &= ends - 1;
+                w[nw++] = (span_t){t + ws, e - ws};
+                chars += e - ws;
+                we = e;
+                in = 0;
+            } else {
+                if (!starts)
+                    break;
+                size_t s = base + (size_t)__builtin_ctzll(starts);
+                starts &= starts - 1;
+                /* the gap: a '\n' breaks the line, two in a row the paragraph */
+                unsigned br = 3;
+                if (nw) {
+                    br = 0;
+                    for (size_t j = we; j < s; j++)
+                        if (u[j] == '\n')
+                            br |= j + 1 < s && u[j + 1] == '\n' ? 3 : 1;
+                }
+                brk[nw] = (unsigned char)br;
+                nl += br & 1;
+                np += br >> 1;
+                ws = s;
+                in = 1;
+            }
         }
-        if (i == n)
-            break;
-        size_t s = i;
-        while (i < n && !(cls[u[i]] & CL_SP))
-            i++;
-        v->w[nw] = (span_t){t + s, i - s};
-        v->brk[nw] = (unsigned char)br;
-        nl += br & 1;
-        np += br >> 1;
-        chars += i - s;
-        br = 0;
-        nw++;
+    }
+    if (in) {
+        w[nw++] = (span_t){t + ws, n - ws};
+        chars += n - ws;
     }
     v->nw = nw;
     v->nl = nl;
@@ -141,8 +196,8 @@ static void view_init(view_t *v, const char *t, size_t n)
 
 static void view_free(view_t *v)
 {
-    free(v->w);
-    free(v->brk);
+    (void)v;
+    scratch_done();
 }
 
 /* The line (mask 1) or paragraph (mask 2) that starts at word *i, as a
@@ -233,10 +288,11 @@ int ingest_gopher_quality(const char *t, size_t n)
     return ok;
 }
 
-/* ---- counting 64-bit keys: one open-addressing table per call ----
- * Each counting round (lines, paragraphs, each n) tags its slots with its
- * own number, so a slot of an earlier round reads as empty and the table
- * is cleared once, not per round. */
+/* ---- counting 64-bit keys: an open-addressing table ----
+ * Each counting round (lines, paragraphs, each n, and each call) tags its
+ * slots with its own number, so a slot of an earlier round reads as empty
+ * and the table is never cleared, only zeroed when allocated (and when the
+ * tag wraps around). */
 typedef struct {
     uint64_t key;
     uint32_t cnt, tag;
@@ -245,24 +301,45 @@ typedef struct {
 typedef struct {
     slot_t *s;
     size_t mask;
+    unsigned shift;
     uint32_t tag;
 } ctab_t;
 
+static _Thread_local uint32_t ctab_tag;
+
+/* A table for up to n keys per round (scratch: valid until scratch_done). */
 static void ctab_init(ctab_t *t, size_t n)
 {
     size_t cap = 16;
-    while (cap < n * 2)
+    unsigned bits = 4;
+    while (cap < n * 2) {
         cap *= 2;
-    t->s = gl_xcalloc(cap, sizeof *t->s);
+        bits++;
+    }
+    t->s = scratch(SC_TABLE, cap * sizeof *t->s);
     t->mask = cap - 1;
-    t->tag = 0;
+    t->shift = 64 - bits;
+    t->tag = ctab_tag;
 }
 
-/* The slot of key (one added to its count) in the current round. */
+/* Starts a round: later adds ignore the slots of earlier rounds. */
+static void ctab_round(ctab_t *t)
+{
+    if (++ctab_tag == 0) {
+        memset(sc[SC_TABLE].p, 0, sc[SC_TABLE].cap);
+        ctab_tag = 1;
+    }
+    t->tag = ctab_tag;
+}
+
+/* The slot of key (one added to its count) in the current round. Keys are
+ * compared with their low bit set (0 is never a key), so the home slot
+ * comes from the high bits (Fibonacci hashing), not from the low ones,
+ * whose lowest is then always 1 and would leave half the table unused. */
 static inline slot_t *ctab_add(ctab_t *t, uint64_t key)
 {
     key |= 1;
-    size_t i = (size_t)key & t->mask;
+    size_t i = (size_t)((key * 0x9e3779b97f4a7c15ull) >> t->shift);
     for (;;) {
         slot_t *s = &t->s[i];
         if (s->tag != t->tag) {
@@ -283,7 +360,7 @@ static inline slot_t *ctab_add(ctab_t *t, uint64_t key)
  * repeat an earlier one. */
 static void dup_fracs(const view_t *v, ctab_t *t, unsigned mask, double *by_count, double *by_chars)
 {
-    t->tag++;
+    ctab_round(t);
     size_t dup = 0, dupc = 0, all = 0, n = 0;
     for (size_t i = 0; i < v->nw;) {
         span_t s = next_group(v, &i, mask);
@@ -308,6 +385,51 @@ static inline __attribute__((always_inline)) uint64_t ngram_hash(const uint64_t 
     return h ^ (h >> 29);
 }
 
+/* The most frequent k-gram's share of the characters (count times its
+ * length over total): the k-gram whose count first reaches the highest
+ * count, measured at the occurrence where it does. Inlined per constant k
+ * so that ngram_hash unrolls. */
+static inline __attribute__((always_inline)) double top_share(ctab_t *tb, const view_t *v, const uint64_t *wh,
+                                                              size_t total, size_t k)
+{
+    size_t nw = v->nw;
+    ctab_round(tb);
+    uint32_t best = 0;
+    size_t best_at = 0;
+    for (size_t i = 0; i + k <= nw; i++) {
+        uint32_t cnt = ctab_add(tb, ngram_hash(wh, i, k))->cnt;
+        if (cnt > best) {
+            best = cnt;
+            best_at = i;
+        }
+    }
+    if (best < 2)
+        return 0;
+    size_t glen = 0;
+    for (size_t j = 0; j < k; j++)
+        glen += v->w[best_at + j].n;
+    return (double)(glen * best) / (double)total;
+}
+
+/* The share of the characters in words inside a k-gram that occurs twice
+ * or more; at[] is scratch of nw entries. */
+static inline __attribute__((always_inline)) double dup_share(ctab_t *tb, const view_t *v, const uint64_t *wh,
+                                                              slot_t **at, size_t total, size_t k)
+{
+    size_t nw = v->nw, ng = nw - k + 1;
+    ctab_round(tb);
+    for (size_t i = 0; i < ng; i++)
+        at[i] = ctab_add(tb, ngram_hash(wh, i, k));
+    size_t dc = 0, cover = 0; /* words before cover are inside a repeated k-gram */
+    for (size_t i = 0; i < nw; i++) {
+        if (i < ng && at[i]->cnt > 1)
+            cover = i + k;
+        if (i < cover)
+            dc += v->w[i].n;
+    }
+    return (double)dc / (double)total;
+}
+
 static int gopher_repetition(const view_t *v)
 {
     const span_t *w = v->w;
@@ -329,62 +451,29 @@ static int gopher_repetition(const view_t *v)
         ok = 1;
         goto out;
     }
-    wh = gl_xmalloc(nw * sizeof *wh);
+    wh = scratch(SC_HASH, nw * sizeof *wh);
     for (size_t i = 0; i < nw; i++)
         wh[i] = XXH3_64bits(w[i].p, w[i].n);
-    /* the most frequent 2/3/4-gram: the one whose count first reaches the
-     * highest count, at the occurrence where it does */
-    static const double top_max[5] = {0, 0, 0.20, 0.18, 0.16};
-    for (size_t k = 2; k <= 4; k++) {
-        if (nw < k)
-            break;
-        tb.tag++;
-        uint32_t best = 0;
-        size_t best_at = 0;
-        for (size_t i = 0; i + k <= nw; i++) {
-            uint32_t cnt = ctab_add(&tb, ngram_hash(wh, i, k))->cnt;
-            if (cnt > best) {
-                best = cnt;
-                best_at = i;
-            }
-        }
-        if (best > 1) {
-            size_t glen = 0;
-            for (size_t j = 0; j < k; j++)
-                glen += w[best_at + j].n;
-            if ((double)(glen * best) / (double)total > top_max[k])
-                goto out;
-        }
-    }
-    /* characters of the words inside an n-gram that occurs twice or more */
+    /* the most frequent 2/3/4-gram covers at most 20/18/16% */
+    if ((nw >= 2 && top_share(&tb, v, wh, total, 2) > 0.20) || (nw >= 3 && top_share(&tb, v, wh, total, 3) > 0.18) ||
+        (nw >= 4 && top_share(&tb, v, wh, total, 4) > 0.16))
+        goto out;
+    /* characters inside repeated 5..10-grams at most 15..10%; a word inside
+     * a repeated k-gram (k > 5) is inside a repeated 5-gram, so when the
+     * 5-gram share is at most 10% the longer ones are too */
     static const double dup_max[11] = {0, 0, 0, 0, 0, 0.15, 0.14, 0.13, 0.12, 0.11, 0.10};
-    at = gl_xmalloc(nw * sizeof *at);
-    for (size_t k = 5; k <= 10; k++) {
-        if (nw < k)
-            break;
-        tb.tag++;
-        size_t ng = nw - k + 1;
-        for (size_t i = 0; i < ng; i++)
-            at[i] = ctab_add(&tb, ngram_hash(wh, i, k));
-        size_t dc = 0, cover = 0; /* words before cover are inside a repeated n-gram */
-        for (size_t i = 0; i < nw; i++) {
-            if (i < ng && at[i]->cnt > 1)
-                cover = i + k;
-            if (i < cover)
-                dc += w[i].n;
-        }
-        if ((double)dc / (double)total > dup_max[k])
+    at = scratch(SC_AT, nw * sizeof *at);
+    if (nw >= 5) {
+        double d = dup_share(&tb, v, wh, at, total, 5);
+        if (d > dup_max[5])
             goto out;
-        /* a word inside a repeated k-gram (k > 5) is inside a repeated
-         * 5-gram, so the longer fractions are at most this one */
-        if (k == 5 && (double)dc / (double)total <= dup_max[10])
-            break;
+        if (d > dup_max[10])
+            for (size_t k = 6; k <= 10 && nw >= k; k++)
+                if (dup_share(&tb, v, wh, at, total, k) > dup_max[k])
+                    goto out;
     }
     ok = 1;
 out:
-    free(tb.s);
-    free(wh);
-    free(at);
     return ok;
 }
 
@@ -504,9 +593,11 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
         if (bad || !term || (m >= 3 && !memcmp(p + m - 3, "...", 3)) || count_words(p, m, 3) < 3)
             continue;
         /* sentence ends: . ! ? followed by a space or the line's end */
-        size_t se = 0;
-        for (size_t k = 0; k + 1 < m; k++)
-            se += ((p[k] == '.') | (p[k] == '!') | (p[k] == '?')) & (p[k + 1] == ' ');
+        uint32_t se = 0; /* (written so that it vectorises) */
+        for (size_t k = 1; k < m; k++) {
+            uint32_t a = (unsigned char)p[k - 1], b = (unsigned char)p[k];
+            se += (uint32_t)((a == '.') + (a == '!') + (a == '?')) * (b == ' ');
+        }
         sentences += se + (last == '.' || last == '!' || last == '?');
         if (out->len)
             out->p[out->len++] = '\n';
@@ -527,11 +618,14 @@ void ingest_pii_scrub(const char *t, size_t n, ingest_buf_t *out, uint64_t count
     size_t i = 0, copied = 0;
     const unsigned char *u = (const unsigned char *)t;
     while (i < n) {
-        /* only an '@' or a digit can start a replacement */
-        while (i < n && !(cls[u[i]] & CL_PII))
-            i++;
-        if (i == n)
-            break;
+        /* only an '@' or a digit can start a replacement: skip to the next */
+        size_t m = n - i < 64 ? n - i : 64;
+        uint64_t hit = ingest_bytemask(u + i, m, INGEST_BM_PII, 0);
+        if (!hit) {
+            i += m;
+            continue;
+        }
+        i += (size_t)__builtin_ctzll(hit);
         char c = t[i];
         if (c == '@' && i > 0 && email_char(t[i - 1])) {
             size_t s = i;
