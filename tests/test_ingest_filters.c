@@ -13,6 +13,7 @@
  * (lowercase, one space between words of letters and digits).
  */
 #include "ingest/ingest.h"
+#include "ingest/internal.h"
 #include "tests/tap.h"
 
 #include <stdlib.h>
@@ -490,8 +491,28 @@ static void crafted(void)
     is_int(ingest_gopher_repetition(t, n), n_repetition(t, n), "crafted: ties for the top 2-gram");
 }
 
+/* The vector byte classes against their portable definition. */
+static void bytemasks(void)
+{
+    unsigned char b[64 + 64];
+    int bad = 0;
+    for (int it = 0; it < 20000; it++) {
+        for (int i = 0; i < 128; i++) /* every byte value, skewed to the edges of the classes */
+            b[i] = (unsigned char)(it < 4 ? (it * 64 + i) & 255 : rnd(4) ? rnd(256) : (unsigned char)"\t\n\v\f\r\x08\x0e @09/:AZaz[`{\x7f\x80\xff"[rnd(23)]);
+        size_t off = rnd(64), n = rnd(65);
+        for (int c = INGEST_BM_SPACE; c <= INGEST_BM_PII; c++) {
+            bad += ingest_bytemask64(b + off, c) != ingest_bytemask_ref(b + off, 64, c);
+            uint64_t want = ingest_bytemask_ref(b + off, n, c);
+            bad += ingest_bytemask(b + off, n, c, 0) != want;
+            bad += ingest_bytemask(b + off, n, c, 1) != (want | (n < 64 ? ~0ull << n : 0));
+        }
+    }
+    is_int(bad, 0, "byte-class masks equal their portable definition on random blocks");
+}
+
 int main(void)
 {
+    bytemasks();
     crafted();
     enum { CAP = 1 << 15 };
     char *t = malloc(CAP), *o = malloc(4 * CAP);
