@@ -336,10 +336,15 @@ static void ctab_round(ctab_t *t)
  * compared with their low bit set (0 is never a key), so the home slot
  * comes from the high bits (Fibonacci hashing), not from the low ones,
  * whose lowest is then always 1 and would leave half the table unused. */
+static inline size_t ctab_home(const ctab_t *t, uint64_t key)
+{
+    return (size_t)(((key | 1) * 0x9e3779b97f4a7c15ull) >> t->shift);
+}
+
 static inline slot_t *ctab_add(ctab_t *t, uint64_t key)
 {
+    size_t i = ctab_home(t, key);
     key |= 1;
-    size_t i = (size_t)((key * 0x9e3779b97f4a7c15ull) >> t->shift);
     for (;;) {
         slot_t *s = &t->s[i];
         if (s->tag != t->tag) {
@@ -385,24 +390,40 @@ static inline __attribute__((always_inline)) uint64_t ngram_hash(const uint64_t 
     return h ^ (h >> 29);
 }
 
+/* The k-gram hashes of every position into g (nw - k + 1 of them); with
+ * them computed ahead, the table slots can be prefetched. */
+static inline __attribute__((always_inline)) size_t gram_hashes(const uint64_t *wh, size_t nw, size_t k, uint64_t *g)
+{
+    size_t ng = nw - k + 1;
+    for (size_t i = 0; i < ng; i++)
+        g[i] = ngram_hash(wh, i, k);
+    return ng;
+}
+
+#define PREFETCH_AHEAD 8
+
 /* The most frequent k-gram's share of the characters (count times its
  * length over total): the k-gram whose count first reaches the highest
- * count, measured at the occurrence where it does. Inlined per constant k
- * so that ngram_hash unrolls. */
+ * count, measured at the occurrence where it does. *repeats says whether
+ * any k-gram occurs twice. Inlined per constant k so that ngram_hash
+ * unrolls. */
 static inline __attribute__((always_inline)) double top_share(ctab_t *tb, const view_t *v, const uint64_t *wh,
-                                                              size_t total, size_t k)
+                                                              uint64_t *g, size_t total, size_t k, int *repeats)
 {
-    size_t nw = v->nw;
+    size_t ng = gram_hashes(wh, v->nw, k, g);
     ctab_round(tb);
     uint32_t best = 0;
     size_t best_at = 0;
-    for (size_t i = 0; i + k <= nw; i++) {
-        uint32_t cnt = ctab_add(tb, ngram_hash(wh, i, k))->cnt;
+    for (size_t i = 0; i < ng; i++) {
+        if (i + PREFETCH_AHEAD < ng)
+            __builtin_prefetch(&tb->s[ctab_home(tb, g[i + PREFETCH_AHEAD])], 1);
+        uint32_t cnt = ctab_add(tb, g[i])->cnt;
         if (cnt > best) {
             best = cnt;
             best_at = i;
         }
     }
+    *repeats = best >= 2;
     if (best < 2)
         return 0;
     size_t glen = 0;
@@ -414,12 +435,15 @@ static inline __attribute__((always_inline)) double top_share(ctab_t *tb, const 
 /* The share of the characters in words inside a k-gram that occurs twice
  * or more; at[] is scratch of nw entries. */
 static inline __attribute__((always_inline)) double dup_share(ctab_t *tb, const view_t *v, const uint64_t *wh,
-                                                              slot_t **at, size_t total, size_t k)
+                                                              uint64_t *g, slot_t **at, size_t total, size_t k)
 {
-    size_t nw = v->nw, ng = nw - k + 1;
+    size_t nw = v->nw, ng = gram_hashes(wh, nw, k, g);
     ctab_round(tb);
-    for (size_t i = 0; i < ng; i++)
-        at[i] = ctab_add(tb, ngram_hash(wh, i, k));
+    for (size_t i = 0; i < ng; i++) {
+        if (i + PREFETCH_AHEAD < ng)
+            __builtin_prefetch(&tb->s[ctab_home(tb, g[i + PREFETCH_AHEAD])], 1);
+        at[i] = ctab_add(tb, g[i]);
+    }
     size_t dc = 0, cover = 0; /* words before cover are inside a repeated k-gram */
     for (size_t i = 0; i < nw; i++) {
         if (i < ng && at[i]->cnt > 1)
@@ -434,8 +458,6 @@ static int gopher_repetition(const view_t *v)
 {
     const span_t *w = v->w;
     size_t nw = v->nw;
-    uint64_t *wh = NULL;
-    slot_t **at = NULL;
     int ok = 0;
     double c, ch;
     ctab_t tb;
@@ -443,33 +465,40 @@ static int gopher_repetition(const view_t *v)
     dup_fracs(v, &tb, 1, &c, &ch);
     if (c > 0.3 || ch > 0.2)
         goto out;
-    dup_fracs(v, &tb, 2, &c, &ch);
-    if (c > 0.3 || ch > 0.2)
-        goto out;
+    if (v->np != v->nl) { /* else every line is a paragraph */
+        dup_fracs(v, &tb, 2, &c, &ch);
+        if (c > 0.3 || ch > 0.2)
+            goto out;
+    }
     size_t total = v->chars;
-    if (!total) {
+    if (!total || nw < 2) {
         ok = 1;
         goto out;
     }
-    wh = scratch(SC_HASH, nw * sizeof *wh);
+    uint64_t *wh = scratch(SC_HASH, 2 * nw * sizeof *wh), *g = wh + nw;
     for (size_t i = 0; i < nw; i++)
         wh[i] = XXH3_64bits(w[i].p, w[i].n);
-    /* the most frequent 2/3/4-gram covers at most 20/18/16% */
-    if ((nw >= 2 && top_share(&tb, v, wh, total, 2) > 0.20) || (nw >= 3 && top_share(&tb, v, wh, total, 3) > 0.18) ||
-        (nw >= 4 && top_share(&tb, v, wh, total, 4) > 0.16))
+    /* the most frequent 2/3/4-gram covers at most 20/18/16%; when no
+     * k-gram repeats, no longer one does */
+    int rep = 0;
+    if (top_share(&tb, v, wh, g, total, 2, &rep) > 0.20)
+        goto out;
+    if (rep && nw >= 3 && top_share(&tb, v, wh, g, total, 3, &rep) > 0.18)
+        goto out;
+    if (rep && nw >= 4 && top_share(&tb, v, wh, g, total, 4, &rep) > 0.16)
         goto out;
     /* characters inside repeated 5..10-grams at most 15..10%; a word inside
      * a repeated k-gram (k > 5) is inside a repeated 5-gram, so when the
      * 5-gram share is at most 10% the longer ones are too */
     static const double dup_max[11] = {0, 0, 0, 0, 0, 0.15, 0.14, 0.13, 0.12, 0.11, 0.10};
-    at = scratch(SC_AT, nw * sizeof *at);
-    if (nw >= 5) {
-        double d = dup_share(&tb, v, wh, at, total, 5);
+    if (rep && nw >= 5) {
+        slot_t **at = scratch(SC_AT, nw * sizeof *at);
+        double d = dup_share(&tb, v, wh, g, at, total, 5);
         if (d > dup_max[5])
             goto out;
         if (d > dup_max[10])
             for (size_t k = 6; k <= 10 && nw >= k; k++)
-                if (dup_share(&tb, v, wh, at, total, k) > dup_max[k])
+                if (dup_share(&tb, v, wh, g, at, total, k) > dup_max[k])
                     goto out;
     }
     ok = 1;
@@ -489,9 +518,10 @@ int ingest_gopher_repetition(const char *t, size_t n)
 /* ---- C4 ---- */
 
 /* The phrases C4 looks for, each found through one of its letters (its
- * anchor): every occurrence of the anchor letter, in either case, is a
- * place where the phrase could hold it, and these letters are rare enough
- * that memchr's vector scan skips most of the text. */
+ * anchor: j, v, f, k or p, the INGEST_BM_C4 class): every occurrence of
+ * the anchor letter, in either case, is a place where the phrase could
+ * hold it, and these letters are rare enough that most 64-byte blocks
+ * hold few. */
 static const struct {
     const char *s;
     char anchor;
@@ -501,7 +531,21 @@ static const struct {
 };
 #define C4_NPHRASE (sizeof c4_phrase / sizeof c4_phrase[0])
 #define C4_LOREM (C4_NPHRASE - 1)
-static const char c4_anchors[] = "jvfkp";
+/* per anchor letter (lowercase), its phrases: index, anchor offset, length */
+static struct {
+    unsigned char n, f[C4_NPHRASE], at[C4_NPHRASE], len[C4_NPHRASE];
+} c4_by_anchor[26];
+
+__attribute__((constructor)) static void c4_tables(void)
+{
+    for (size_t f = 0; f < C4_NPHRASE; f++) {
+        int a = c4_phrase[f].anchor - 'a';
+        unsigned k = c4_by_anchor[a].n++;
+        c4_by_anchor[a].f[k] = (unsigned char)f;
+        c4_by_anchor[a].at[k] = (unsigned char)(strchr(c4_phrase[f].s, c4_phrase[f].anchor) - c4_phrase[f].s);
+        c4_by_anchor[a].len[k] = (unsigned char)strlen(c4_phrase[f].s);
+    }
+}
 
 static int match_lower(const unsigned char *p, const char *lower, size_t n)
 {
@@ -521,39 +565,51 @@ static int cmp_size(const void *a, const void *b)
  * (caller frees); returns how many, or -1 when the text has "lorem ipsum". */
 static long c4_find_phrases(const char *t, size_t n, size_t **hits)
 {
+    const unsigned char *u = (const unsigned char *)t;
     size_t nh = 0, cap = 0;
     *hits = NULL;
-    for (const char *a = c4_anchors; *a; a++) {
-        size_t fs[C4_NPHRASE], at[C4_NPHRASE], len[C4_NPHRASE], nf = 0;
-        for (size_t f = 0; f < C4_NPHRASE; f++)
-            if (c4_phrase[f].anchor == *a) {
-                fs[nf] = f;
-                at[nf] = (size_t)(strchr(c4_phrase[f].s, *a) - c4_phrase[f].s);
-                len[nf++] = strlen(c4_phrase[f].s);
-            }
-        for (int up = 0; up < 2; up++) {
-            const char *from = t, *end = t + n, *hit;
-            while (from < end && (hit = memchr(from, up ? *a - 32 : *a, (size_t)(end - from)))) {
-                size_t off = (size_t)(hit - t);
-                from = hit + 1;
-                for (size_t k = 0; k < nf; k++) {
-                    if (off < at[k] || off - at[k] + len[k] > n ||
-                        !match_lower((const unsigned char *)t + off - at[k], c4_phrase[fs[k]].s, len[k]))
-                        continue;
-                    if (fs[k] == C4_LOREM) {
-                        free(*hits);
-                        *hits = NULL;
-                        return -1;
-                    }
-                    if (nh == cap)
-                        *hits = gl_xrealloc(*hits, (cap = cap ? cap * 2 : 16) * sizeof **hits);
-                    (*hits)[nh++] = off - at[k];
+    for (size_t base = 0; base < n; base += 64) {
+        size_t m = n - base < 64 ? n - base : 64;
+        for (uint64_t mk = ingest_bytemask(u + base, m, INGEST_BM_C4, 0); mk; mk &= mk - 1) {
+            size_t off = base + (size_t)__builtin_ctzll(mk);
+            int a = lower_tab[u[off]] - 'a';
+            for (unsigned k = 0; k < c4_by_anchor[a].n; k++) {
+                size_t at = c4_by_anchor[a].at[k], len = c4_by_anchor[a].len[k], f = c4_by_anchor[a].f[k];
+                if (off < at || off - at + len > n || !match_lower(u + off - at, c4_phrase[f].s, len))
+                    continue;
+                if (f == C4_LOREM) {
+                    free(*hits);
+                    *hits = NULL;
+                    return -1;
                 }
+                if (nh == cap)
+                    *hits = gl_xrealloc(*hits, (cap = cap ? cap * 2 : 16) * sizeof **hits);
+                (*hits)[nh++] = off - at;
             }
         }
     }
-    qsort(*hits, nh, sizeof **hits, cmp_size);
+    qsort(*hits, nh, sizeof **hits, cmp_size); /* found in anchor order, not start order */
     return (long)nh;
+}
+
+/* Number of '.', '!' or '?' in p[0..m) followed by a space or the end;
+ * byte counters over stretches of 240 bytes, so that it vectorises. */
+static size_t sentence_ends(const char *p, size_t m)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    size_t total = 0;
+    for (size_t k = 1; k < m;) {
+        size_t end = m - k > 240 ? k + 240 : m;
+        uint8_t acc = 0;
+        for (; k < end; k++) {
+            uint8_t a = u[k - 1], b = u[k];
+            uint8_t t = (uint8_t)-(a == '.') | (uint8_t)-(a == '!') | (uint8_t)-(a == '?');
+            acc = (uint8_t)(acc - (t & (uint8_t)-(b == ' ')));
+        }
+        total += acc;
+    }
+    char last = p[m - 1];
+    return total + (last == '.' || last == '!' || last == '?');
 }
 
 int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
@@ -593,12 +649,7 @@ int ingest_c4(const char *t, size_t n, ingest_buf_t *out)
         if (bad || !term || (m >= 3 && !memcmp(p + m - 3, "...", 3)) || count_words(p, m, 3) < 3)
             continue;
         /* sentence ends: . ! ? followed by a space or the line's end */
-        uint32_t se = 0; /* (written so that it vectorises) */
-        for (size_t k = 1; k < m; k++) {
-            uint32_t a = (unsigned char)p[k - 1], b = (unsigned char)p[k];
-            se += (uint32_t)((a == '.') + (a == '!') + (a == '?')) * (b == ' ');
-        }
-        sentences += se + (last == '.' || last == '!' || last == '?');
+        sentences += sentence_ends(p, m);
         if (out->len)
             out->p[out->len++] = '\n';
         memcpy(out->p + out->len, p, m);

@@ -5,6 +5,7 @@
 #include "ingest/ingest.h"
 
 #include <archive.h>
+#include <string.h>
 
 /* ---- buffers ---- */
 void ibuf_reserve(ingest_buf_t *b, size_t extra);
@@ -75,6 +76,7 @@ enum {
     INGEST_BM_SPACE, /* space, \t, \n, \v, \f, \r */
     INGEST_BM_WORD,  /* ASCII letter or digit, or any byte >= 0x80 */
     INGEST_BM_PII,   /* '@' or digit */
+    INGEST_BM_C4,    /* j, v, f, k, p in either case: a letter of each C4 phrase */
 };
 
 static inline int ingest_bm_in(int cls, unsigned char b)
@@ -82,7 +84,8 @@ static inline int ingest_bm_in(int cls, unsigned char b)
     switch (cls) {
     case INGEST_BM_SPACE: return b == ' ' || (b >= 9 && b <= 13);
     case INGEST_BM_WORD: return b >= 0x80 || (b >= '0' && b <= '9') || ((b | 0x20) >= 'a' && (b | 0x20) <= 'z');
-    default: return b == '@' || (b >= '0' && b <= '9');
+    case INGEST_BM_PII: return b == '@' || (b >= '0' && b <= '9');
+    default: return b && strchr("jvfkpJVFKP", b) != NULL;
     }
 }
 
@@ -120,9 +123,16 @@ static inline uint64_t ingest_bytemask64(const unsigned char *p, int cls)
             r = _mm_or_si128(_mm_or_si128(bm_range(v, 0x80, 0x7f), bm_range(v, '0', 9)),
                              bm_range(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 25));
             break;
-        default:
+        case INGEST_BM_PII:
             r = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('@')), bm_range(v, '0', 9));
             break;
+        default: {
+            __m128i l = _mm_or_si128(v, _mm_set1_epi8(0x20)); /* only 'J' and 'j' give 'j', and so on */
+            r = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(l, _mm_set1_epi8('j')), _mm_cmpeq_epi8(l, _mm_set1_epi8('v'))),
+                             _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(l, _mm_set1_epi8('f')), _mm_cmpeq_epi8(l, _mm_set1_epi8('k'))),
+                                          _mm_cmpeq_epi8(l, _mm_set1_epi8('p'))));
+            break;
+        }
         }
         m |= (uint64_t)(unsigned)_mm_movemask_epi8(r) << (16 * k);
     }
