@@ -380,49 +380,78 @@ static void dup_fracs(const view_t *v, ctab_t *t, unsigned mask, double *by_coun
     *by_chars = all ? (double)dupc / (double)all : 0;
 }
 
-/* n-gram hash from the words' hashes (each word hashed once); inlined
- * with a constant k, the loop unrolls. */
-static inline __attribute__((always_inline)) uint64_t ngram_hash(const uint64_t *wh, size_t at, size_t k)
+/* ---- n-gram keys ----
+ * The key of the k-gram at word i comes from a chain over its words'
+ * hashes: c_1 = (S ^ h_i) * P, c_j = (c_{j-1} ^ h_{i+j-1}) * P + (j - 1),
+ * key = c_k ^ (c_k >> 29). The chain of the (k+1)-gram at i extends that
+ * of the k-gram at i by one step, so the rounds k = 2, 3, ... each cost one
+ * step per word; equal n-grams get equal keys, and different ones equal
+ * keys with probability 2^-64. */
+#define GRAM_SEED 0x9e3779b97f4a7c15ull
+#define GRAM_MUL 0x100000001b3ull
+
+typedef struct {
+    const uint64_t *wh; /* word hashes */
+    uint64_t *c;        /* chain per position, for the current k */
+    uint64_t *key;      /* keys of the current k */
+    size_t nw, k;
+} grams_t;
+
+static void grams_init(grams_t *g, const uint64_t *wh, size_t nw, uint64_t *c, uint64_t *key)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull * k;
-    for (size_t j = 0; j < k; j++)
-        h = (h ^ wh[at + j]) * 0x100000001b3ull + j;
-    return h ^ (h >> 29);
+    *g = (grams_t){wh, c, key, nw, 1};
+    for (size_t i = 0; i < nw; i++)
+        c[i] = (GRAM_SEED ^ wh[i]) * GRAM_MUL;
 }
 
-/* The k-gram hashes of every position into g (nw - k + 1 of them); with
- * them computed ahead, the table slots can be prefetched. */
-static inline __attribute__((always_inline)) size_t gram_hashes(const uint64_t *wh, size_t nw, size_t k, uint64_t *g)
+/* Moves to k + 1; returns the number of (k+1)-grams, whose keys are in key[]. */
+static size_t grams_next(grams_t *g)
 {
-    size_t ng = nw - k + 1;
-    for (size_t i = 0; i < ng; i++)
-        g[i] = ngram_hash(wh, i, k);
+    size_t k = g->k++, ng = g->nw - k;
+    const uint64_t *wh = g->wh + k;
+    uint64_t *restrict ch = g->c, *restrict key = g->key;
+    for (size_t i = 0; i < ng; i++) {
+        uint64_t c = (ch[i] ^ wh[i]) * GRAM_MUL + k;
+        ch[i] = c;
+        key[i] = c ^ (c >> 29);
+    }
     return ng;
 }
 
 #define PREFETCH_AHEAD 8
 
+/* The next round's k-grams into the table: the slot of each into at[i]
+ * (when at) and the highest count reached, at the position where it was
+ * first reached (*best_at). Tables past L1 get their slots prefetched. */
+static uint32_t count_grams(ctab_t *tb, grams_t *g, slot_t **at, size_t *best_at)
+{
+    size_t ng = grams_next(g);
+    const uint64_t *key = g->key;
+    ctab_round(tb);
+    uint32_t best = 0;
+    int pf = tb->mask >= 4096;
+    for (size_t i = 0; i < ng; i++) {
+        if (pf && i + PREFETCH_AHEAD < ng)
+            __builtin_prefetch(&tb->s[ctab_home(tb, key[i + PREFETCH_AHEAD])], 1);
+        slot_t *sl = ctab_add(tb, key[i]);
+        if (at)
+            at[i] = sl;
+        if (sl->cnt > best) {
+            best = sl->cnt;
+            *best_at = i;
+        }
+    }
+    return best;
+}
+
 /* The most frequent k-gram's share of the characters (count times its
  * length over total): the k-gram whose count first reaches the highest
  * count, measured at the occurrence where it does. *repeats says whether
- * any k-gram occurs twice. Inlined per constant k so that ngram_hash
- * unrolls. */
-static inline __attribute__((always_inline)) double top_share(ctab_t *tb, const view_t *v, const uint64_t *wh,
-                                                              uint64_t *g, size_t total, size_t k, int *repeats)
+ * any k-gram occurs twice. */
+static double top_share(ctab_t *tb, const view_t *v, grams_t *g, size_t total, int *repeats)
 {
-    size_t ng = gram_hashes(wh, v->nw, k, g);
-    ctab_round(tb);
-    uint32_t best = 0;
-    size_t best_at = 0;
-    for (size_t i = 0; i < ng; i++) {
-        if (i + PREFETCH_AHEAD < ng)
-            __builtin_prefetch(&tb->s[ctab_home(tb, g[i + PREFETCH_AHEAD])], 1);
-        uint32_t cnt = ctab_add(tb, g[i])->cnt;
-        if (cnt > best) {
-            best = cnt;
-            best_at = i;
-        }
-    }
+    size_t best_at = 0, k = g->k + 1;
+    uint32_t best = count_grams(tb, g, NULL, &best_at);
     *repeats = best >= 2;
     if (best < 2)
         return 0;
@@ -434,16 +463,10 @@ static inline __attribute__((always_inline)) double top_share(ctab_t *tb, const 
 
 /* The share of the characters in words inside a k-gram that occurs twice
  * or more; at[] is scratch of nw entries. */
-static inline __attribute__((always_inline)) double dup_share(ctab_t *tb, const view_t *v, const uint64_t *wh,
-                                                              uint64_t *g, slot_t **at, size_t total, size_t k)
+static double dup_share(ctab_t *tb, const view_t *v, grams_t *g, slot_t **at, size_t total)
 {
-    size_t nw = v->nw, ng = gram_hashes(wh, nw, k, g);
-    ctab_round(tb);
-    for (size_t i = 0; i < ng; i++) {
-        if (i + PREFETCH_AHEAD < ng)
-            __builtin_prefetch(&tb->s[ctab_home(tb, g[i + PREFETCH_AHEAD])], 1);
-        at[i] = ctab_add(tb, g[i]);
-    }
+    size_t best_at, k = g->k + 1, nw = v->nw, ng = nw - k + 1;
+    count_grams(tb, g, at, &best_at);
     size_t dc = 0, cover = 0; /* words before cover are inside a repeated k-gram */
     for (size_t i = 0; i < nw; i++) {
         if (i < ng && at[i]->cnt > 1)
@@ -475,17 +498,19 @@ static int gopher_repetition(const view_t *v)
         ok = 1;
         goto out;
     }
-    uint64_t *wh = scratch(SC_HASH, 2 * nw * sizeof *wh), *g = wh + nw;
+    uint64_t *wh = scratch(SC_HASH, 3 * nw * sizeof *wh);
     for (size_t i = 0; i < nw; i++)
         wh[i] = XXH3_64bits(w[i].p, w[i].n);
+    grams_t g;
+    grams_init(&g, wh, nw, wh + nw, wh + 2 * nw);
     /* the most frequent 2/3/4-gram covers at most 20/18/16%; when no
      * k-gram repeats, no longer one does */
     int rep = 0;
-    if (top_share(&tb, v, wh, g, total, 2, &rep) > 0.20)
+    if (top_share(&tb, v, &g, total, &rep) > 0.20)
         goto out;
-    if (rep && nw >= 3 && top_share(&tb, v, wh, g, total, 3, &rep) > 0.18)
+    if (rep && nw >= 3 && top_share(&tb, v, &g, total, &rep) > 0.18)
         goto out;
-    if (rep && nw >= 4 && top_share(&tb, v, wh, g, total, 4, &rep) > 0.16)
+    if (rep && nw >= 4 && top_share(&tb, v, &g, total, &rep) > 0.16)
         goto out;
     /* characters inside repeated 5..10-grams at most 15..10%; a word inside
      * a repeated k-gram (k > 5) is inside a repeated 5-gram, so when the
@@ -493,12 +518,12 @@ static int gopher_repetition(const view_t *v)
     static const double dup_max[11] = {0, 0, 0, 0, 0, 0.15, 0.14, 0.13, 0.12, 0.11, 0.10};
     if (rep && nw >= 5) {
         slot_t **at = scratch(SC_AT, nw * sizeof *at);
-        double d = dup_share(&tb, v, wh, g, at, total, 5);
+        double d = dup_share(&tb, v, &g, at, total);
         if (d > dup_max[5])
             goto out;
         if (d > dup_max[10])
             for (size_t k = 6; k <= 10 && nw >= k; k++)
-                if (dup_share(&tb, v, wh, g, at, total, k) > dup_max[k])
+                if (dup_share(&tb, v, &g, at, total) > dup_max[k])
                     goto out;
     }
     ok = 1;
