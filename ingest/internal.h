@@ -46,6 +46,10 @@ int istream_line(istream_t *s, size_t max, const char **line, size_t *len);
 /* Reads exactly n bytes into dst (if dst non-NULL, else skips them).
  * Returns the number read (< n at the end of the stream). */
 size_t istream_read(istream_t *s, void *dst, size_t n);
+/* Puts n bytes (that were read) back in front of the stream, and its
+ * offset back by n: the next reads see them again. p must not point into
+ * the stream's own buffer. */
+void istream_unread(istream_t *s, const void *p, size_t n);
 /* Peeks at up to n bytes (fills as needed); returns how many are available. */
 size_t istream_peek(istream_t *s, size_t n, const char **p);
 

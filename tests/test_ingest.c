@@ -281,26 +281,49 @@ static void test_bad_warc(void)
     is_int(c.counts[INGEST_ERR_HEADER], 1, "malformed WARC header: counted once");
     coll_free(&c);
 
-    /* wrong Content-Length (too short), then a good record */
+    /* wrong Content-Length (too short), then good records */
     n = 0;
     warc_rec(w, sizeof w, &n, "response", "http://a/", http_page(NULL, "<p>long body here</p>", page, sizeof page), 30);
     warc_rec(w, sizeof w, &n, "response", "http://b/", http_page(NULL, "<p>next page</p>", page, sizeof page), -1);
-    read_mem(w, n, INGEST_KIND_WARC, NULL, &c);
-    is_int(c.counts[INGEST_ERR_LENGTH], 1, "wrong Content-Length: counted");
-    is_int(c.n, 1, "wrong Content-Length: the bad record dropped, the next one kept");
-    ok(c.n == 1 && !strcmp(c.text[0], "next page"), "wrong Content-Length: resynchronised on the next record");
-    coll_free(&c);
-
-    /* wrong Content-Length (too long): it swallows the next record's start */
-    n = 0;
-    warc_rec(w, sizeof w, &n, "response", "http://a/", http_page(NULL, "<p>first</p>", page, sizeof page), 90);
-    warc_rec(w, sizeof w, &n, "response", "http://b/", http_page(NULL, "<p>swallowed</p>", page, sizeof page), -1);
     warc_rec(w, sizeof w, &n, "response", "http://c/", http_page(NULL, "<p>third</p>", page, sizeof page), -1);
     read_mem(w, n, INGEST_KIND_WARC, NULL, &c);
-    is_int(c.counts[INGEST_ERR_LENGTH], 1, "Content-Length too long: counted");
-    ok(c.n >= 1 && !strcmp(c.text[c.n - 1], "third") && !any_has(&c, "first"),
-       "Content-Length too long: the bad record dropped, reading goes on");
+    is_int(c.counts[INGEST_ERR_LENGTH], 1, "Content-Length too short: counted");
+    is_int(c.n, 2, "Content-Length too short: the bad record dropped, the next ones kept");
+    ok(c.n == 2 && !strcmp(c.text[0], "next page") && !strcmp(c.text[1], "third"),
+       "Content-Length too short: resynchronised on the next record");
     coll_free(&c);
+
+    /* wrong Content-Length (too long), by a little (into the next record's
+     * header), by a lot (over the next record, into the third) and past the
+     * end of the file (the second of three); WARC and WET */
+    static const struct {
+        long extra;
+        int bad;
+        const char *name;
+    } longer[] = {{60, 0, "into the next header"}, {400, 0, "over the next record"}, {100000, 1, "past the end"}};
+    for (int wet = 0; wet < 2; wet++)
+        for (size_t v = 0; v < sizeof longer / sizeof longer[0]; v++) {
+            const char *type = wet ? "conversion" : "response";
+            const char *bodies[3] = {"first", "second", "third"};
+            n = 0;
+            for (int r = 0; r < 3; r++) {
+                const char *body = wet ? bodies[r] : http_page(NULL, r == 0 ? "<p>first</p>" : r == 1 ? "<p>second</p>"
+                                                                                                   : "<p>third</p>",
+                                                               page, sizeof page);
+                long declared = r == longer[v].bad ? (long)strlen(body) + longer[v].extra : -1;
+                warc_rec(w, sizeof w, &n, type, "http://a/", body, declared);
+            }
+            read_mem(w, n, INGEST_KIND_WARC, NULL, &c);
+            const char *dropped = bodies[longer[v].bad];
+            int kept_others = c.n == 2 && !any_has(&c, dropped);
+            for (int r = 0; r < 3; r++)
+                if (r != longer[v].bad)
+                    kept_others &= any_has(&c, bodies[r]);
+            ok(kept_others && c.counts[INGEST_ERR_LENGTH] == 1 && c.counts[INGEST_ERR_TRUNCATED] == 0,
+               "Content-Length too long (%s, %s): counted, that record dropped, the others kept", longer[v].name,
+               wet ? "WET" : "WARC");
+            coll_free(&c);
+        }
 
     /* a charset that lies: declared UTF-8, bytes in windows-1252 */
     n = 0;
