@@ -127,7 +127,8 @@ static int load(const char *dir, dsigs_t *d, int b0, int b1, gl_err_t *err)
         }
         closedir(dh);
     }
-    qsort(ks, nk, sizeof *ks, cmp_u64);
+    if (nk > 1)
+        qsort(ks, nk, sizeof *ks, cmp_u64);
     int rc = GL_OK;
     if (first) {
         d->in_k = gl_xmalloc((nk ? nk : 1) * sizeof *d->in_k);

@@ -613,7 +613,8 @@ static long c4_find_phrases(const char *t, size_t n, size_t **hits)
             }
         }
     }
-    qsort(*hits, nh, sizeof **hits, cmp_size); /* found in anchor order, not start order */
+    if (nh > 1) /* found in anchor order, not start order */
+        qsort(*hits, nh, sizeof **hits, cmp_size);
     return (long)nh;
 }
 
