@@ -20,8 +20,18 @@
  *  - PII: e-mail addresses become email@example.com, IPv4 addresses
  *    0.0.0.0 (as dolma does).
  * Words are runs of non-space bytes, enough for the languages these rules
- * were designed for. Hash tables are small open-addressing arrays sized to
- * the document and freed at the end.
+ * were designed for.
+ *
+ * The workload is every crawl document, so the rules share their work: one
+ * scan over 64-byte masks of space bytes finds the words, and which gaps
+ * break a line or a paragraph, for the length and both Gopher rules;
+ * repeated lines, paragraphs and n-grams are counted by 64-bit hash in one
+ * open-addressing table whose rounds are told apart by a tag (never
+ * cleared), kept per thread with the word arrays between calls (up to
+ * 4 MB each; a larger one is freed after its document); C4 finds its
+ * phrases through one rare letter of each instead of searching each phrase.
+ * tests/test_ingest_filters.c holds naive models of every rule and checks
+ * these against them.
  */
 #include "ingest/internal.h"
 
