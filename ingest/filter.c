@@ -58,7 +58,7 @@ void ingest_filter_opts_default(ingest_filter_opts_t *o, Gptline__SourceKind sou
 
 /* ---- byte classes ---- */
 
-enum { CL_SP = 1, CL_LETTER = 2, CL_PII = 4 };
+enum { CL_SP = 1, CL_LETTER = 2 };
 static unsigned char cls[256];
 static unsigned char lower_tab[256];
 
@@ -70,8 +70,6 @@ __attribute__((constructor)) static void init_tables(void)
             cls[c] |= CL_SP;
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80)
             cls[c] |= CL_LETTER;
-        if (c == '@' || (c >= '0' && c <= '9'))
-            cls[c] |= CL_PII;
     }
 }
 
