@@ -154,7 +154,11 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
 BLAS_ENV := $(if $(OPENBLAS_CORETYPE),,$(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && \
 	grep -qw fma /proc/cpuinfo && echo OPENBLAS_CORETYPE=Haswell))
 
-TEST_ENV := $(BLAS_ENV) GPTLINE=$(abspath $(BUILD)/gptline) GL_BUILD=$(abspath $(BUILD)) \
+# libgomp's barrier spin, as gptline sets it for training (see gptline.c):
+# the same for the programs that link the trainer directly and for PyTorch.
+OMP_ENV := $(if $(GOMP_SPINCOUNT)$(OMP_WAIT_POLICY),,GOMP_SPINCOUNT=20000)
+
+TEST_ENV := $(BLAS_ENV) $(OMP_ENV) GPTLINE=$(abspath $(BUILD)/gptline) GL_BUILD=$(abspath $(BUILD)) \
 	GL_DATA=$(DATA) GL_SRC=$(CURDIR) PYTHON=$(PYTHON) GPTLINE_PROGRESS=0 \
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0

@@ -255,7 +255,8 @@ typedef struct {
     ingest_read_opts_t read;
     int filters_off;                   /* switch every filter off */
     int no_gopher, no_c4, no_pii, no_dedup, no_length;
-    const char *languages;
+    const char *languages;             /* keep these (CLD2 runs on every document) */
+    int detect_lang;                   /* record each document's language (CLD2) without --lang */
     size_t min_chars, min_words;       /* 0: default */
     unsigned throttle_ms;              /* sleep per document (tests of killed workers) */
     /* Log lines: called by the worker for each input and problem; may be

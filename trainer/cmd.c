@@ -1,9 +1,11 @@
-/* cmd.c — `gptline train pretrain|sft` and `gptline eval`.
+/* cmd.c — `gptline train pretrain|sft|rm|rl` and `gptline eval` (rl's options
+ * are parsed in rl.c).
  *
  * Options map one to one onto train_run_opts_t. Under mpirun/srun every
  * rank runs the same command; only rank 0 prints.
  */
 #include "tokenizer/tokenizer.h"
+#include "trainer/rl.h"
 #include "trainer/run.h"
 
 #include <getopt.h>
@@ -171,6 +173,7 @@ static const gl_cmd_t train_cmds[] = {
     {"pretrain", cmd_pretrain, "pretrain a GPT on token shards"},
     {"sft", cmd_sft, "supervised fine-tuning on conversation shards"},
     {"rm", cmd_rm, "train a reward model on ranking shards"},
+    {"rl", train_rl_cmd, "RL against a reward model: PPO or GRPO"},
     {NULL, NULL, NULL},
 };
 

@@ -9,7 +9,9 @@
  * Sampling: temperature (0 = greedy argmax), top-k, top-p (nucleus), from
  * a seeded generator; a row stops at the stop id (end-of-text) or after
  * max_new tokens. The log-probability of each sampled token under the
- * untempered distribution is returned too (the RL stage needs it).
+ * untempered distribution is returned too (the RL stage needs it). With
+ * per-row seeds each row draws from its own stream, so a row's sample is
+ * the same whatever rows share its batch.
  */
 #include "trainer/run.h"
 
@@ -116,12 +118,15 @@ int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const 
     cand_t *c = malloc((size_t)V * sizeof *c);
     int32_t *in = malloc((size_t)B * sizeof *in);
     uint8_t *feed = malloc((size_t)B);
+    uint64_t *rows_rng = o->row_seeds ? malloc((size_t)B * sizeof *rows_rng) : NULL;
     int rc = GL_OK;
-    if (!c || !in || !feed) {
+    if (!c || !in || !feed || (o->row_seeds && !rows_rng)) {
         rc = gl_err_set(err, GL_ENOMEM, "generation: out of memory");
         goto out;
     }
     memset(feed, 1, (size_t)B);
+    for (int b = 0; rows_rng && b < B; b++)
+        rows_rng[b] = o->row_seeds[b] * 0x2545f4914f6cdd1dull + 1;
     for (int step = 0;; step++) {
         int live = 0;
         for (int b = 0; b < B; b++) {
@@ -138,7 +143,7 @@ int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const 
             if (!feed[b] || step < plen[b] - 1)
                 continue;
             float lp;
-            int id = pick(kv->logits + (size_t)b * V, V, o, &rng, c, &lp);
+            int id = pick(kv->logits + (size_t)b * V, V, o, rows_rng ? &rows_rng[b] : &rng, c, &lp);
             out[(size_t)b * o->max_new + out_len[b]] = id;
             if (logprobs)
                 logprobs[(size_t)b * o->max_new + out_len[b]] = lp;
@@ -148,6 +153,6 @@ int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const 
         }
     }
 out:
-    free(c), free(in), free(feed);
+    free(c), free(in), free(feed), free(rows_rng);
     return rc;
 }

@@ -57,11 +57,7 @@ void train_run_defaults(train_run_opts_t *o)
  * at the sequence's true last token (Hugging Face's
  * GPT2ForSequenceClassification "score.weight", [1, C], no bias), with its
  * own AdamW moments. */
-typedef struct {
-    int C;
-    float *w, *g, *m, *v;
-    long step;
-} rm_head_t;
+typedef train_head_t rm_head_t;
 
 static void rm_head_init(rm_head_t *h, int C)
 {
@@ -158,6 +154,15 @@ static void rm_head_step(rm_head_t *h, const train_adamw_t *a, float lr)
     }
 }
 
+void train_head_init(train_head_t *h, int C) { rm_head_init(h, C); }
+void train_head_free(train_head_t *h) { rm_head_free(h); }
+int train_head_save(const train_head_t *h, const char *path, int moments, gl_err_t *err)
+{
+    return rm_head_save(h, path, moments, err);
+}
+int train_head_load(train_head_t *h, const char *path, gl_err_t *err) { return rm_head_load(h, path, err); }
+void train_head_step(train_head_t *h, const train_adamw_t *a, float lr) { rm_head_step(h, a, lr); }
+
 /* ---- checkpoints ------------------------------------------------------ */
 
 typedef struct {
@@ -246,6 +251,8 @@ static char *latest_checkpoint(const char *out, gl_err_t *err)
     free(data);
     return dir;
 }
+
+char *train_latest_checkpoint(const char *out, gl_err_t *err) { return latest_checkpoint(out, err); }
 
 char *train_checkpoint_model_path(const char *path, gl_err_t *err)
 {
@@ -353,6 +360,8 @@ static void trim_metrics(const char *path, long step)
     free(keep);
     free(data);
 }
+
+void train_metrics_trim(const char *path, long step) { trim_metrics(path, step); }
 
 static void append_json(FILE *f, json_t *j)
 {

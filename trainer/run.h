@@ -109,6 +109,10 @@ typedef struct {
     uint64_t seed;
     int max_new;             /* tokens to generate per row at most */
     int32_t stop_id;         /* end-of-text; -1: none */
+    const uint64_t *row_seeds; /* one seed per row (kv->B), borrowed; NULL: one
+                                * stream for the batch from seed. With it a
+                                * row's sample does not depend on the other
+                                * rows (RL rollouts split over ranks) */
 } train_sample_opts_t;
 
 /* Continues kv->B prompts (prompts[b] of plen[b] >= 1 tokens) with the
@@ -119,9 +123,47 @@ typedef struct {
 int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const *prompts, const int *plen,
                    const train_sample_opts_t *o, int32_t *out, int *out_len, float *logprobs, gl_err_t *err);
 
+/* ---- helpers the stages share (run.c) ------------------------------------ */
+
+/* The scalar head of a reward or value model: r = w . h, h the final
+ * hidden state at a position (GPT2ForSequenceClassification's
+ * "score.weight", [1, C], no bias), with its gradient g and AdamW moments
+ * m, v; all owned by the head (train_head_init / train_head_free). */
+typedef struct {
+    int C;
+    float *w, *g, *m, *v;
+    long step;
+} train_head_t;
+
+void train_head_init(train_head_t *h, int C);
+/* Safe on a zeroed or freed head. */
+void train_head_free(train_head_t *h);
+/* Writes "score.weight" (and with moments "exp_avg.score.weight",
+ * "exp_avg_sq.score.weight" and the step) as safetensors, atomically. */
+int train_head_save(const train_head_t *h, const char *path, int moments, gl_err_t *err);
+/* Reads what train_head_save wrote (the moments when present). */
+int train_head_load(train_head_t *h, const char *path, gl_err_t *err);
+/* One AdamW update of w from g, as train_adamw_step does for a model. */
+void train_head_step(train_head_t *h, const train_adamw_t *a, float lr);
+/* The folder out/latest names; NULL with GL_ENOTFOUND when there is none.
+ * Caller frees. */
+char *train_latest_checkpoint(const char *out, gl_err_t *err);
+/* Rewrites a metrics.jsonl keeping the records of steps before `step`. */
+void train_metrics_trim(const char *path, long step);
+
 /* Renders metrics.jsonl to a PNG (loss, held-out loss, learning rate,
  * throughput); written atomically. */
 int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err);
+
+/* A grid of panels (two per row), each the values of up to three
+ * metrics.jsonl fields against the step, with a legend; written
+ * atomically. Records without a panel's fields are skipped. */
+typedef struct {
+    const char *title;
+    const char *keys[3];     /* fields; NULL ends the list */
+    const char *labels[3];   /* legend entries (NULL: the field's name) */
+} train_plot_panel_t;
+int train_plot_panels(const char *metrics, const char *png, const train_plot_panel_t *panels, int n, gl_err_t *err);
 
 /* `gptline train ...` and `gptline eval ...` */
 int train_cmd(int argc, char **argv);
