@@ -63,7 +63,7 @@ $G train rl $R --out "$TMP/k" -B 8 --minibatches 2 --steps 40 --ckpt-every 2 >/d
 pid=$!
 for _ in $(seq 1000); do grep -qs 'ckpt-0000000[4-9]\|ckpt-000000[1-3]' "$TMP/k/latest" && break; sleep 0.01; done
 kill -9 $pid 2>/dev/null; killed=$?
-wait $pid 2>/dev/null
+{ wait $pid; } 2>/dev/null  # no "Killed" line from the shell
 [ $killed -eq 0 ] && [ -f "$TMP/k/latest" ]; _result $? "killed mid-run with a checkpoint ($(cat "$TMP/k/latest" 2>/dev/null))"
 check "resume after SIGKILL" $G train rl $R --out "$TMP/k" -B 8 --minibatches 2 --steps 40 --ckpt-every 2 --resume
 stats "$TMP/a" > "$TMP/sa"; stats "$TMP/k" > "$TMP/sk"
