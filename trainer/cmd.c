@@ -1,4 +1,5 @@
-/* cmd.c — `gptline train pretrain|sft` and `gptline eval`.
+/* cmd.c — `gptline train pretrain|sft|rm|dpo`, `gptline eval` and
+ * `gptline sample`.
  *
  * Options map one to one onto train_run_opts_t. Under mpirun/srun every
  * rank runs the same command; only rank 0 prints.
@@ -39,6 +40,15 @@ static int usage_train(const char *prog, train_stage_t stage)
     else if (stage == TRAIN_STAGE_SFT)
         printf("Fine-tunes a model on SFT conversation shards; the loss counts only the\n"
                "assistant tokens and the end-of-text after them. Start from --init CKPT.\n\n");
+    else if (stage == TRAIN_STAGE_DPO)
+        printf("Direct preference optimisation on RM ranking shards, no reward model: the\n"
+               "policy starts from --init SFT_CKPT and a frozen copy of it is the reference.\n"
+               "For every ordered pair (w better than l) of a ranking the loss is\n"
+               "  -log sigmoid(beta * (log pi(w)/pi_ref(w) - log pi(l)/pi_ref(l)))\n"
+               "with log-probs summed over the response tokens and their end-of-text,\n"
+               "averaged per prompt. Logs the implicit-reward accuracy and margin; the\n"
+               "held-out set reports them too.\n"
+               "  --beta X            strength of the leash to the reference (0.1)\n\n");
     else
         printf("Trains a reward model on RM ranking shards: a scalar head on the hidden\n"
                "state of each prompt+response's true last token (its end-of-text), the\n"
@@ -70,7 +80,7 @@ static int usage_train(const char *prog, train_stage_t stage)
 static int run_stage(int argc, char **argv, train_stage_t stage)
 {
     enum { O_VAL = 256, O_INIT, O_RESUME, O_LAYERS, O_HEADS, O_WIDTH, O_CTX, O_ACCUM, O_STEPS, O_UNTIL, O_LR,
-           O_MINLR, O_WARMUP, O_B1, O_B2, O_WD, O_CLIP, O_SEED, O_EVE, O_EVB, O_CKE, O_LOGE, O_THREADS, O_DROPOUT };
+           O_MINLR, O_WARMUP, O_B1, O_B2, O_WD, O_CLIP, O_SEED, O_EVE, O_EVB, O_CKE, O_LOGE, O_THREADS, O_DROPOUT, O_BETA };
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},    {"out", required_argument, NULL, 'o'},
         {"val", required_argument, NULL, O_VAL},   {"init", required_argument, NULL, O_INIT},
@@ -83,7 +93,7 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
         {"warmup", required_argument, NULL, O_WARMUP}, {"beta1", required_argument, NULL, O_B1},
         {"beta2", required_argument, NULL, O_B2},  {"wd", required_argument, NULL, O_WD},
         {"clip", required_argument, NULL, O_CLIP}, {"seed", required_argument, NULL, O_SEED},
-        {"dropout", required_argument, NULL, O_DROPOUT},
+        {"dropout", required_argument, NULL, O_DROPOUT}, {"beta", required_argument, NULL, O_BETA},
         {"eval-every", required_argument, NULL, O_EVE}, {"eval-batches", required_argument, NULL, O_EVB},
         {"ckpt-every", required_argument, NULL, O_CKE}, {"log-every", required_argument, NULL, O_LOGE},
         {"threads", required_argument, NULL, O_THREADS}, {"quiet", no_argument, NULL, 'q'},
@@ -123,6 +133,9 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
         case O_WD: bad = parse_float(optarg, &o.adamw.weight_decay); break;
         case O_CLIP: bad = parse_float(optarg, &o.clip); break;
         case O_DROPOUT: bad = parse_float(optarg, &o.dropout); break;
+        case O_BETA:
+            bad = stage != TRAIN_STAGE_DPO || parse_float(optarg, &o.dpo_beta) || !(o.dpo_beta > 0);
+            break;
         case O_SEED: bad = parse_int(optarg, &c); o.seed = (uint64_t)c; break;
         case O_EVE: bad = parse_int(optarg, &o.eval_every); break;
         case O_EVB: bad = parse_int(optarg, &o.eval_batches); break;
@@ -140,6 +153,8 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
         return gl_usage_error(argv[0], "unexpected argument '%s'", argv[optind]);
     if (!o.data || !o.out)
         return gl_usage_error(argv[0], "--data and --out are required");
+    if (stage == TRAIN_STAGE_DPO && !o.init)
+        return gl_usage_error(argv[0], "--init SFT_CKPT is required (the policy's start and the reference)");
     if (!ctx_set && o.T > o.cfg.n_ctx)
         o.cfg.n_ctx = o.T;
     gl_err_t err = {0};
@@ -157,11 +172,13 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
 static int cmd_pretrain(int argc, char **argv) { return run_stage(argc, argv, TRAIN_STAGE_PRETRAIN); }
 static int cmd_sft(int argc, char **argv) { return run_stage(argc, argv, TRAIN_STAGE_SFT); }
 static int cmd_rm(int argc, char **argv) { return run_stage(argc, argv, TRAIN_STAGE_RM); }
+static int cmd_dpo(int argc, char **argv) { return run_stage(argc, argv, TRAIN_STAGE_DPO); }
 
 static const gl_cmd_t train_cmds[] = {
     {"pretrain", cmd_pretrain, "pretrain a GPT on token shards"},
     {"sft", cmd_sft, "supervised fine-tuning on conversation shards"},
     {"rm", cmd_rm, "train a reward model on ranking shards"},
+    {"dpo", cmd_dpo, "direct preference optimisation on ranking shards"},
     {NULL, NULL, NULL},
 };
 
