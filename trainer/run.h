@@ -151,6 +151,19 @@ typedef struct {
 int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const *prompts, const int *plen,
                    const train_sample_opts_t *o, int32_t *out, int *out_len, float *logprobs, gl_err_t *err);
 
+/* Best-of-N (rejection sampling): kv->B continuations of one prompt,
+ * generated as one batch (train_generate; row 0 is what a batch of one
+ * samples with the same seed), each scored by the reward model rm with
+ * head w (train_rm_head_load) at the end-of-text o->stop_id closing
+ * prompt + response: the response's own stop token, or one appended; the
+ * prompt's start is cut when the row exceeds rm's capacity T. out is
+ * (kv->B, max_new) and out_len[kv->B] as for train_generate, scores[kv->B]
+ * the rewards, *best the index of the highest (the first of equals). rm
+ * must hold kv->B rows. GL_EINVAL without a stop id. */
+int train_best_of_n(train_kv_t *kv, const train_model_t *m, train_model_t *rm, const float *w, const int32_t *prompt,
+                    int plen, const train_sample_opts_t *o, int32_t *out, int *out_len, float *scores, int *best,
+                    gl_err_t *err);
+
 /* Renders metrics.jsonl to a PNG (loss, held-out loss, learning rate,
  * throughput); written atomically. */
 int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err);
