@@ -14,9 +14,16 @@
  * others wait (train_model_decode_rows).
  *
  * Workload: B of 1..64 rows, T up to the context; a step is dominated by
- * reading the weights once (B x C by C x 4C products).
+ * reading the weights once (B x C by C x 4C products) and each row's
+ * cached keys and values. So the products run on a few-row kernel
+ * (train_k_matmul_forward_rows: sgemm would pack every weight matrix at
+ * every step), and the cache keeps a contiguous (T, head size) slab per
+ * row and head, read by two matrix-vector products per head (scores, then
+ * the weighted values), rows and heads spread over the threads.
  */
 #include "trainer/internal.h"
+
+#include <cblas.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -35,7 +42,7 @@ int train_kv_init(train_kv_t *kv, const train_model_t *m, int B, int T, gl_err_t
     kv->C = c->n_embd;
     kv->V = c->vocab_size;
     size_t C = kv->C, cache = (size_t)kv->L * B * T * C;
-    size_t step = (size_t)B * (C * 11 + 2 + (size_t)kv->V) + T;
+    size_t step = (size_t)B * (C * 11 + 2 + (size_t)kv->V) + (size_t)B * c->n_head * T;
     kv->k = malloc(cache * sizeof(float));
     kv->v = malloc(cache * sizeof(float));
     kv->mem = malloc(step * sizeof(float));
@@ -108,52 +115,48 @@ int train_model_decode_rows(const train_model_t *m, train_kv_t *kv, const int32_
         size_t lC = (size_t)l * C;
         train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LN1W] + lC,
                                   p->t[TRAIN_LN1B] + lC, B, C);
-        train_k_matmul_forward(kv->qkv, kv->ln, p->t[TRAIN_QKVW] + lC * 3 * C, p->t[TRAIN_QKVB] + lC * 3,
+        train_k_matmul_forward_rows(kv->qkv, kv->ln, p->t[TRAIN_QKVW] + lC * 3 * C, p->t[TRAIN_QKVB] + lC * 3,
                                NULL, B, C, 3 * C);
+        /* the new keys and values into the cache, then the attention of
+         * each row's query over its cached positions, two matrix-vector
+         * products per head over contiguous (T, hs) slabs: rows and heads
+         * are independent, so they share the threads */
+        size_t work = 0;
         for (int b = 0; b < B; b++) {
             if (feed && !feed[b])
                 continue;
-            int pos = kv->pos[b];
-            float *kc = kv->k + (((size_t)l * B + b) * kv->T) * C;
-            float *vc = kv->v + (((size_t)l * B + b) * kv->T) * C;
-            const float *q = kv->qkv + (size_t)b * 3 * C;
-            memcpy(kc + (size_t)pos * C, q + C, (size_t)C * sizeof(float));
-            memcpy(vc + (size_t)pos * C, q + 2 * C, (size_t)C * sizeof(float));
             for (int h = 0; h < NH; h++) {
-                const float *qh = q + (size_t)h * hs;
-                float mx = -INFINITY, sum = 0.0f, *s = kv->scores;
-                for (int t = 0; t <= pos; t++) {
-                    const float *kh = kc + (size_t)t * C + (size_t)h * hs;
-                    float d = 0.0f;
-                    for (int i = 0; i < hs; i++)
-                        d += qh[i] * kh[i];
-                    s[t] = d * scale;
-                    mx = s[t] > mx ? s[t] : mx;
-                }
-                for (int t = 0; t <= pos; t++) {
-                    s[t] = expf(s[t] - mx);
-                    sum += s[t];
-                }
-                float *o = kv->att + (size_t)b * C + (size_t)h * hs;
-                memset(o, 0, (size_t)hs * sizeof(float));
-                for (int t = 0; t <= pos; t++) {
-                    const float *vh = vc + (size_t)t * C + (size_t)h * hs;
-                    float w = s[t] / sum;
-                    for (int i = 0; i < hs; i++)
-                        o[i] += w * vh[i];
-                }
+                size_t at = ((((size_t)l * B + b) * NH + h) * kv->T + (size_t)kv->pos[b]) * hs;
+                const float *src = kv->qkv + (size_t)b * 3 * C + (size_t)h * hs;
+                memcpy(kv->k + at, src + C, (size_t)hs * sizeof(float));
+                memcpy(kv->v + at, src + 2 * C, (size_t)hs * sizeof(float));
             }
+            work += (size_t)(kv->pos[b] + 1) * C;
         }
+#pragma omp parallel for collapse(2) schedule(static) if (work > 32768)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                if (feed && !feed[b])
+                    continue;
+                int n = kv->pos[b] + 1;
+                size_t slab = (((size_t)l * B + b) * NH + h) * kv->T * hs;
+                const float *qh = kv->qkv + (size_t)b * 3 * C + (size_t)h * hs;
+                float *s = kv->scores + ((size_t)b * NH + h) * kv->T;
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hs, scale, kv->k + slab, hs, qh, 1, 0.0f, s, 1);
+                train_k_softmax(s, n);
+                cblas_sgemv(CblasRowMajor, CblasTrans, n, hs, 1.0f, kv->v + slab, hs, s, 1, 0.0f,
+                            kv->att + (size_t)b * C + (size_t)h * hs, 1);
+            }
         /* x += attproj(att); x += fcproj(gelu(fc(ln2(x)))): the residual
          * products write over x (the fill reads each element first). */
-        train_k_matmul_forward(kv->x, kv->att, p->t[TRAIN_ATTPROJW] + lC * C, p->t[TRAIN_ATTPROJB] + lC,
+        train_k_matmul_forward_rows(kv->x, kv->att, p->t[TRAIN_ATTPROJW] + lC * C, p->t[TRAIN_ATTPROJB] + lC,
                                kv->x, B, C, C);
         train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LN2W] + lC,
                                   p->t[TRAIN_LN2B] + lC, B, C);
-        train_k_matmul_forward(kv->fch, kv->ln, p->t[TRAIN_FCW] + lC * 4 * C, p->t[TRAIN_FCB] + lC * 4,
+        train_k_matmul_forward_rows(kv->fch, kv->ln, p->t[TRAIN_FCW] + lC * 4 * C, p->t[TRAIN_FCB] + lC * 4,
                                NULL, B, C, 4 * C);
         train_k_gelu_forward(kv->fch, kv->fch, (size_t)B * 4 * C);
-        train_k_matmul_forward(kv->x, kv->fch, p->t[TRAIN_FCPROJW] + lC * 4 * C, p->t[TRAIN_FCPROJB] + lC,
+        train_k_matmul_forward_rows(kv->x, kv->fch, p->t[TRAIN_FCPROJW] + lC * 4 * C, p->t[TRAIN_FCPROJB] + lC,
                                kv->x, B, 4 * C, C);
     }
     train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LNFW], p->t[TRAIN_LNFB], B, C);

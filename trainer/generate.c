@@ -45,8 +45,9 @@ static int cmp_cand(const void *a, const void *b)
     return ((const cand_t *)a)->id - ((const cand_t *)b)->id;
 }
 
-/* Picks a token from logits[V]; returns it and its log-probability under
- * the untempered softmax in *logp. */
+/* Picks a token from logits[V]; returns it and, when logp is not NULL,
+ * its log-probability under the untempered softmax in *logp (greedy
+ * without it is an argmax, no exponential). */
 static int pick(const float *logits, int V, const train_sample_opts_t *o, uint64_t *rng, cand_t *c, float *logp)
 {
     float mx = -INFINITY;
@@ -56,10 +57,6 @@ static int pick(const float *logits, int V, const train_sample_opts_t *o, uint64
             mx = logits[v];
             arg = v;
         }
-    double z = 0;
-    for (int v = 0; v < V; v++)
-        z += exp((double)logits[v] - mx);
-    double lse = mx + log(z);
     int id = arg;
     if (o->temperature > 0) {
         double zt = 0;
@@ -99,7 +96,12 @@ static int pick(const float *logits, int V, const train_sample_opts_t *o, uint64
             }
         }
     }
-    *logp = (float)(logits[id] - lse);
+    if (logp) {
+        double z = 0;
+        for (int v = 0; v < V; v++)
+            z += exp((double)logits[v] - mx);
+        *logp = (float)(logits[id] - (mx + log(z)));
+    }
     return id;
 }
 
@@ -148,7 +150,7 @@ int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const 
             if (!feed[b] || step < plen[b] - 1)
                 continue;
             float lp;
-            int id = pick(kv->logits + (size_t)b * V, V, o, &rng[b], c, &lp);
+            int id = pick(kv->logits + (size_t)b * V, V, o, &rng[b], c, logprobs ? &lp : NULL);
             out[(size_t)b * o->max_new + out_len[b]] = id;
             if (logprobs)
                 logprobs[(size_t)b * o->max_new + out_len[b]] = lp;

@@ -217,7 +217,7 @@ typedef struct {
     int B, T, L, C, V;
     int len;          /* positions fed so far: the most of any row */
     int *pos;         /* (B): positions fed so far, per row */
-    float *k, *v;     /* (L, B, T, C) */
+    float *k, *v;     /* (L, B, n_head, T, head size): a (T, hs) slab per row and head */
     float *mem;       /* one step's buffers */
     float *x, *ln, *mean, *rstd, *qkv, *att, *fch, *scores;
     float *logits;    /* (B, V): next-token logits after the last step */
