@@ -24,10 +24,12 @@
 #include "trainer/internal.h"
 
 #include <cblas.h>
-
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 int train_kv_init(train_kv_t *kv, const train_model_t *m, int B, int T, gl_err_t *err)
 {
@@ -116,7 +118,7 @@ int train_model_decode_rows(const train_model_t *m, train_kv_t *kv, const int32_
         train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LN1W] + lC,
                                   p->t[TRAIN_LN1B] + lC, B, C);
         train_k_matmul_forward_rows(kv->qkv, kv->ln, p->t[TRAIN_QKVW] + lC * 3 * C, p->t[TRAIN_QKVB] + lC * 3,
-                               NULL, B, C, 3 * C);
+                                    NULL, B, C, 3 * C);
         /* the new keys and values into the cache, then the attention of
          * each row's query over its cached positions, two matrix-vector
          * products per head over contiguous (T, hs) slabs: rows and heads
@@ -150,14 +152,14 @@ int train_model_decode_rows(const train_model_t *m, train_kv_t *kv, const int32_
         /* x += attproj(att); x += fcproj(gelu(fc(ln2(x)))): the residual
          * products write over x (the fill reads each element first). */
         train_k_matmul_forward_rows(kv->x, kv->att, p->t[TRAIN_ATTPROJW] + lC * C, p->t[TRAIN_ATTPROJB] + lC,
-                               kv->x, B, C, C);
+                                    kv->x, B, C, C);
         train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LN2W] + lC,
                                   p->t[TRAIN_LN2B] + lC, B, C);
         train_k_matmul_forward_rows(kv->fch, kv->ln, p->t[TRAIN_FCW] + lC * 4 * C, p->t[TRAIN_FCB] + lC * 4,
-                               NULL, B, C, 4 * C);
+                                    NULL, B, C, 4 * C);
         train_k_gelu_forward(kv->fch, kv->fch, (size_t)B * 4 * C);
         train_k_matmul_forward_rows(kv->x, kv->fch, p->t[TRAIN_FCPROJW] + lC * 4 * C, p->t[TRAIN_FCPROJB] + lC,
-                               kv->x, B, 4 * C, C);
+                                    kv->x, B, 4 * C, C);
     }
     train_k_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->t[TRAIN_LNFW], p->t[TRAIN_LNFB], B, C);
     train_k_gemm(0, 1, B, V, C, 1.0f, kv->ln, C, p->t[TRAIN_WTE], C, 0.0f, kv->logits, V);
@@ -167,5 +169,100 @@ int train_model_decode_rows(const train_model_t *m, train_kv_t *kv, const int32_
             kv->pos[b]++;
         kv->len = kv->pos[b] > kv->len ? kv->pos[b] : kv->len;
     }
+    return GL_OK;
+}
+
+/* ---- prefill: n positions per row at once ----------------------------------- */
+
+/* A product over many rows goes to sgemm, over a few to the few-row kernel. */
+static void matmul(float *out, const float *inp, const float *w, const float *bias, const float *res, int N, int IC,
+                   int OC)
+{
+    if (N >= 64)
+        train_k_matmul_forward(out, inp, w, bias, res, N, IC, OC);
+    else
+        train_k_matmul_forward_rows(out, inp, w, bias, res, N, IC, OC);
+}
+
+int train_model_prefill(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, int n, gl_err_t *err)
+{
+    const train_config_t *c = &m->cfg;
+    int B = kv->B, C = c->n_embd, NH = c->n_head, V = c->vocab_size, hs = C / NH, p0 = kv->pos[0];
+    if (kv->C != C || kv->L != c->n_layer || kv->V != V)
+        return gl_err_set(err, GL_EINVAL, "prefill: the cache was made for another model");
+    if (n < 1)
+        return GL_OK;
+    for (int b = 0; b < B; b++) {
+        if (kv->pos[b] != p0)
+            return gl_err_set(err, GL_EINVAL, "prefill: the rows are at different positions");
+        for (int j = 0; j < n; j++)
+            if (tokens[(size_t)b * n + j] < 0 || tokens[(size_t)b * n + j] >= V)
+                return gl_err_set(err, GL_ERANGE, "prefill: token %d of row %d outside vocab %d",
+                                  tokens[(size_t)b * n + j], b, V);
+    }
+    if (p0 + n > kv->T)
+        return gl_err_set(err, GL_ERANGE, "prefill: %d + %d positions exceed the cache of %d", p0, n, kv->T);
+    const train_params_t *p = &m->params;
+    size_t N = (size_t)B * n, S = (size_t)n * (p0 + n);
+    int nth = 1;
+#ifdef _OPENMP
+    nth = omp_get_max_threads();
+#endif
+    float *mem = malloc((N * (C * 10 + 2) + (size_t)nth * S) * sizeof(float));
+    if (!mem)
+        return gl_err_set(err, GL_ENOMEM, "prefill: out of memory for %d rows x %d positions", B, n);
+    float *x = mem, *ln = x + N * C, *qkv = ln + N * C, *att = qkv + N * 3 * C, *fch = att + N * C,
+          *mean = fch + N * 4 * C, *rstd = mean + N, *scores = rstd + N;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (size_t r = 0; r < N; r++) {
+        const float *e = p->t[TRAIN_WTE] + (size_t)tokens[r] * C,
+                    *pe = p->t[TRAIN_WPE] + (size_t)(p0 + (int)(r % (size_t)n)) * C;
+        for (int i = 0; i < C; i++)
+            x[r * C + i] = e[i] + pe[i];
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        size_t lC = (size_t)l * C;
+        train_k_layernorm_forward(ln, mean, rstd, x, p->t[TRAIN_LN1W] + lC, p->t[TRAIN_LN1B] + lC, (int)N, C);
+        matmul(qkv, ln, p->t[TRAIN_QKVW] + lC * 3 * C, p->t[TRAIN_QKVB] + lC * 3, NULL, (int)N, C, 3 * C);
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                size_t slab = (((size_t)l * B + b) * NH + h) * kv->T * hs;
+                for (int j = 0; j < n; j++) {
+                    const float *src = qkv + ((size_t)b * n + j) * 3 * C + (size_t)h * hs;
+                    memcpy(kv->k + slab + (size_t)(p0 + j) * hs, src + C, (size_t)hs * sizeof(float));
+                    memcpy(kv->v + slab + (size_t)(p0 + j) * hs, src + 2 * C, (size_t)hs * sizeof(float));
+                }
+            }
+        /* per row and head: S = Q K^T over the cache, causal softmax, O = P V */
+#pragma omp parallel for collapse(2) schedule(static) if (N * (p0 + n) * C > 32768)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                int th = 0;
+#ifdef _OPENMP
+                th = omp_get_thread_num();
+#endif
+                int K = p0 + n;
+                float *s = scores + (size_t)th * S;
+                size_t slab = (((size_t)l * B + b) * NH + h) * kv->T * hs;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, hs, scale,
+                            qkv + (size_t)b * n * 3 * C + (size_t)h * hs, 3 * C, kv->k + slab, hs, 0.0f, s, K);
+                for (int j = 0; j < n; j++) {
+                    float *row = s + (size_t)j * K;
+                    train_k_softmax(row, p0 + j + 1);
+                    memset(row + p0 + j + 1, 0, (size_t)(n - j - 1) * sizeof(float));
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, K, 1.0f, s, K, kv->v + slab, hs, 0.0f,
+                            att + (size_t)b * n * C + (size_t)h * hs, C);
+            }
+        matmul(x, att, p->t[TRAIN_ATTPROJW] + lC * C, p->t[TRAIN_ATTPROJB] + lC, x, (int)N, C, C);
+        train_k_layernorm_forward(ln, mean, rstd, x, p->t[TRAIN_LN2W] + lC, p->t[TRAIN_LN2B] + lC, (int)N, C);
+        matmul(fch, ln, p->t[TRAIN_FCW] + lC * 4 * C, p->t[TRAIN_FCB] + lC * 4, NULL, (int)N, C, 4 * C);
+        train_k_gelu_forward(fch, fch, N * 4 * C);
+        matmul(x, fch, p->t[TRAIN_FCPROJW] + lC * 4 * C, p->t[TRAIN_FCPROJB] + lC, x, (int)N, 4 * C, C);
+    }
+    free(mem);
+    for (int b = 0; b < B; b++)
+        kv->pos[b] += n;
+    kv->len = p0 + n;
     return GL_OK;
 }

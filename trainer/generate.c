@@ -109,6 +109,8 @@ int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const 
                    const train_sample_opts_t *o, int32_t *out, int *out_len, float *logprobs, gl_err_t *err)
 {
     int B = kv->B, V = m->cfg.vocab_size, maxp = 0;
+    if (B < 1)
+        return gl_err_set(err, GL_EINVAL, "generation: a cache of no rows");
     for (int b = 0; b < B; b++) {
         if (plen[b] < 1)
             return gl_err_set(err, GL_EINVAL, "generation: row %d has an empty prompt", b);
@@ -134,7 +136,25 @@ int train_generate(train_kv_t *kv, const train_model_t *m, const int32_t *const 
         rng[b] = b ? next_u64(&x) : x;
     }
     memset(feed, 1, (size_t)B);
-    for (int step = 0;; step++) {
+    /* the positions every row feeds from its prompt before any samples:
+     * all at once, many rows per product */
+    int pre = plen[0] - 1;
+    for (int b = 1; b < B; b++)
+        pre = plen[b] - 1 < pre ? plen[b] - 1 : pre;
+    if (pre > 0) {
+        int32_t *toks = malloc((size_t)B * pre * sizeof *toks);
+        if (!toks) {
+            rc = gl_err_set(err, GL_ENOMEM, "generation: out of memory");
+            goto out;
+        }
+        for (int b = 0; b < B; b++)
+            memcpy(toks + (size_t)b * pre, prompts[b], (size_t)pre * sizeof *toks);
+        rc = train_model_prefill(m, kv, toks, pre, err);
+        free(toks);
+        if (rc)
+            goto out;
+    }
+    for (int step = pre > 0 ? pre : 0;; step++) {
         int live = 0;
         for (int b = 0; b < B; b++) {
             if (!feed[b])
