@@ -192,6 +192,8 @@ int train_model_prefill(const train_model_t *m, train_kv_t *kv, const int32_t *t
         return gl_err_set(err, GL_EINVAL, "prefill: the cache was made for another model");
     if (n < 1)
         return GL_OK;
+    if (p0 + n > kv->T)
+        return gl_err_set(err, GL_ERANGE, "prefill: %d + %d positions exceed the cache of %d", p0, n, kv->T);
     for (int b = 0; b < B; b++) {
         if (kv->pos[b] != p0)
             return gl_err_set(err, GL_EINVAL, "prefill: the rows are at different positions");
@@ -200,8 +202,6 @@ int train_model_prefill(const train_model_t *m, train_kv_t *kv, const int32_t *t
                 return gl_err_set(err, GL_ERANGE, "prefill: token %d of row %d outside vocab %d",
                                   tokens[(size_t)b * n + j], b, V);
     }
-    if (p0 + n > kv->T)
-        return gl_err_set(err, GL_ERANGE, "prefill: %d + %d positions exceed the cache of %d", p0, n, kv->T);
     const train_params_t *p = &m->params;
     size_t N = (size_t)B * n, S = (size_t)n * (p0 + n);
     int nth = 1;

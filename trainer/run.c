@@ -869,10 +869,14 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     float *rew = NULL, *drew = NULL, *dlnf = NULL;
     train_model_t ref = {0}; /* DPO: the frozen reference, the --init weights */
 
-    if (o->B <= 0 || o->T <= 0 || o->accum <= 0 || o->steps <= 0)
-        return gl_err_set(err, GL_EINVAL, "B, T, accum and steps must be positive");
-    if (o->stage == TRAIN_STAGE_DPO && (!o->init || !(o->dpo_beta > 0)))
-        return gl_err_set(err, GL_EINVAL, "DPO needs --init (the SFT model, also the reference) and beta > 0");
+    if (o->B <= 0 || o->T <= 0 || o->accum <= 0 || o->steps <= 0) {
+        rc = gl_err_set(err, GL_EINVAL, "B, T, accum and steps must be positive");
+        goto out;
+    }
+    if (o->stage == TRAIN_STAGE_DPO && (!o->init || !(o->dpo_beta > 0))) {
+        rc = gl_err_set(err, GL_EINVAL, "DPO needs --init (the SFT model, also the reference) and beta > 0");
+        goto out;
+    }
     d.ds = shard_dataset_open(o->data, 0, err);
     if (!d.ds) {
         rc = err->code;
