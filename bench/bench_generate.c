@@ -76,8 +76,13 @@ static double torch_tokens_per_s(const char *model, int B, int P, int NEW, int t
 {
     const char *py = getenv("PYTHON"), *src = getenv("GL_SRC");
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' '%s/tests/ref/gpt2_generate.py' bench '%s' %d %d %d %d %d 2>/dev/null",
-             py && *py ? py : "/usr/bin/python3", src && *src ? src : ".", model, B, P, NEW, threads, repeats);
+    /* torch's own thread count does not reach the OpenBLAS it calls: both
+     * are set, so "1 thread" is one thread */
+    snprintf(cmd, sizeof cmd,
+             "OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d '%s' '%s/tests/ref/gpt2_generate.py' bench '%s' %d %d %d %d "
+             "%d 2>/dev/null",
+             threads, threads, py && *py ? py : "/usr/bin/python3", src && *src ? src : ".", model, B, P, NEW, threads,
+             repeats);
     FILE *p = popen(cmd, "r");
     double v = 0;
     *cpu = 0;

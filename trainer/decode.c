@@ -174,6 +174,8 @@ int train_model_decode_rows(const train_model_t *m, train_kv_t *kv, const int32_
 
 /* ---- prefill: n positions per row at once ----------------------------------- */
 
+#define PREFILL_ROWS 1024 /* rows (positions x batch rows) per prefill chunk */
+
 /* A product over many rows goes to sgemm, over a few to the few-row kernel. */
 static void matmul(float *out, const float *inp, const float *w, const float *bias, const float *res, int N, int IC,
                    int OC)
@@ -184,24 +186,12 @@ static void matmul(float *out, const float *inp, const float *w, const float *bi
         train_k_matmul_forward_rows(out, inp, w, bias, res, N, IC, OC);
 }
 
-int train_model_prefill(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, int n, gl_err_t *err)
+/* Positions pos..pos+n-1 of every row (tokens (B, n) with row stride ld);
+ * checked by the caller. */
+static int prefill_chunk(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, int ld, int n, gl_err_t *err)
 {
     const train_config_t *c = &m->cfg;
-    int B = kv->B, C = c->n_embd, NH = c->n_head, V = c->vocab_size, hs = C / NH, p0 = kv->pos[0];
-    if (kv->C != C || kv->L != c->n_layer || kv->V != V)
-        return gl_err_set(err, GL_EINVAL, "prefill: the cache was made for another model");
-    if (n < 1)
-        return GL_OK;
-    if (p0 + n > kv->T)
-        return gl_err_set(err, GL_ERANGE, "prefill: %d + %d positions exceed the cache of %d", p0, n, kv->T);
-    for (int b = 0; b < B; b++) {
-        if (kv->pos[b] != p0)
-            return gl_err_set(err, GL_EINVAL, "prefill: the rows are at different positions");
-        for (int j = 0; j < n; j++)
-            if (tokens[(size_t)b * n + j] < 0 || tokens[(size_t)b * n + j] >= V)
-                return gl_err_set(err, GL_ERANGE, "prefill: token %d of row %d outside vocab %d",
-                                  tokens[(size_t)b * n + j], b, V);
-    }
+    int B = kv->B, C = c->n_embd, NH = c->n_head, hs = C / NH, p0 = kv->pos[0];
     const train_params_t *p = &m->params;
     size_t N = (size_t)B * n, S = (size_t)n * (p0 + n);
     int nth = 1;
@@ -215,7 +205,7 @@ int train_model_prefill(const train_model_t *m, train_kv_t *kv, const int32_t *t
           *mean = fch + N * 4 * C, *rstd = mean + N, *scores = rstd + N;
     float scale = 1.0f / sqrtf((float)hs);
     for (size_t r = 0; r < N; r++) {
-        const float *e = p->t[TRAIN_WTE] + (size_t)tokens[r] * C,
+        const float *e = p->t[TRAIN_WTE] + (size_t)tokens[(r / (size_t)n) * (size_t)ld + r % (size_t)n] * C,
                     *pe = p->t[TRAIN_WPE] + (size_t)(p0 + (int)(r % (size_t)n)) * C;
         for (int i = 0; i < C; i++)
             x[r * C + i] = e[i] + pe[i];
@@ -264,5 +254,33 @@ int train_model_prefill(const train_model_t *m, train_kv_t *kv, const int32_t *t
     for (int b = 0; b < B; b++)
         kv->pos[b] += n;
     kv->len = p0 + n;
+    return GL_OK;
+}
+
+int train_model_prefill(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, int n, gl_err_t *err)
+{
+    const train_config_t *c = &m->cfg;
+    int B = kv->B, V = c->vocab_size, p0 = kv->pos[0];
+    if (kv->C != c->n_embd || kv->L != c->n_layer || kv->V != V)
+        return gl_err_set(err, GL_EINVAL, "prefill: the cache was made for another model");
+    if (n < 1)
+        return GL_OK;
+    if (p0 + n > kv->T)
+        return gl_err_set(err, GL_ERANGE, "prefill: %d + %d positions exceed the cache of %d", p0, n, kv->T);
+    for (int b = 0; b < B; b++) {
+        if (kv->pos[b] != p0)
+            return gl_err_set(err, GL_EINVAL, "prefill: the rows are at different positions");
+        for (int j = 0; j < n; j++)
+            if (tokens[(size_t)b * n + j] < 0 || tokens[(size_t)b * n + j] >= V)
+                return gl_err_set(err, GL_ERANGE, "prefill: token %d of row %d outside vocab %d",
+                                  tokens[(size_t)b * n + j], b, V);
+    }
+    /* chunks of at most PREFILL_ROWS rows per product: bounded memory */
+    int step = PREFILL_ROWS / B > 0 ? PREFILL_ROWS / B : 1;
+    for (int j = 0; j < n; j += step) {
+        int rc = prefill_chunk(m, kv, tokens + j, n, n - j < step ? n - j : step, err);
+        if (rc)
+            return rc;
+    }
     return GL_OK;
 }
