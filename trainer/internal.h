@@ -26,6 +26,10 @@ void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *
 /* out[N,OC] = inp[N,IC] w[IC,OC] + bias (+ res[N,OC] when non-NULL). */
 void train_k_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                             const float *res, int N, int IC, int OC);
+/* The same for a few rows N (generation): out may be res (each element
+ * is read before it is written); no sgemm, so no packing of w per call. */
+void train_k_matmul_forward_rows(float *out, const float *inp, const float *w, const float *bias,
+                                 const float *res, int N, int IC, int OC);
 /* dinp = dout w^T (overwritten; skipped when NULL); dw += inp^T dout;
  * db += column sums of dout (skipped when NULL). */
 void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
@@ -36,6 +40,8 @@ void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dou
  * one site (embeddings, a layer's attention or residual) of one forward. */
 void train_k_dropout(float *x, size_t n, float p, uint64_t key);
 uint64_t train_k_dropout_key(uint64_t seed, uint64_t iter, uint64_t site);
+/* x[0..n) = softmax(x), in place (the polynomial exp). */
+void train_k_softmax(float *x, int n);
 /* GELU, tanh approximation. */
 void train_k_gelu_forward(float *out, const float *inp, size_t n);
 /* d *= gelu'(inp), in place. */
