@@ -26,6 +26,9 @@ CLD2_H := /usr/include/cld2/public/compact_lang_det.h
 DEPS_OK := $(shell pkg-config --exists $(DEP_PKGS) 2>/dev/null && test -f $(CLD2_H) && command -v protoc-c >/dev/null \
              && command -v prove >/dev/null && command -v xxd >/dev/null && command -v mpirun >/dev/null \
              && command -v wget >/dev/null && command -v bc >/dev/null \
+             && command -v sbatch >/dev/null && test -x /usr/sbin/slurmctld && test -x /usr/sbin/slurmd \
+             && test -x /usr/sbin/munged && command -v systemd-analyze >/dev/null && command -v ip >/dev/null \
+             && test -d /usr/lib/python3/dist-packages/prometheus_client \
              && test -d /usr/lib/python3/dist-packages/torch && echo yes)
 
 ifneq ($(DEPS_OK),yes)
@@ -35,7 +38,7 @@ ifeq ($(filter-out $(NOINSTALL_GOALS),$(or $(MAKECMDGOALS),all)),)
 clean distclean:
 	rm -rf build
 else ifneq ($(GL_DEPS_INSTALLED),)
-$(error dependencies still missing after deploy/install-deps.sh: check pkg-config $(DEP_PKGS), $(CLD2_H), protoc-c, prove, xxd, mpirun, wget, bc and python3-torch)
+$(error dependencies still missing after deploy/install-deps.sh: check pkg-config $(DEP_PKGS), $(CLD2_H), protoc-c, prove, xxd, mpirun, wget, bc, python3-torch, sbatch, slurmctld, slurmd, munged, systemd-analyze, ip and python3-prometheus-client)
 else
 .DEFAULT_GOAL := all
 %:
@@ -83,7 +86,7 @@ PROTO_O := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/proto/%.o,$(PROTO_C))
 
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
-TEST_SCRIPTS := $(filter-out tests/tap.sh,$(wildcard tests/*.sh))
+TEST_SCRIPTS := $(filter-out tests/tap.sh tests/slurm_cluster.sh,$(wildcard tests/*.sh))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_STANDALONE := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRCS))
 BENCH_SRCS := $(wildcard bench/bench_*.c)
@@ -151,7 +154,11 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
 BLAS_ENV := $(if $(OPENBLAS_CORETYPE),,$(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && \
 	grep -qw fma /proc/cpuinfo && echo OPENBLAS_CORETYPE=Haswell))
 
-TEST_ENV := $(BLAS_ENV) GPTLINE=$(abspath $(BUILD)/gptline) GL_BUILD=$(abspath $(BUILD)) \
+# libgomp's barrier spin, as gptline sets it for training (see gptline.c):
+# the same for the programs that link the trainer directly and for PyTorch.
+OMP_ENV := $(if $(GOMP_SPINCOUNT)$(OMP_WAIT_POLICY),,GOMP_SPINCOUNT=20000)
+
+TEST_ENV := $(BLAS_ENV) $(OMP_ENV) GPTLINE=$(abspath $(BUILD)/gptline) GL_BUILD=$(abspath $(BUILD)) \
 	GL_DATA=$(DATA) GL_SRC=$(CURDIR) PYTHON=$(PYTHON) GPTLINE_PROGRESS=0 \
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0

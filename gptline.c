@@ -22,7 +22,7 @@ static const gl_cmd_t commands[] = {
     {"shards", shards_cmd, "pack, import, inspect and verify LMDB token shards"},
     {"tokenizer", tok_cmd, "BPE vocabularies: encode, decode, info, convert, train"},
     {"label", label_cmd, "labeling service, contractor client and label export"},
-    {"train", train_cmd, "train a GPT: pretrain, sft, rm"},
+    {"train", train_cmd, "train a GPT: pretrain, sft, rm, rl"},
     {"sample", train_sample_cmd, "generate text from a checkpoint (KV cache, top-k/top-p)"},
     {"eval", train_eval_cmd, "loss, perplexity and bits per byte of a checkpoint on shards"},
     {"run", run_cmd, "run a pipeline file's stages make-like, locally or under Slurm"},
@@ -43,53 +43,43 @@ static int usage(FILE *f)
     return f == stdout ? GL_EXIT_OK : GL_EXIT_USAGE;
 }
 
-/* Debian's OpenBLAS 0.3.21 does not know some newer x86 CPUs and falls
- * back to its generic SSE3 ("Prescott") kernels, five times slower than the
- * AVX2 ("Haswell") ones these CPUs run correctly. When OPENBLAS_CORETYPE is
- * unset and that fallback happened on a CPU with AVX2 and FMA, run again
- * with OPENBLAS_CORETYPE=Haswell (OpenBLAS picks its kernels when it is
- * loaded, before main). A value set by the user is left as it is. */
-static int pick_blas_kernels(void)
+/* Settings that libraries read from the environment when they are loaded,
+ * before main, so that gptline must run again to change them:
+ *
+ * - Debian's OpenBLAS 0.3.21 does not know some newer x86 CPUs and falls
+ *   back to its generic SSE3 ("Prescott") kernels, five times slower than
+ *   the AVX2 ("Haswell") ones these CPUs run correctly. When
+ *   OPENBLAS_CORETYPE is unset and that fallback happened on a CPU with
+ *   AVX2 and FMA, use OPENBLAS_CORETYPE=Haswell.
+ * - libgomp's threads spin up to 300,000 rounds (milliseconds) at each
+ *   barrier before they sleep. On a machine shared with other work, the
+ *   thread being waited for is often descheduled, and the spinning made
+ *   training steps of small models 3-5x slower (measured: 100 Shakespeare
+ *   steps in 92-153 s against 30-34 s, load 8 on 2 cores). The commands
+ *   that train or generate (train, sample, eval) run with
+ *   GOMP_SPINCOUNT=20000 instead — still far longer than a barrier takes
+ *   on a quiet machine.
+ *
+ * A value set by the user is left as it is. */
+static void tune_environment(int argc, char **argv)
 {
-    if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott") != 0)
-        return 0;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
-        return 0;
-    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
-    return 1;
-}
-
-/* The trainer's threads meet a few times per training step (its batch
- * runs as one slice per thread), so a thread that waits should soon yield
- * its core: libgomp's default spins for milliseconds first, which on a
- * machine shared with other work takes the core from the very thread
- * being waited for. For the commands that run the model, when neither
- * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, run again with a short spin
- * (libgomp reads them when it is loaded). */
-static int pick_omp_wait(int argc, char **argv)
-{
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
-        return 0;
-    static const char *const model_cmds[] = {"train", "sample", "eval"};
-    for (int i = 1; i < argc; i++) {
-        if (argv[i][0] == '-')
-            continue;
-        for (size_t k = 0; k < sizeof model_cmds / sizeof *model_cmds; k++)
-            if (!strcmp(argv[i], model_cmds[k])) {
-                setenv("GOMP_SPINCOUNT", "1000", 1);
-                return 1;
-            }
-        return 0;
+    int changed = 0;
+    if (!getenv("OPENBLAS_CORETYPE") && !strcmp(openblas_get_corename(), "Prescott")) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+            setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+            changed = 1;
+        }
     }
-    return 0;
-}
-
-/* Runs the program again when the environment had to change. */
-static void pick_runtime(int argc, char **argv)
-{
-    int blas = pick_blas_kernels(), omp = pick_omp_wait(argc, argv);
-    if (!blas && !omp)
+    int i = 1;
+    while (i < argc && argv[i][0] == '-')
+        i++;
+    if (i < argc && (!strcmp(argv[i], "train") || !strcmp(argv[i], "sample") || !strcmp(argv[i], "eval")) &&
+        !getenv("GOMP_SPINCOUNT") && !getenv("OMP_WAIT_POLICY")) {
+        setenv("GOMP_SPINCOUNT", "20000", 1);
+        changed = 1;
+    }
+    if (!changed)
         return;
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -101,7 +91,7 @@ static void pick_runtime(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    pick_runtime(argc, argv);
+    tune_environment(argc, argv);
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--version")) {

@@ -1,8 +1,11 @@
 /* bench_ingest.c — ingest throughput per core on each input kind, beside
  * the decompression-only speed of the same file, and 2 workers against 1.
  *
- * Per kind two rows: "read" (decompress, parse, extract) and "pipeline"
- * (read, then the kind's default filters, MinHash and tokenization).
+ * Per kind three rows: "read" (decompress, parse, extract), "pipeline"
+ * (what the worker does by default: read, then the kind's default filters,
+ * the exact-dedup hash, MinHash and tokenization) and "+langid" (the
+ * pipeline plus CLD2, which the worker runs with --lang or --detect-lang;
+ * wiki dumps carry their language, code has none).
  * Inputs are built from the shared data (in $GL_BUILD/bench/ingest): the
  * three crawl WARCs concatenated REP times (gzip members), a WET file of
  * the text of those pages, the English wiki sample with its pages repeated
@@ -70,7 +73,7 @@ typedef struct {
     uint32_t *ids;
     size_t ids_cap;
     ingest_tok_t *tok;
-    int read_only;
+    int read_only, langid;
 } pipe_t;
 
 static int doc(void *ctx, const ingest_doc_t *d, gl_err_t *err)
@@ -81,6 +84,11 @@ static int doc(void *ctx, const ingest_doc_t *d, gl_err_t *err)
         return GL_OK;
     if (ingest_filter(&p->fo[d->source & 7], d->text, d->len, &p->out, NULL) >= 0)
         return GL_OK;
+    (void)ingest_text_hash(p->out.p, p->out.len); /* exact dedup */
+    if (p->langid && !d->language && d->source != GPTLINE__SOURCE_KIND__CODE) { /* --lang, --detect-lang */
+        int rel;
+        (void)ingest_lang_detect(p->out.p, p->out.len, &rel);
+    }
     uint32_t sig[INGEST_MH_PERM];
     ingest_minhash(p->out.p, p->out.len, sig);
     const char *t = p->out.p;
@@ -89,9 +97,11 @@ static int doc(void *ctx, const ingest_doc_t *d, gl_err_t *err)
     return ingest_tok_encode_batch(p->tok, &t, &p->out.len, 1, &p->ids, &p->ids_cap, offs, err);
 }
 
-static void run_kind(const char *label, const char *path, const char *decomp, int read_only)
+/* mode 0: pipeline, 1: read only, 2: pipeline + language id */
+static void run_kind(const char *label, const char *path, const char *decomp, int mode)
 {
-    pipe_t p = {.read_only = read_only};
+    int read_only = mode == 1;
+    pipe_t p = {.read_only = read_only, .langid = mode == 2};
     gl_err_t err = {0};
     p.tok = ingest_tok_open("bytes", &err);
     for (int s = 0; s < 8; s++)
@@ -107,7 +117,7 @@ static void run_kind(const char *label, const char *path, const char *decomp, in
     double dcpu = cpu_children() - d0;
     double mbs = bytes / 1e6 / cpu, dmbs = bytes / 1e6 / (dcpu > 1e-6 ? dcpu : 1e-6);
     printf("%-5s %-9s %7.1f MB %6llu docs %6llu kept | %6.1f MB/s %7.0f docs/s per core (wall %5.2f s) | %s %6.1f MB/s | ratio %.2f\n",
-           label, read_only ? "read" : "pipeline", bytes / 1e6, (unsigned long long)p.docs, (unsigned long long)p.kept, mbs, p.docs / cpu, wall,
+           label, read_only ? "read" : mode == 2 ? "+langid" : "pipeline", bytes / 1e6, (unsigned long long)p.docs, (unsigned long long)p.kept, mbs, p.docs / cpu, wall,
            decomp, dmbs, mbs / dmbs);
     ingest_tok_free(&p.tok);
     ingest_buf_free(&p.out);
@@ -185,12 +195,15 @@ int main(void)
        "done; done && tar -C '%s' -czf '%s' code",
        dir, REP, data, dir, dir, code);
     printf("\nper core: read = decompress + parse + extract (HTML, wikitext, code checks); pipeline = read +\n"
-           "filters (defaults of the kind) + MinHash + tokenize; limit = decompression alone\n");
-    for (int ro = 1; ro >= 0; ro--) {
-        run_kind("warc", warc, "zcat", ro);
-        run_kind("wet", wet, "zcat", ro);
-        run_kind("wiki", wiki, "bzcat", ro);
-        run_kind("code", code, "zcat", ro);
+           "filters (defaults of the kind) + exact-dedup hash + MinHash + tokenize, as the worker does by\n"
+           "default; +langid = pipeline + CLD2, as with --lang/--detect-lang (wiki dumps carry their language);\n"
+           "limit = decompression alone\n");
+    static const int modes[] = {1, 0, 2};
+    for (int m = 0; m < 3; m++) {
+        run_kind("warc", warc, "zcat", modes[m]);
+        run_kind("wet", wet, "zcat", modes[m]);
+        run_kind("wiki", wiki, "bzcat", modes[m]);
+        run_kind("code", code, "zcat", modes[m]);
     }
 
     char *inputs[4] = {warc, warc, warc, warc};

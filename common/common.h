@@ -174,4 +174,48 @@ int gl_mkdir_p(const char *path, gl_err_t *err);
 /* Joins a folder and a name; caller owns the result. */
 char *gl_path_join(const char *dir, const char *name);
 
+/* ---- metrics (Prometheus text format, node_exporter textfile) ---------- */
+
+/* A metrics file: the counters of a long-running command in the Prometheus
+ * text exposition format (version 0.0.4), for node_exporter's textfile
+ * collector. The command rebuilds the whole exposition each time
+ * (gl_metrics_begin, then gl_metrics_add per sample) and gl_metrics_write
+ * replaces the file atomically (a temporary name in the same folder, then
+ * rename; no fsync: metrics need not survive a crash). Names are
+ * gptline_<component>_<name>, counters end in _total. */
+typedef enum { GL_METRIC_COUNTER = 0, GL_METRIC_GAUGE } gl_metric_type_t;
+
+typedef struct {
+    char *path;          /* the .prom file (owned) */
+    char *labels;        /* label pairs added to every sample, formatted (owned) */
+    char *buf;           /* the exposition being built (owned) */
+    size_t len, cap;
+    char last_family[128];
+    double interval, last_write; /* seconds between periodic writes */
+} gl_metrics_t;
+
+/* Starts a metrics file at path, written at most every interval_s seconds
+ * by gl_metrics_due() (<= 0: $GPTLINE_METRICS_INTERVAL, else 5). labels is NULL or a NULL-terminated list of
+ * key, value, key, value... added to every sample (values escaped here).
+ * Fails (GL_EINVAL) on a label name that is not [a-zA-Z_][a-zA-Z0-9_]*. */
+int gl_metrics_init(gl_metrics_t *m, const char *path, double interval_s, const char *const *labels,
+                    gl_err_t *err);
+/* Frees what init allocated; leaves the file in place. NULL-safe. */
+void gl_metrics_free(gl_metrics_t *m);
+/* The path from the command line, else $GPTLINE_METRICS_DIR/<name>, else
+ * NULL. Caller owns the result. */
+char *gl_metrics_path(const char *option, const char *name);
+/* 1 when interval seconds have passed since the last write (or none). */
+int gl_metrics_due(const gl_metrics_t *m);
+/* Empties the exposition. */
+void gl_metrics_begin(gl_metrics_t *m);
+/* Adds a sample of family `name` (gptline_..., asserted well-formed by the
+ * caller). The # HELP and # TYPE lines come before the first sample of a
+ * family; the samples of one family must be added one after another.
+ * key/value: one extra label for this sample, or NULL. */
+void gl_metrics_add(gl_metrics_t *m, const char *name, gl_metric_type_t type, const char *help,
+                    const char *key, const char *value, double v);
+/* Writes the exposition to the file atomically. */
+int gl_metrics_write(gl_metrics_t *m, gl_err_t *err);
+
 #endif

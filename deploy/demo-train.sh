@@ -131,9 +131,15 @@ echo "reward model: held-out pairwise accuracy ${acc:-?} (pairs of held-out rank
 
 MODELS="base sft-model"
 if "$G" train rl --help >/dev/null 2>&1; then
-  step "RL: PPO from the SFT model against the reward model, KL leash to the SFT model"
+  step "RL: PPO from the SFT model against the reward model, KL leash to the SFT model (curves in $OUT/rl-model/rl.png)"
+  # one thread: the model is small enough that a second one only waits at barriers
   "$G" train rl --policy "$OUT/sft-model" --reward "$OUT/rm-model" --prompts "$OUT/rl-prompts" \
-    --out "$OUT/rl-model" --steps "${DEMO_RL_STEPS:-30}" --log-every 5
+    --out "$OUT/rl-model" --steps "${DEMO_RL_STEPS:-40}" -B 16 --max-new 24 --lr 1e-4 --missing-eot-penalty 1 \
+    --log-every 10 --threads 1
+  awk -F'"reward":' 'NF > 1 { split($2, a, ","); r[n++] = a[1] }
+    END { k = n < 10 ? n : 10; for (i = 0; i < k; i++) { f += r[i]; l += r[n - 1 - i] }
+          if (k) printf "mean reward: first %d steps %.3f, last %d steps %.3f\n", k, f / k, k, l / k }' \
+    "$OUT/rl-model/metrics.jsonl"
   MODELS="$MODELS rl-model"
 fi
 
@@ -149,5 +155,5 @@ for pkg in $(awk -F'\t' 'NR % 10 == 0 { print $1 }' "$L/licences.tsv" | head -3)
 done
 echo
 echo "loss curves: $OUT/base/loss.png $OUT/sft-model/loss.png $OUT/rm-model/loss.png"
-[ -d "$OUT/rl-model" ] && echo "reward and KL curves: $OUT/rl-model/loss.png"
+[ -d "$OUT/rl-model" ] && echo "reward and KL curves: $OUT/rl-model/rl.png"
 true

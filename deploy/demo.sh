@@ -12,9 +12,12 @@
 # that text and the inputs ingested again with it. Then the labeling
 # service: keys, registry, imported prompts and candidates, scripted
 # contractors (--batch) writing demonstrations and ranking candidates,
-# stats, export to SFT and RM shards that the trainer reads. Last the
-# training stages (demo-train.sh): a BPE vocabulary, pretraining, SFT, a
-# reward model and a chat sample.
+# stats, export to SFT and RM shards that the trainer reads. Last the four
+# training stages (demo-train.sh): a BPE vocabulary and pretraining; SFT on
+# demonstrations and a reward model on rankings that scripted contractors
+# submit through the labeling service by a stated rule; RL (PPO) against
+# that reward model; and the same questions asked of the base, SFT and RL
+# models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 G=${GPTLINE:-build/gptline}

@@ -28,6 +28,11 @@ libinih-dev"
 # trainer's reference implementation (tests/ref, bench).
 PKGS="$PKGS xxd bc python3-torch python3-numpy"
 
+# Deployment tests: a single-node Slurm cluster (tests/slurm.sh), the
+# systemd units (systemd-analyze), network namespaces (ip), the Prometheus
+# text format's reference parser.
+PKGS="$PKGS munge slurmctld slurmd slurm-client systemd iproute2 python3-prometheus-client"
+
 # The demo crawls local HTML documentation over loopback into a WARC.
 PKGS="$PKGS wget"
 

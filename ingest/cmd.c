@@ -62,6 +62,27 @@ static char **read_list(const char *path, size_t *n, gl_err_t *err)
     return v;
 }
 
+/* PATH with each "{rank}" replaced by the rank. Caller frees. */
+static char *rank_path(const char *tmpl, uint32_t rank)
+{
+    char r[16];
+    snprintf(r, sizeof r, "%u", rank);
+    size_t cap = strlen(tmpl) + 1;
+    for (const char *p = strstr(tmpl, "{rank}"); p; p = strstr(p + 6, "{rank}"))
+        cap += strlen(r);
+    char *out = gl_xmalloc(cap), *w = out;
+    for (const char *p = tmpl; *p;) {
+        if (!strncmp(p, "{rank}", 6)) {
+            w += sprintf(w, "%s", r);
+            p += 6;
+        } else {
+            *w++ = *p++;
+        }
+    }
+    *w = 0;
+    return out;
+}
+
 static int run_usage(const char *prog)
 {
     printf("usage: %s --inputs LIST --out DIR [--tokenizer bytes|VOCAB] [--rank I --world N] [--workers K]\n"
@@ -78,6 +99,8 @@ static int run_usage(const char *prog)
            "  -w, --world N           number of ranks (default 1)\n"
            "  -k, --workers K         run K local ranks as processes (ranks I*K..I*K+K-1 of N*K)\n"
            "      --lang CODES        keep only these languages (CLD2, e.g. en,bg); default all\n"
+           "      --detect-lang       record each document's language (CLD2) without filtering;\n"
+           "                          off by default: CLD2 costs more than all other filters\n"
            "      --min-chars N       length filter: minimum characters (default 200; code 1)\n"
            "      --min-words N       length filter: minimum words (default 20; code 1)\n"
            "      --no-filters        switch every filter off\n"
@@ -85,7 +108,11 @@ static int run_usage(const char *prog)
            "                          switch one filter off\n"
            "      --max-record BYTES  cap on a WARC record, wiki page, JSON line (default 16M)\n"
            "      --max-file BYTES    cap on a source file (default 1M)\n"
-           "      --strict            exit 3 when any bad input was seen\n\n"
+           "      --strict            exit 3 when any bad input was seen\n"
+           "      --metrics-file PATH counters in the Prometheus text format, rewritten every\n"
+           "                          5 s and at exit; {rank} in PATH becomes the rank (needed\n"
+           "                          with --workers); default with $GPTLINE_METRICS_DIR:\n"
+           "                          DIR/gptline-ingest-{rank}.prom\n\n"
            "Commands:\n"
            "  dedup DIR               whole-dataset exact + MinHash near-dup removal (compacts shards)\n"
            "  report DIR              stats of every rank and input, added up\n"
@@ -97,7 +124,7 @@ static int run_usage(const char *prog)
 
 static int cmd_run(int argc, char **argv)
 {
-    enum { O_LANG = 256, O_MINC, O_MINW, O_NOF, O_NOG, O_NOC4, O_NOPII, O_NODD, O_NOLEN, O_MAXR, O_MAXF, O_STRICT, O_THR };
+    enum { O_LANG = 256, O_MINC, O_MINW, O_NOF, O_NOG, O_NOC4, O_NOPII, O_NODD, O_NOLEN, O_MAXR, O_MAXF, O_STRICT, O_THR, O_METRICS, O_DETECT };
     static const struct option opts[] = {
         {"inputs", required_argument, NULL, 'i'}, {"out", required_argument, NULL, 'o'},
         {"tokenizer", required_argument, NULL, 't'}, {"rank", required_argument, NULL, 'r'},
@@ -108,10 +135,12 @@ static int cmd_run(int argc, char **argv)
         {"no-pii", no_argument, NULL, O_NOPII}, {"no-dedup", no_argument, NULL, O_NODD},
         {"no-length", no_argument, NULL, O_NOLEN}, {"max-record", required_argument, NULL, O_MAXR},
         {"max-file", required_argument, NULL, O_MAXF}, {"strict", no_argument, NULL, O_STRICT},
-        {"throttle-ms", required_argument, NULL, O_THR}, {"help", no_argument, NULL, 'h'}, {0}};
+        {"throttle-ms", required_argument, NULL, O_THR}, {"metrics-file", required_argument, NULL, O_METRICS},
+        {"detect-lang", no_argument, NULL, O_DETECT},
+        {"help", no_argument, NULL, 'h'}, {0}};
     ingest_worker_opts_t o = {.tokenizer = "bytes", .world = 1, .log = log_line, .progress = on_progress};
     ingest_read_opts_default(&o.read);
-    const char *list = NULL;
+    const char *list = NULL, *metrics_opt = NULL;
     uint64_t rank = 0, world = 1, workers = 0, v;
     int c;
     optind = 1;
@@ -131,6 +160,7 @@ static int cmd_run(int argc, char **argv)
                 return gl_usage_error(argv[0], "bad --workers '%s'", optarg);
             break;
         case O_LANG: o.languages = optarg; break;
+        case O_DETECT: o.detect_lang = 1; break;
         case O_MINC:
             if (gl_parse_u64(optarg, &v)) return gl_usage_error(argv[0], "bad --min-chars");
             o.min_chars = (size_t)v;
@@ -158,6 +188,7 @@ static int cmd_run(int argc, char **argv)
             if (gl_parse_u64(optarg, &v)) return gl_usage_error(argv[0], "bad --throttle-ms");
             o.throttle_ms = (unsigned)v;
             break;
+        case O_METRICS: metrics_opt = optarg; break;
         case 'h': return run_usage(argv[0]);
         default: return gl_usage_error(argv[0], "bad option");
         }
@@ -169,11 +200,16 @@ static int cmd_run(int argc, char **argv)
     if (rank >= world)
         return gl_usage_error(argv[0], "--rank %llu is not below --world %llu", (unsigned long long)rank,
                               (unsigned long long)world);
+    if (metrics_opt && workers > 1 && !strstr(metrics_opt, "{rank}"))
+        return gl_usage_error(argv[0], "--metrics-file needs {rank} in its path with --workers");
+    char *metrics_tmpl = gl_metrics_path(metrics_opt, "gptline-ingest-{rank}.prom");
     gl_err_t err = {0};
     size_t n = 0;
     char **inputs = read_list(list, &n, &err);
-    if (!inputs && err.code)
+    if (!inputs && err.code) {
+        free(metrics_tmpl);
         return gl_cmd_fail(argv[0], &err);
+    }
     int status = GL_EXIT_OK;
     if (workers) {
         /* k local ranks as child processes */
@@ -189,10 +225,13 @@ static int cmd_run(int argc, char **argv)
                 o.rank = (uint32_t)(rank * workers + j);
                 o.world = (uint32_t)(world * workers);
                 o.progress = NULL; /* one line per terminal: children stay quiet */
+                char *mp = metrics_tmpl ? rank_path(metrics_tmpl, o.rank) : NULL;
+                o.metrics_file = mp;
                 ingest_stats_t st;
                 int rc = ingest_worker_run(&o, inputs, n, &st, &err);
                 if (rc)
                     gl_error("rank %u: %s", o.rank, err.msg);
+                free(mp);
                 _exit(rc ? gl_exit_status(err.code) : GL_EXIT_OK);
             }
             pids[j] = p;
@@ -209,6 +248,8 @@ static int cmd_run(int argc, char **argv)
     } else {
         o.rank = (uint32_t)rank;
         o.world = (uint32_t)world;
+        char *mp = metrics_tmpl ? rank_path(metrics_tmpl, o.rank) : NULL;
+        o.metrics_file = mp;
         ingest_stats_t st;
         double t0 = gl_now();
         gl_progress_start(&progress, "ingest", "docs", 0, 0);
@@ -224,7 +265,9 @@ static int cmd_run(int argc, char **argv)
                 (unsigned long long)st.inputs_failed, (unsigned long long)st.docs_kept,
                 (unsigned long long)st.docs_in, gl_fmt_count((double)st.tokens, b1, sizeof b1),
                 gl_fmt_bytes((double)st.bytes_in, b2, sizeof b2), gl_now() - t0);
+        free(mp);
     }
+    free(metrics_tmpl);
     for (size_t i = 0; i < n; i++)
         free(inputs[i]);
     free(inputs);

@@ -16,7 +16,11 @@
  * the old one, so readers see either the old or the new shard), and
  * dedup/removed.json lists what was removed. Running it again finds the
  * same clusters, whose removed members are already gone: it is
- * idempotent. Memory: 8 + 8 + 14 x 8 bytes per document.
+ * idempotent. Memory per document: its exact hash and the keys of 7
+ * bands (8 bytes each: the 14 bands are joined in two passes, each reading
+ * the signature files, and a band's keys are freed once joined), 4 bytes
+ * of union-find and 4 of sort index: 72 bytes. The input and sequence
+ * number of a document come from where it lies in the input order.
  */
 #include "ingest/internal.h"
 #include "shards/shards.h"
@@ -29,20 +33,38 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+/* The signatures of every document, numbered in (input, sequence) order:
+ * flat arrays, the band keys band-major so that each band's keys are one
+ * array. Inputs are runs of documents (in_start); a document's sequence
+ * number is its place in its input's run when the worker wrote them in
+ * order (it does), else it is kept in seq. */
 typedef struct {
-    uint64_t input, seq, exact;
-    uint64_t band[INGEST_MH_BANDS];
-} dsig_t;
+    size_t n;
+    uint64_t *exact;                    /* n */
+    uint64_t *band[INGEST_MH_BANDS];    /* n each */
+    size_t ninputs;
+    uint64_t *in_k;                     /* input number */
+    size_t *in_start;                   /* ninputs + 1 */
+    uint64_t *seq;                      /* n, or NULL when every input's are 0, 1, 2... */
+} dsigs_t;
 
-static dsig_t *g_sigs;
-static int g_key; /* -1: exact, else band */
+static void dsigs_free(dsigs_t *d)
+{
+    free(d->exact);
+    for (int b = 0; b < INGEST_MH_BANDS; b++)
+        free(d->band[b]);
+    free(d->in_k);
+    free(d->in_start);
+    free(d->seq);
+    memset(d, 0, sizeof *d);
+}
 
-static uint64_t key_of(const dsig_t *s) { return g_key < 0 ? s->exact : s->band[g_key]; }
+static const uint64_t *g_keys;
 
 static int cmp_idx(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    uint64_t kx = key_of(&g_sigs[x]), ky = key_of(&g_sigs[y]);
+    uint64_t kx = g_keys[x], ky = g_keys[y];
     if (kx != ky)
         return kx < ky ? -1 : 1;
     return x < y ? -1 : x > y;
@@ -75,9 +97,19 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Loads sigs/in-K.sig for every K with a done-marker, in K order. */
-static int load(const char *dir, dsig_t **out, size_t *n_out, gl_err_t *err)
+static void grow(void **p, size_t elem, size_t cap) { *p = gl_xrealloc(*p, cap * elem); }
+
+/* The band keys held in memory at once: the bands are joined in passes of
+ * this many, each pass reading the signature files again. */
+#define BANDS_PER_PASS 7
+
+/* Loads sigs/in-K.sig for every K with a done-marker, in K order: on the
+ * first pass (d->n == 0 on entry, d zeroed) the inputs, exact hashes and
+ * sequence numbers, and on every pass the keys of bands [b0, b1). A later
+ * pass checks the files hold the same documents as the first. */
+static int load(const char *dir, dsigs_t *d, int b0, int b1, gl_err_t *err)
 {
+    int first = d->in_start == NULL;
     char *sd = gl_path_join(dir, "done");
     DIR *dh = opendir(sd);
     free(sd);
@@ -95,10 +127,20 @@ static int load(const char *dir, dsig_t **out, size_t *n_out, gl_err_t *err)
         }
         closedir(dh);
     }
-    qsort(ks, nk, sizeof *ks, cmp_u64);
-    dsig_t *v = NULL;
-    size_t n = 0, cap = 0;
+    if (nk > 1)
+        qsort(ks, nk, sizeof *ks, cmp_u64);
     int rc = GL_OK;
+    if (first) {
+        d->in_k = gl_xmalloc((nk ? nk : 1) * sizeof *d->in_k);
+        d->in_start = gl_xmalloc((nk + 1) * sizeof *d->in_start);
+        d->in_start[0] = 0;
+    } else if (nk != d->ninputs || (nk && memcmp(ks, d->in_k, nk * sizeof *ks))) {
+        rc = gl_err_set(err, GL_ECORRUPT, "%s: inputs marked done changed during the dedup pass", dir);
+        goto out;
+    }
+    size_t n = 0, cap = first ? 0 : d->n;
+    for (int b = b0; b < b1; b++)
+        d->band[b] = gl_xmalloc((cap ? cap : 1) * sizeof *d->band[b]);
     for (size_t i = 0; i < nk; i++) {
         char name[64];
         snprintf(name, sizeof name, "sigs/in-%06llu.sig", (unsigned long long)ks[i]);
@@ -128,37 +170,68 @@ static int load(const char *dir, dsig_t **out, size_t *n_out, gl_err_t *err)
                 rc = gl_err_set(err, GL_ECORRUPT, "%s: size does not match its %llu records", p,
                                 (unsigned long long)cnt);
         }
+        if (!rc && !first && n + cnt != d->in_start[i + 1])
+            rc = gl_err_set(err, GL_ECORRUPT, "%s: changed during the dedup pass", p);
         if (!rc) {
-            for (uint64_t r = 0; r < cnt; r++) {
-                const char *q = data + 32 + r * rec;
-                if (n == cap) {
+            if (first && n + cnt > cap) {
+                while (n + cnt > cap)
                     cap = cap ? cap * 2 : 1024;
-                    v = gl_xrealloc(v, cap * sizeof *v);
+                grow((void **)&d->exact, sizeof *d->exact, cap);
+                for (int b = b0; b < b1; b++)
+                    grow((void **)&d->band[b], sizeof *d->band[b], cap);
+                if (d->seq)
+                    grow((void **)&d->seq, sizeof *d->seq, cap);
+            }
+            for (uint64_t r = 0; r < cnt; r++, n++) {
+                const char *q = data + 32 + r * rec;
+                if (first) {
+                    uint64_t seq;
+                    memcpy(&seq, q, 8);
+                    if (seq != r && !d->seq) { /* out of order: keep every sequence number from now on */
+                        d->seq = gl_xmalloc(cap * sizeof *d->seq);
+                        for (size_t in = 0, j = 0; in <= i; in++)
+                            for (; j < (in < i ? d->in_start[in + 1] : n); j++)
+                                d->seq[j] = j - d->in_start[in];
+                    }
+                    if (d->seq)
+                        d->seq[n] = seq;
+                    memcpy(&d->exact[n], q + 8, 8);
                 }
-                dsig_t *s = &v[n++];
-                s->input = ks[i];
-                memcpy(&s->seq, q, 8);
-                memcpy(&s->exact, q + 8, 8);
-                for (int b = 0; b < INGEST_MH_BANDS; b++)
-                    s->band[b] = XXH3_64bits_withSeed(q + 16 + 4 * INGEST_MH_ROWS * b, 4 * INGEST_MH_ROWS, (uint64_t)b);
+                for (int b = b0; b < b1; b++)
+                    d->band[b][n] = XXH3_64bits_withSeed(q + 16 + 4 * INGEST_MH_ROWS * b, 4 * INGEST_MH_ROWS, (uint64_t)b);
             }
         }
         free(data);
         free(p);
         if (rc)
             goto out;
+        if (first) {
+            d->in_k[i] = ks[i];
+            d->in_start[i + 1] = n;
+            d->ninputs = i + 1;
+        }
     }
+    d->n = n;
 out:
     free(ks);
-    if (rc) {
-        free(v);
-        v = NULL;
-        n = 0;
-    }
-    *out = v;
-    *n_out = n;
     return rc;
 }
+
+/* Document i's input (index into in_k) and sequence number. */
+static size_t input_of(const dsigs_t *d, size_t i)
+{
+    size_t lo = 0, hi = d->ninputs; /* the last input starting at or before i */
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (d->in_start[mid] <= i)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static uint64_t seq_of(const dsigs_t *d, size_t i, size_t in) { return d->seq ? d->seq[i] : i - d->in_start[in]; }
 
 /* Rewrites shard in-K.mdb without the documents whose doc_seq is in rm
  * (sorted). Returns the number removed in *removed. */
@@ -258,58 +331,74 @@ out:
 int ingest_dedup_run(const char *dir, uint64_t *removed_exact, uint64_t *removed_near, uint64_t *docs_seen,
                      gl_err_t *err)
 {
-    dsig_t *s = NULL;
-    size_t n = 0;
+    dsigs_t d = {0};
     uint32_t *par = NULL, *idx = NULL;
+    uint64_t *rm = NULL;
     json_t *list = json_array();
-    int rc = load(dir, &s, &n, err);
+    size_t n = 0;
+    int rc = GL_OK;
     *removed_exact = *removed_near = 0;
-    *docs_seen = n;
-    if (rc)
-        goto out;
-    if (n > UINT32_MAX) {
-        rc = gl_err_set(err, GL_ERANGE, "%s: %zu documents: over the dedup pass's 2^32", dir, n);
-        goto out;
+    *docs_seen = 0;
+    /* exact hashes, then each band: sort, join equal neighbours; a band's
+     * keys are freed once joined, and loaded BANDS_PER_PASS at a time */
+    for (int b0 = 0; b0 < INGEST_MH_BANDS; b0 += BANDS_PER_PASS) {
+        int b1 = b0 + BANDS_PER_PASS < INGEST_MH_BANDS ? b0 + BANDS_PER_PASS : INGEST_MH_BANDS;
+        if ((rc = load(dir, &d, b0, b1, err)))
+            goto out;
+        if (!par) {
+            n = *docs_seen = d.n;
+            if (n > UINT32_MAX) {
+                rc = gl_err_set(err, GL_ERANGE, "%s: %zu documents: over the dedup pass's 2^32", dir, n);
+                goto out;
+            }
+            par = gl_xmalloc((n ? n : 1) * sizeof *par);
+            idx = gl_xmalloc((n ? n : 1) * sizeof *idx);
+            for (size_t i = 0; i < n; i++)
+                par[i] = (uint32_t)i;
+        }
+        for (int key = b0 ? b0 : -1; key < b1; key++) {
+            g_keys = key < 0 ? d.exact : d.band[key];
+            for (size_t i = 0; i < n; i++)
+                idx[i] = (uint32_t)i;
+            qsort(idx, n, sizeof *idx, cmp_idx);
+            for (size_t i = 1; i < n; i++)
+                if (g_keys[idx[i]] == g_keys[idx[i - 1]])
+                    unite(par, idx[i], idx[i - 1]);
+            if (key >= 0) {
+                free(d.band[key]);
+                d.band[key] = NULL;
+            }
+        }
     }
-    par = gl_xmalloc((n ? n : 1) * sizeof *par);
-    idx = gl_xmalloc((n ? n : 1) * sizeof *idx);
-    for (size_t i = 0; i < n; i++)
-        par[i] = (uint32_t)i;
-    g_sigs = s;
-    for (int key = -1; key < INGEST_MH_BANDS; key++) {
-        for (size_t i = 0; i < n; i++)
-            idx[i] = (uint32_t)i;
-        g_key = key;
-        qsort(idx, n, sizeof *idx, cmp_idx);
-        for (size_t i = 1; i < n; i++)
-            if (key_of(&s[idx[i]]) == key_of(&s[idx[i - 1]]))
-                unite(par, idx[i], idx[i - 1]);
-    }
+    free(idx);
+    idx = NULL;
     /* per input, the sorted sequence numbers to remove */
-    size_t i = 0;
-    uint64_t *rm = gl_xmalloc((n ? n : 1) * sizeof *rm);
-    while (i < n) {
-        uint64_t k = s[i].input;
+    size_t most = 0;
+    for (size_t in = 0; in < d.ninputs; in++)
+        if (d.in_start[in + 1] - d.in_start[in] > most)
+            most = d.in_start[in + 1] - d.in_start[in];
+    rm = gl_xmalloc((most ? most : 1) * sizeof *rm);
+    for (size_t in = 0; in < d.ninputs; in++) {
+        uint64_t k = d.in_k[in];
         size_t nrm = 0;
-        for (; i < n && s[i].input == k; i++) {
+        for (size_t i = d.in_start[in]; i < d.in_start[in + 1]; i++) {
             uint32_t root = find(par, (uint32_t)i);
             if (root == i)
                 continue;
-            rm[nrm++] = s[i].seq;
-            int exact = s[root].exact == s[i].exact;
+            size_t rin = input_of(&d, root);
+            rm[nrm++] = seq_of(&d, i, in);
+            int exact = d.exact[root] == d.exact[i];
             json_array_append_new(list, json_pack("{s:I,s:I,s:s,s:I,s:I}", "input", (json_int_t)k, "doc_seq",
-                                                  (json_int_t)s[i].seq, "reason", exact ? "exact" : "near",
-                                                  "kept_input", (json_int_t)s[root].input, "kept_doc_seq",
-                                                  (json_int_t)s[root].seq));
+                                                  (json_int_t)seq_of(&d, i, in), "reason", exact ? "exact" : "near",
+                                                  "kept_input", (json_int_t)d.in_k[rin], "kept_doc_seq",
+                                                  (json_int_t)seq_of(&d, root, rin)));
         }
         if (!nrm)
             continue;
         qsort(rm, nrm, sizeof *rm, cmp_u64);
         uint64_t removed;
-        if ((rc = compact(dir, k, rm, nrm, &removed, err))) {
-            free(rm);
+        if ((rc = compact(dir, k, rm, nrm, &removed, err)))
             goto out;
-        }
         /* count by reason only what this run removed from the shard */
         if (removed) {
             size_t first = json_array_size(list) - nrm;
@@ -322,7 +411,6 @@ int ingest_dedup_run(const char *dir, uint64_t *removed_exact, uint64_t *removed
             }
         }
     }
-    free(rm);
     {
         char *dd = gl_path_join(dir, "dedup");
         rc = gl_mkdir_p(dd, err);
@@ -340,8 +428,9 @@ int ingest_dedup_run(const char *dir, uint64_t *removed_exact, uint64_t *removed
     }
 out:
     json_decref(list);
-    free(s);
+    dsigs_free(&d);
     free(par);
     free(idx);
+    free(rm);
     return rc;
 }

@@ -255,7 +255,8 @@ typedef struct {
     ingest_read_opts_t read;
     int filters_off;                   /* switch every filter off */
     int no_gopher, no_c4, no_pii, no_dedup, no_length;
-    const char *languages;
+    const char *languages;             /* keep these (CLD2 runs on every document) */
+    int detect_lang;                   /* record each document's language (CLD2) without --lang */
     size_t min_chars, min_words;       /* 0: default */
     unsigned throttle_ms;              /* sleep per document (tests of killed workers) */
     /* Log lines: called by the worker for each input and problem; may be
@@ -265,6 +266,12 @@ typedef struct {
     /* Progress: called after each document the readers produce, with the
      * uncompressed bytes read since the last call; may be NULL. */
     void (*progress)(void *ctx, uint64_t docs, uint64_t bytes);
+    /* Prometheus textfile of this rank's counters (gptline_ingest_*, labels
+     * rank and world), rewritten every metrics_interval seconds (default 5)
+     * while documents flow, after each input and at the end; NULL: none. A
+     * path that cannot be written fails the start. */
+    const char *metrics_file;
+    double metrics_interval;
 } ingest_worker_opts_t;
 
 typedef struct {

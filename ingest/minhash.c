@@ -14,9 +14,9 @@
  */
 #include "ingest/internal.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#define XXH_INLINE_ALL /* shingles are short: inline the hash */
 #include <xxhash.h>
 
 uint64_t ingest_text_hash(const char *text, size_t len) { return XXH3_64bits(text, len); }
@@ -43,58 +43,108 @@ static void mh_init(void)
     mh_ready = 1;
 }
 
-/* Row k's minimum over the shingle hashes: a min-reduction over a flat
- * array, which the compiler vectorises (8 lanes with AVX2, where the CPU
- * has it; the default clone is the portable loop). */
-__attribute__((target_clones("avx2", "default")))
+/* Each row's minimum over the shingle hashes: min-reductions over a flat
+ * array, four rows per pass so each hash is loaded once for four, which
+ * the compiler vectorises (16 lanes with AVX-512, 8 with AVX2, where the
+ * CPU has them; the default clone is the portable loop). */
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 static void mh_rows(const uint32_t *hs, size_t n, uint32_t *mins)
 {
-    for (int k = 0; k < INGEST_MH_PERM; k++) {
-        uint32_t x = mh_x[k], m = mh_m[k], lo = UINT32_MAX;
+    for (int k = 0; k < INGEST_MH_PERM; k += 4) {
+        uint32_t x0 = mh_x[k], x1 = mh_x[k + 1], x2 = mh_x[k + 2], x3 = mh_x[k + 3];
+        uint32_t m0 = mh_m[k], m1 = mh_m[k + 1], m2 = mh_m[k + 2], m3 = mh_m[k + 3];
+        uint32_t lo0 = UINT32_MAX, lo1 = UINT32_MAX, lo2 = UINT32_MAX, lo3 = UINT32_MAX;
         for (size_t i = 0; i < n; i++) {
-            uint32_t v = (hs[i] ^ x) * m;
-            lo = v < lo ? v : lo;
+            uint32_t h = hs[i], v0 = (h ^ x0) * m0, v1 = (h ^ x1) * m1, v2 = (h ^ x2) * m2, v3 = (h ^ x3) * m3;
+            lo0 = v0 < lo0 ? v0 : lo0;
+            lo1 = v1 < lo1 ? v1 : lo1;
+            lo2 = v2 < lo2 ? v2 : lo2;
+            lo3 = v3 < lo3 ? v3 : lo3;
         }
-        mins[k] = lo;
+        mins[k] = lo0;
+        mins[k + 1] = lo1;
+        mins[k + 2] = lo2;
+        mins[k + 3] = lo3;
     }
 }
+
+/* Per byte: its lowercase (ASCII letters; digits and bytes >= 0x80 are
+ * themselves). */
+static unsigned char mh_lower[256];
+__attribute__((constructor)) static void mh_tables(void)
+{
+    for (int c = 0; c < 256; c++)
+        mh_lower[c] = (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+}
+
+/* Scratch kept between calls (per thread); freed after a huge text. */
+static _Thread_local struct {
+    char *p;
+    size_t cap;
+} mh_mem;
 
 void ingest_minhash(const char *text, size_t len, uint32_t sig[INGEST_MH_PERM])
 {
     if (!mh_ready)
         mh_init();
-    /* normalise: lowercase words of letters/digits/non-ASCII, single spaces */
-    char *norm = gl_xmalloc(len + 1);
-    size_t *starts = gl_xmalloc((len / 2 + 2) * sizeof *starts);
-    size_t n = 0, words = 0;
-    int inword = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)text[i];
-        if (isalnum(c) || c >= 0x80) {
-            if (!inword) {
+    /* normalise: lowercase words of letters/digits/non-ASCII, single
+     * spaces; one buffer holds the text, the word starts and the shingle
+     * hashes */
+    size_t maxw = len / 2 + 2, need = len + 1 + maxw * (sizeof(size_t) + sizeof(uint32_t));
+    if (need > mh_mem.cap) {
+        free(mh_mem.p);
+        mh_mem.p = gl_xmalloc(need);
+        mh_mem.cap = need;
+    }
+    size_t *starts = (size_t *)(void *)mh_mem.p;
+    uint32_t *hs = (uint32_t *)(starts + maxw);
+    char *norm = (char *)(hs + maxw);
+    const unsigned char *u = (const unsigned char *)text;
+    size_t n = 0, words = 0, ws = 0;
+    int in = 0;
+    /* words from 64-byte masks of word bytes: a word starts at a word
+     * byte after a non-word one and ends at the next non-word byte */
+    for (size_t base = 0; base < len; base += 64) {
+        size_t m = len - base < 64 ? len - base : 64;
+        uint64_t wm = ingest_bytemask(u + base, m, INGEST_BM_WORD, 0);
+        uint64_t after = wm << 1 | (uint64_t)in;
+        uint64_t st = wm & ~after, en = ~wm & after;
+        for (;;) {
+            if (in) {
+                if (!en)
+                    break;
+                size_t e = base + (size_t)__builtin_ctzll(en);
+                en &= en - 1;
+                for (size_t j = ws; j < e; j++)
+                    norm[n++] = (char)mh_lower[u[j]];
+                in = 0;
+            } else {
+                if (!st)
+                    break;
+                ws = base + (size_t)__builtin_ctzll(st);
+                st &= st - 1;
                 if (n)
                     norm[n++] = ' ';
                 starts[words++] = n;
-                inword = 1;
+                in = 1;
             }
-            norm[n++] = (char)tolower(c);
-        } else {
-            inword = 0;
         }
     }
+    if (in)
+        for (size_t j = ws; j < len; j++)
+            norm[n++] = (char)mh_lower[u[j]];
     starts[words] = n + 1; /* one past the last word's end + its space */
     size_t shingles = words >= INGEST_MH_NGRAM ? words - INGEST_MH_NGRAM + 1 : 1;
-    uint32_t *hs = gl_xmalloc(shingles * sizeof *hs);
-    for (size_t i = 0; i < shingles; i++) {
-        size_t s = words ? starts[i] : 0;
-        size_t e = words >= INGEST_MH_NGRAM ? starts[i + INGEST_MH_NGRAM] - 1 : n;
+    for (size_t k = 0; k < shingles; k++) {
+        size_t s = words ? starts[k] : 0;
+        size_t e = words >= INGEST_MH_NGRAM ? starts[k + INGEST_MH_NGRAM] - 1 : n;
         uint64_t h64 = XXH3_64bits(norm + s, e > s ? e - s : 0);
-        hs[i] = (uint32_t)(h64 ^ (h64 >> 32));
+        hs[k] = (uint32_t)(h64 ^ (h64 >> 32));
     }
-    uint32_t mins[INGEST_MH_PERM];
-    mh_rows(hs, shingles, mins);
-    free(hs);
-    memcpy(sig, mins, sizeof mins);
-    free(norm);
-    free(starts);
+    mh_rows(hs, shingles, sig);
+    if (mh_mem.cap > ((size_t)4 << 20)) {
+        free(mh_mem.p);
+        mh_mem.p = NULL;
+        mh_mem.cap = 0;
+    }
 }

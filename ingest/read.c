@@ -241,6 +241,24 @@ size_t istream_read(istream_t *s, void *dst, size_t n)
     return done;
 }
 
+void istream_unread(istream_t *s, const void *p, size_t n)
+{
+    if (n <= s->beg) {
+        s->beg -= n;
+    } else {
+        size_t live = s->end - s->beg;
+        if (live + n > s->cap) {
+            s->cap = live + n;
+            s->buf = gl_xrealloc(s->buf, s->cap);
+        }
+        memmove(s->buf + n, s->buf + s->beg, live);
+        s->beg = 0;
+        s->end = n + live;
+    }
+    memmove(s->buf + s->beg, p, n);
+    s->pos -= n;
+}
+
 size_t istream_peek(istream_t *s, size_t n, const char **p)
 {
     while (s->end - s->beg < n && istream_fill(s))

@@ -10,10 +10,12 @@
  * metadata.
  *
  * Bad input is counted and survived: a header that does not parse, a
- * Content-Length that does not land on the record separator (the next
- * record is then found by scanning for a version line), a record cut off by
- * the end of a truncated stream, records over the size cap (skipped
- * without buffering them). Only one record's block is held in memory.
+ * Content-Length that does not land on the record separator (too long: the
+ * next record's version line is looked for inside the block read, and the
+ * bytes from it are put back in the stream; too short: the stream is
+ * scanned on to the next version line), a record cut off by the end of a
+ * truncated stream, records over the size cap (skipped without buffering
+ * them). Only one record's block is held in memory.
  */
 #include "ingest/internal.h"
 
@@ -120,6 +122,24 @@ static int resync(istream_t *s)
         if (r > 0 && is_version_line(l, n))
             return 1;
     }
+}
+
+/* The first version line inside a block (not at its start), preferring
+ * one after a blank line, as the record separator leaves it; NULL if none. */
+static const char *next_record(const char *p, size_t n)
+{
+    const char *first = NULL;
+    for (const char *q = p; (q = memmem(q, n - (size_t)(q - p), "\nWARC/", 6));) {
+        q++;
+        if (!is_version_line(q, n - (size_t)(q - p)))
+            continue;
+        size_t at = (size_t)(q - p);
+        if ((at >= 4 && !memcmp(q - 4, "\r\n\r\n", 4)) || (at >= 2 && !memcmp(q - 2, "\n\n", 2)))
+            return q;
+        if (!first)
+            first = q;
+    }
+    return first;
 }
 
 /* Finds "charset=" in a header value or meta content; writes it to out. */
@@ -401,8 +421,11 @@ int ingest_warc_stream(istream_t *s, gl_err_t *err)
                    (unsigned long long)off, (unsigned long long)len);
             want = 0;
         }
+        /* blocks up to the cap are read into memory, wanted or not, so that
+         * a wrong Content-Length can be looked for the next record in */
         size_t got;
-        if (want) {
+        int held = len <= s->o->max_record;
+        if (held) {
             ibuf_clear(&b.block);
             ibuf_reserve(&b.block, (size_t)len);
             got = istream_read(s, b.block.p, (size_t)len);
@@ -419,17 +442,30 @@ int ingest_warc_stream(istream_t *s, gl_err_t *err)
                 left -= k;
             }
         }
+        /* the block must be followed by CRLF CRLF */
+        const char *p;
+        size_t k = got < len ? 0 : istream_peek(s, 4, &p);
+        int sep_ok = got == len && ((k == 4 && !memcmp(p, "\r\n\r\n", 4)) || (k >= 2 && !memcmp(p, "\n\n", 2)) || k == 0);
+        if (!sep_ok) {
+            /* Content-Length too long: the next record starts inside what
+             * was read; put it back and go on from its version line */
+            const char *next = held ? next_record(b.block.p, got) : NULL;
+            if (next) {
+                icount(s->sink, INGEST_ERR_LENGTH, off,
+                       "%s: offset %llu: Content-Length %llu runs past the record separator into the next record; "
+                       "record dropped", s->name, (unsigned long long)off, (unsigned long long)len);
+                istream_unread(s, next, got - (size_t)(next - b.block.p));
+                continue;
+            }
+        }
         if (got < len) {
             if (!s->failed)
                 icount(s->sink, INGEST_ERR_TRUNCATED, off, "%s: offset %llu: record cut off after %zu of %llu bytes",
                        s->name, (unsigned long long)off, got, (unsigned long long)len);
             break; /* a partial record is never kept */
         }
-        /* the block must be followed by CRLF CRLF */
-        const char *p;
-        size_t k = istream_peek(s, 4, &p);
-        int sep_ok = (k == 4 && !memcmp(p, "\r\n\r\n", 4)) || (k >= 2 && !memcmp(p, "\n\n", 2)) || k == 0;
         if (!sep_ok) {
+            /* too short (or too long with no record after): scan on */
             icount(s->sink, INGEST_ERR_LENGTH, off,
                    "%s: offset %llu: Content-Length %llu does not end at the record separator; record dropped",
                    s->name, (unsigned long long)off, (unsigned long long)len);

@@ -67,6 +67,11 @@ typedef struct {
     unsigned logged;
     uint64_t progress_bytes; /* bytes_in already reported */
     gl_err_t werr;
+    /* metrics: the run's totals so far are *total (finished inputs) + st */
+    gl_metrics_t metrics;
+    const ingest_stats_t *total;
+    uint64_t assigned;
+    int metrics_warned;
 } job_t;
 
 static void wlog(const ingest_worker_opts_t *o, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -179,11 +184,56 @@ out:
     return rc;
 }
 
+/* The rank's counters as a Prometheus textfile: finished inputs plus the
+ * one in progress. */
+static int write_metrics(job_t *j, int finished, gl_err_t *err)
+{
+    const ingest_stats_t *t = j->total, *c = finished ? NULL : &j->st;
+    gl_metrics_t *m = &j->metrics;
+#define SUM(f) ((double)(t->f + (c ? c->f : 0)))
+    gl_metrics_begin(m);
+    gl_metrics_add(m, "gptline_ingest_inputs_assigned", GL_METRIC_GAUGE, "Inputs of the list that belong to this rank.",
+                   NULL, NULL, (double)j->assigned);
+    gl_metrics_add(m, "gptline_ingest_inputs_total", GL_METRIC_COUNTER,
+                   "Inputs finished by this run: done (sealed and marked), skipped (marked done before), failed (unreadable).",
+                   "state", "done", (double)t->inputs_done);
+    gl_metrics_add(m, "gptline_ingest_inputs_total", GL_METRIC_COUNTER, "", "state", "skipped",
+                   (double)t->inputs_skipped);
+    gl_metrics_add(m, "gptline_ingest_inputs_total", GL_METRIC_COUNTER, "", "state", "failed",
+                   (double)t->inputs_failed);
+    gl_metrics_add(m, "gptline_ingest_documents_read_total", GL_METRIC_COUNTER, "Documents the readers produced.",
+                   NULL, NULL, SUM(docs_in));
+    gl_metrics_add(m, "gptline_ingest_documents_kept_total", GL_METRIC_COUNTER,
+                   "Documents that passed the filters and were written.", NULL, NULL, SUM(docs_kept));
+    gl_metrics_add(m, "gptline_ingest_read_bytes_total", GL_METRIC_COUNTER, "Uncompressed input bytes read.", NULL,
+                   NULL, SUM(bytes_in));
+    gl_metrics_add(m, "gptline_ingest_kept_bytes_total", GL_METRIC_COUNTER, "Text bytes of the kept documents.", NULL,
+                   NULL, SUM(bytes_kept));
+    gl_metrics_add(m, "gptline_ingest_tokens_total", GL_METRIC_COUNTER, "Tokens written to shards.", NULL, NULL,
+                   SUM(tokens));
+    for (int i = 0; i < INGEST_NCOUNTERS; i++)
+        gl_metrics_add(m, "gptline_ingest_events_total", GL_METRIC_COUNTER,
+                       i ? "" : "Skips, filter drops, PII replacements and bad-input events, by counter name.",
+                       "event", ingest_counter_name((ingest_counter_t)i), SUM(counters[i]));
+    gl_metrics_add(m, "gptline_ingest_finished", GL_METRIC_GAUGE, "1 once this rank has gone through all its inputs.",
+                   NULL, NULL, finished);
+#undef SUM
+    return gl_metrics_write(m, err);
+}
+
+static void metrics_tick(job_t *j)
+{
+    gl_err_t e;
+    if (j->o->metrics_file && gl_metrics_due(&j->metrics) && write_metrics(j, 0, &e) && !j->metrics_warned++)
+        wlog(j->o, GL_LOG_WARN, "%s", e.msg);
+}
+
 static int on_doc(void *ctx, const ingest_doc_t *d, gl_err_t *err)
 {
     job_t *j = ctx;
     const ingest_worker_opts_t *o = j->o;
     j->st.docs_in++;
+    metrics_tick(j);
     if (o->progress) {
         o->progress(o->log_ctx, 1, j->st.bytes_in - j->progress_bytes);
         j->progress_bytes = j->st.bytes_in;
@@ -201,8 +251,12 @@ static int on_doc(void *ctx, const ingest_doc_t *d, gl_err_t *err)
     }
     const char *text = j->filtered.p;
     size_t len = j->filtered.len;
+    /* Language identification costs more than every other filter together
+     * (CLD2 reads ~36 MB/s), so it runs only when asked: to filter (--lang)
+     * or to record (--detect-lang). Wiki dumps carry their language. */
     const char *lang = d->language;
-    if (!lang && d->source != GPTLINE__SOURCE_KIND__CODE) {
+    int want_lang = (o->languages && *o->languages) || o->detect_lang;
+    if (!lang && want_lang && d->source != GPTLINE__SOURCE_KIND__CODE) {
         int rel;
         lang = ingest_lang_detect(text, len, &rel);
     }
@@ -452,6 +506,17 @@ int ingest_worker_run(const ingest_worker_opts_t *o, char *const *inputs, size_t
         if (rc)
             goto out;
     }
+    j->total = stats;
+    j->assigned = n_inputs > o->rank ? (n_inputs - o->rank + o->world - 1) / o->world : 0;
+    if (o->metrics_file) {
+        char rk[16], wd[16];
+        snprintf(rk, sizeof rk, "%u", o->rank);
+        snprintf(wd, sizeof wd, "%u", o->world);
+        const char *labels[] = {"rank", rk, "world", wd, NULL};
+        if ((rc = gl_metrics_init(&j->metrics, o->metrics_file, o->metrics_interval, labels, err)) ||
+            (rc = write_metrics(j, 0, err)))
+            goto out;
+    }
     uint64_t bad = 0;
     for (size_t k = o->rank; k < n_inputs; k += o->world) {
         char *done = name_in(o->out_dir, "done", k, ".json");
@@ -488,6 +553,10 @@ int ingest_worker_run(const ingest_worker_opts_t *o, char *const *inputs, size_t
         wlog(o, GL_LOG_INFO, "%s: %llu of %llu documents kept, %llu tokens", inputs[k],
              (unsigned long long)j->st.docs_kept, (unsigned long long)j->st.docs_in,
              (unsigned long long)j->st.tokens);
+        memset(&j->st, 0, sizeof j->st); /* now in *stats */
+        if (o->metrics_file)
+            j->metrics.last_write = -1; /* due: a rewrite after each input */
+        metrics_tick(j);
     }
     {
         json_t *js = stats_json(stats);
@@ -505,11 +574,14 @@ int ingest_worker_run(const ingest_worker_opts_t *o, char *const *inputs, size_t
         if (rc)
             goto out;
     }
+    if (o->metrics_file && (rc = write_metrics(j, 1, err)))
+        goto out;
     if (o->strict && (bad || stats->inputs_failed))
         rc = gl_err_set(err, GL_ECORRUPT, "strict: %llu bad-input events, %llu unreadable inputs",
                         (unsigned long long)bad, (unsigned long long)stats->inputs_failed);
 out:
     if (j) {
+        gl_metrics_free(&j->metrics);
         for (size_t i = 0; i < j->nbatch; i++) {
             free(j->batch[i].text);
             for (int k = 0; k < 8; k++)

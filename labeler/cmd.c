@@ -95,10 +95,11 @@ static int cmd_serve(int argc, char **argv)
                                          {"rank-guidelines", required_argument, NULL, 'R'},
                                          {"max-batch", required_argument, NULL, 'b'},
                                          {"heartbeat", required_argument, NULL, 'H'},
+                                         {"metrics-file", required_argument, NULL, 'M'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     label_server_opts_t o = {.endpoint = "tcp://127.0.0.1:5555"};
-    const char *keyfile = NULL, *dg = NULL, *rg = NULL;
+    const char *keyfile = NULL, *dg = NULL, *rg = NULL, *mf = NULL;
     char *dgt = NULL, *rgt = NULL;
     uint32_t v = 0;
     int c, rc;
@@ -127,6 +128,7 @@ static int cmd_serve(int argc, char **argv)
             break;
         case 'D': dg = optarg; break;
         case 'R': rg = optarg; break;
+        case 'M': mf = optarg; break;
         case 'h':
             printf("usage: %s --db DIR --key SERVER.key [options]\n\n"
                    "Runs the labeling service: a ZeroMQ ROUTER socket with CURVE encryption,\n"
@@ -142,7 +144,10 @@ static int cmd_serve(int argc, char **argv)
                    "      --demo-guidelines F   guidelines text for demonstrations\n"
                    "      --rank-guidelines F   guidelines text for rankings\n"
                    "  -b, --max-batch N         requests per group commit (default 512)\n"
-                   "      --heartbeat MS        ZeroMQ heartbeat interval (default 5000)\n",
+                   "      --heartbeat MS        ZeroMQ heartbeat interval (default 5000)\n"
+                   "      --metrics-file PATH   counters in the Prometheus text format, rewritten\n"
+                   "                            every 5 s and at exit (default with\n"
+                   "                            $GPTLINE_METRICS_DIR: DIR/gptline-label.prom)\n",
                    argv[0]);
             return GL_EXIT_OK;
         default: return gl_usage_error(argv[0], "bad option");
@@ -163,6 +168,8 @@ static int cmd_serve(int argc, char **argv)
     }
     o.store.demo_guidelines = dgt;
     o.store.rank_guidelines = rgt;
+    char *metrics_path = gl_metrics_path(mf, "gptline-label.prom");
+    o.metrics_file = metrics_path;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
@@ -176,6 +183,7 @@ static int cmd_serve(int argc, char **argv)
     if (pthread_create(&th, NULL, serve_thread, &sa_)) {
         free(dgt);
         free(rgt);
+        free(metrics_path);
         return GL_EXIT_FAIL;
     }
     while (!bound && !sa_.done)
@@ -186,11 +194,16 @@ static int cmd_serve(int argc, char **argv)
     rc = sa_.rc;
     free(dgt);
     free(rgt);
+    free(metrics_path);
     if (rc)
         return gl_cmd_fail(argv[0], &err);
-    gl_info("stopped: %llu requests, %llu replies, %llu bad, %llu commits, %llu refused handshakes",
+    if (st.metrics_errors)
+        gl_warn("%llu rewrites of the metrics file failed", (unsigned long long)st.metrics_errors);
+    gl_info("stopped: %llu requests, %llu replies, %llu bad, %llu commits, %llu refused handshakes, "
+            "%llu submissions stored",
             (unsigned long long)st.requests, (unsigned long long)st.replies, (unsigned long long)st.bad_requests,
-            (unsigned long long)st.commits, (unsigned long long)st.refused_handshakes);
+            (unsigned long long)st.commits, (unsigned long long)st.refused_handshakes,
+            (unsigned long long)st.submissions);
     return GL_EXIT_OK;
 }
 

@@ -209,10 +209,14 @@ typedef struct {
     label_store_opts_t store;
     size_t max_batch;             /* requests per group commit; default 512 */
     int heartbeat_ms;             /* default 5000 */
+    const char *metrics_file;     /* Prometheus textfile (gl_metrics_t), or NULL */
+    double metrics_interval;      /* seconds between its rewrites; default 5 */
 } label_server_opts_t;
 
 typedef struct {
     uint64_t requests, replies, bad_requests, commits, refused_handshakes;
+    uint64_t submissions;         /* stored in the store at the last commit */
+    uint64_t metrics_errors;      /* failed rewrites of the metrics file */
     char endpoint[256];           /* the bound endpoint (a port of 0 or * resolved) */
 } label_server_stats_t;
 
@@ -221,7 +225,11 @@ typedef struct {
  * before the server socket, so no client gets in unauthenticated. Returns
  * after a clean shutdown (threads joined, sockets closed); stats may be
  * NULL; when given, stats->endpoint is filled in before *bound (may be
- * NULL) is set to 1, once the socket is bound. */
+ * NULL) is set to 1, once the socket is bound. With o->metrics_file the
+ * counters are written there (gptline_label_*) before the socket is bound
+ * (a path that cannot be written fails the start), every
+ * o->metrics_interval seconds and at shutdown; a later failed rewrite is
+ * only counted. */
 int label_server_run(const label_server_opts_t *o, volatile sig_atomic_t *stop,
                      volatile sig_atomic_t *bound, label_server_stats_t *stats, gl_err_t *err);
 

@@ -29,6 +29,7 @@
 #include "labeler/internal.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +44,7 @@ typedef struct {
     void *zap, *writer_pair;
     size_t max_batch;
     atomic_int stopping;
-    atomic_ulong requests, replies, bad, commits, refused;
+    atomic_ulong requests, replies, bad, commits, refused, stored;
     gl_err_t writer_err;      /* written by the writer before it sets writer_failed */
     atomic_int writer_failed;
 } server_t;
@@ -182,6 +183,7 @@ static void *writer_main(void *arg)
             atomic_store(&sv->writer_failed, 1);
         }
         atomic_fetch_add(&sv->commits, 1);
+        atomic_store(&sv->stored, label_store_submissions(sv->store)); /* the writer is between transactions */
         for (size_t i = 0; i < n; i++) {
             zmq_msg_send(&items[i].id, sv->writer_pair, ZMQ_SNDMORE);
             zmq_send(sv->writer_pair, work[i].reply, work[i].reply_len, 0);
@@ -197,6 +199,37 @@ static void *writer_main(void *arg)
     free(work);
     free(users);
     return NULL;
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+/* The counters as a Prometheus textfile (common/metrics.c). */
+static int write_metrics(server_t *sv, gl_metrics_t *m, double started, gl_err_t *err)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"gptline_label_requests_total", "Requests received from authenticated clients.",
+         offsetof(server_t, requests)},
+        {"gptline_label_replies_total", "Replies sent after their group commit.", offsetof(server_t, replies)},
+        {"gptline_label_bad_requests_total", "Malformed, oversized or wrong-version requests answered with an error.",
+         offsetof(server_t, bad)},
+        {"gptline_label_commits_total", "LMDB write transactions committed and synced (group commits).",
+         offsetof(server_t, commits)},
+        {"gptline_label_refused_handshakes_total", "CURVE handshakes refused by the ZAP handler (unknown or revoked keys).",
+         offsetof(server_t, refused)},
+    };
+    gl_metrics_begin(m);
+    for (size_t i = 0; i < sizeof counters / sizeof *counters; i++)
+        gl_metrics_add(m, counters[i].name, GL_METRIC_COUNTER, counters[i].help, NULL, NULL,
+                       (double)atomic_load((atomic_ulong *)((char *)sv + counters[i].off)));
+    gl_metrics_add(m, "gptline_label_submissions", GL_METRIC_GAUGE,
+                   "Submissions (demonstrations, rankings, skips, prompts) in the store.", NULL, NULL,
+                   (double)atomic_load(&sv->stored));
+    gl_metrics_add(m, "gptline_label_start_time_seconds", GL_METRIC_GAUGE, "When the server started, Unix time.",
+                   NULL, NULL, started);
+    return gl_metrics_write(m, err);
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -222,12 +255,22 @@ int label_server_run(const label_server_opts_t *o, volatile sig_atomic_t *stop, 
     pthread_t zap_th, writer_th;
     int zap_started = 0, writer_started = 0, rc = GL_OK;
     int hb = o->heartbeat_ms > 0 ? o->heartbeat_ms : 5000;
+    gl_metrics_t metrics = {0};
+    uint64_t metrics_errors = 0;
+    double started = (double)wall_ms() / 1000;
 
     if (!zmq_has("curve"))
         return gl_err_set(err, GL_EUNSUPPORTED, "this libzmq was built without CURVE");
     sv.store = label_store_open(o->db_dir, &o->store, err);
     if (!sv.store)
         return err->code;
+    atomic_store(&sv.stored, label_store_submissions(sv.store));
+    if (o->metrics_file && ((rc = gl_metrics_init(&metrics, o->metrics_file, o->metrics_interval, NULL, err)) ||
+                            (rc = write_metrics(&sv, &metrics, started, err)))) {
+        label_store_close(&sv.store);
+        gl_metrics_free(&metrics);
+        return rc;
+    }
     ctx = zmq_ctx_new();
     /* 1. the ZAP handler, before any socket that could take a client */
     sv.zap = zmq_socket(ctx, ZMQ_REP);
@@ -285,6 +328,9 @@ int label_server_run(const label_server_opts_t *o, volatile sig_atomic_t *stop, 
         *bound = 1;
 
     while (!*stop && !atomic_load(&sv.writer_failed)) {
+        gl_err_t me;
+        if (o->metrics_file && gl_metrics_due(&metrics) && write_metrics(&sv, &metrics, started, &me))
+            metrics_errors++;
         zmq_pollitem_t items[2] = {{router, 0, ZMQ_POLLIN, 0}, {pair, 0, ZMQ_POLLIN, 0}};
         int n = zmq_poll(items, 2, 100);
         if (n < 0) {
@@ -362,12 +408,20 @@ out:
         zmq_close(sv.zap);
     if (ctx)
         zmq_ctx_term(ctx);
+    if (o->metrics_file) {
+        gl_err_t me;
+        if (write_metrics(&sv, &metrics, started, &me))
+            metrics_errors++;
+        gl_metrics_free(&metrics);
+    }
     if (stats) { /* endpoint was set at bind */
         stats->requests = atomic_load(&sv.requests);
         stats->replies = atomic_load(&sv.replies);
         stats->bad_requests = atomic_load(&sv.bad);
         stats->commits = atomic_load(&sv.commits);
         stats->refused_handshakes = atomic_load(&sv.refused);
+        stats->submissions = atomic_load(&sv.stored);
+        stats->metrics_errors = metrics_errors;
     }
     label_store_close(&sv.store);
     return rc;

@@ -35,12 +35,17 @@
 
 #define STATE_FORMAT 1
 
-enum { ACT_SKIP = 0, ACT_RUN, ACT_RESUME };
-static const char *act_name[] = {"skip", "run", "resume"};
+/* ACT_WAIT: the stage's Slurm jobs are still queued or running; they are
+ * left alone and dependents submitted now wait for them. */
+enum { ACT_SKIP = 0, ACT_RUN, ACT_RESUME, ACT_WAIT };
+static const char *act_name[] = {"skip", "run", "resume", "wait"};
 
 typedef struct {
     int action;
-    char why[320];
+    char why[480];
+    int asked;       /* the record is queued/running with Slurm jobs: sl is what Slurm said */
+    run_slurm_t sl;
+    char last[32];   /* the stage's last recorded job (what dependents wait for) */
 } plan_t;
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -215,6 +220,45 @@ static const char *recorded_output(json_t *st)
     return sget(o, "fp");
 }
 
+/* The Slurm jobs a record names: "jobs" (start, array, end for an ingest
+ * array), else "job". Returns how many (at most 3); ids point into st. */
+static size_t record_jobs(json_t *st, const char *ids[3])
+{
+    size_t n = 0;
+    json_t *a = json_object_get(st, "jobs"), *v;
+    size_t k;
+    json_array_foreach(a, k, v) {
+        if (json_is_string(v) && n < 3)
+            ids[n++] = json_string_value(v);
+    }
+    if (!n && sget(st, "job") && sget(st, "job")[0])
+        ids[n++] = sget(st, "job");
+    return n;
+}
+
+/* Whether Slurm is to be asked what became of a record's jobs: it is still
+ * queued or running (a job that is cancelled, times out or loses its node
+ * records nothing), or its job recorded an end by a signal (the job script
+ * can record its end between its command's death and its own when Slurm
+ * stops a job) and Slurm's word is not in it yet. */
+static int slurm_unresolved(json_t *st)
+{
+    const char *status = sget(st, "status") ? sget(st, "status") : "";
+    if (!strcmp(status, "queued") || !strcmp(status, "running"))
+        return 1;
+    return (!strcmp(status, "failed") || !strcmp(status, "interrupted")) && !sget(st, "slurm") &&
+           json_integer_value(json_object_get(st, "exit_status")) >= 128;
+}
+
+/* A dead or ended job's stage is recorded failed (the job failed) or
+ * interrupted (cancelled, timed out, lost its node, never started). */
+static const char *slurm_end_status(const run_slurm_t *sl)
+{
+    return sl->kind == RUN_SLURM_DEAD && (!strcmp(sl->state, "FAILED") || !strcmp(sl->state, "OUT_OF_MEMORY"))
+               ? "failed"
+               : "interrupted";
+}
+
 /* ---- the plan -------------------------------------------------------------- */
 
 /* First parameter that differs, described into why; 0 when equal. */
@@ -348,9 +392,10 @@ static int has_latest(const run_stage_t *s, char *name, size_t cap)
 }
 
 /* How an unfinished stage continues, into pl. */
-static void plan_continue(const run_stage_t *s, plan_t *pl, const char *what)
+static void plan_continue(const run_stage_t *s, plan_t *pl, const char *what_)
 {
-    char ck[128];
+    char ck[128], what[320];
+    snprintf(what, sizeof what, "%s", what_); /* may be pl->why */
     if (s->resume == RUN_RESUME_TRAIN && has_latest(s, ck, sizeof ck)) {
         pl->action = ACT_RESUME;
         snprintf(pl->why, sizeof pl->why, "%s; resumes from %s", what, ck);
@@ -380,8 +425,8 @@ static int plan_stage(const run_pipeline_t *p, size_t i, const run_opts_t *o, co
                       int locked, plan_t *pl, gl_err_t *err)
 {
     const run_stage_t *s = &p->st[i];
+    memset(pl, 0, sizeof *pl);
     pl->action = ACT_RUN;
-    pl->why[0] = '\0';
     json_t *st = NULL, *in = NULL;
     int missing;
     int rc = inputs_now(s, cache, &in, &missing, err);
@@ -392,23 +437,63 @@ static int plan_stage(const run_pipeline_t *p, size_t i, const run_opts_t *o, co
             rc = gl_err_set(err, GL_ENOTFOUND, "[%s]: missing input: %s = %s", s->name, s->in[k].key, s->in[k].path);
             goto out;
         }
+    if ((rc = state_load(p, s, &st, err)))
+        goto out;
+    const char *status = st && sget(st, "status") ? sget(st, "status") : "";
+    /* a record left queued or running by Slurm jobs, or ended by a signal: ask Slurm */
+    const char *ids[3];
+    size_t nj = slurm_unresolved(st) ? record_jobs(st, ids) : 0;
+    if (nj) {
+        snprintf(pl->last, sizeof pl->last, "%s", ids[nj - 1]);
+        run_slurm_query(ids, nj, &pl->sl);
+        pl->asked = 1;
+        if (pl->sl.kind != RUN_SLURM_LIVE && pl->sl.kind != RUN_SLURM_NOASK) {
+            /* ended: what the job recorded before it ended is on disk now */
+            json_decref(st);
+            if ((rc = state_load(p, s, &st, err)))
+                goto out;
+            status = st && sget(st, "status") ? sget(st, "status") : "";
+            pl->asked = slurm_unresolved(st);
+        }
+    }
+    int live = pl->asked && pl->sl.kind == RUN_SLURM_LIVE;
+    char what[320] = "";
+    if (pl->asked)
+        run_slurm_describe(&pl->sl, what, sizeof what);
     for (size_t f = 0; o && f < o->nforce; f++)
         if (!strcmp(o->force[f], s->name)) {
             snprintf(pl->why, sizeof pl->why, "forced (--force)");
             goto out;
         }
     for (size_t d = 0; d < s->ndeps; d++)
-        if (plans[s->deps[d]].action != ACT_SKIP) {
+        if (plans[s->deps[d]].action == ACT_RUN || plans[s->deps[d]].action == ACT_RESUME) {
             snprintf(pl->why, sizeof pl->why, "upstream stage %s runs", p->st[s->deps[d]].name);
             goto out;
         }
-    if ((rc = state_load(p, s, &st, err)))
+    if (live) {
+        pl->action = ACT_WAIT;
+        snprintf(pl->why, sizeof pl->why, "%s; left alone (--force %s cancels and resubmits it)", what, s->name);
         goto out;
+    }
+    for (size_t d = 0; d < s->ndeps; d++)
+        if (plans[s->deps[d]].action == ACT_WAIT) {
+            snprintf(pl->why, sizeof pl->why, "upstream stage %s is still in Slurm (job %s)", p->st[s->deps[d]].name,
+                     plans[s->deps[d]].last);
+            goto out;
+        }
     if (!st) {
         snprintf(pl->why, sizeof pl->why, "never run");
         goto out;
     }
-    const char *status = sget(st, "status") ? sget(st, "status") : "";
+    if (pl->asked && pl->sl.kind == RUN_SLURM_NOASK) {
+        size_t l = strlen(what);
+        snprintf(what + l, sizeof what - l, ": cancel it first if it still runs");
+    }
+    if (!strcmp(status, "queued")) {
+        /* its job never started: nothing to resume */
+        snprintf(pl->why, sizeof pl->why, "%s; never started, submitted again", what[0] ? what : "queued");
+        goto out;
+    }
     if (s->inplace) {
         /* its input is its output: as it left it counts as unchanged */
         const char *rec_out = recorded_output(st);
@@ -432,27 +517,25 @@ static int plan_stage(const run_pipeline_t *p, size_t i, const run_opts_t *o, co
         }
         goto out;
     }
-    if (!strcmp(status, "running") || !strcmp(status, "queued")) {
-        const char *job = sget(st, "job");
-        if (!job && locked < 0 && lock_held_elsewhere(p)) {
+    if (!strcmp(status, "running")) {
+        if (!pl->asked && locked < 0 && lock_held_elsewhere(p)) {
             snprintf(pl->why, sizeof pl->why, "running now");
             goto out;
         }
-        char what[160];
-        if (job)
-            snprintf(what, sizeof what, "Slurm job %s did not finish (cancel it first if it still runs)", job);
-        else
-            snprintf(what, sizeof what, "interrupted");
-        plan_continue(s, pl, what);
+        plan_continue(s, pl, what[0] ? what : "interrupted");
         goto out;
     }
     if (!strcmp(status, "interrupted") || !strcmp(status, "failed")) {
-        char what[160];
         json_int_t code = json_integer_value(json_object_get(st, "exit_status"));
-        if (!strcmp(status, "failed"))
+        const char *sl = sget(st, "slurm");
+        if (pl->asked && pl->sl.kind != RUN_SLURM_NOASK)
+            ; /* what Slurm says now */
+        else if (!strcmp(status, "failed") && sl)
+            snprintf(what, sizeof what, "failed last time (%s)", sl);
+        else if (!strcmp(status, "failed"))
             snprintf(what, sizeof what, "failed last time (exit status %lld)", (long long)code);
         else
-            snprintf(what, sizeof what, "interrupted");
+            snprintf(what, sizeof what, "interrupted%s%s%s", sl ? " (" : "", sl ? sl : "", sl ? ")" : "");
         plan_continue(s, pl, what);
         goto out;
     }
@@ -479,9 +562,20 @@ static int make_plan(const run_pipeline_t *p, const run_opts_t *o, json_t *cache
                      gl_err_t *err)
 {
     for (size_t i = 0; i < p->n; i++) {
-        int rc = plan_stage(p, i, o, plans, cache, locked, &plans[i], err);
+        plan_t *pl = &plans[i];
+        int rc = plan_stage(p, i, o, plans, cache, locked, pl, err);
         if (rc)
             return rc;
+        if ((pl->action == ACT_RUN || pl->action == ACT_RESUME) && pl->asked && pl->sl.nqueued) {
+            size_t l = strlen(pl->why);
+            snprintf(pl->why + l, sizeof pl->why - l, "; Slurm job%s", pl->sl.nqueued > 1 ? "s" : "");
+            for (size_t q = 0; q < pl->sl.nqueued; q++) {
+                l = strlen(pl->why);
+                snprintf(pl->why + l, sizeof pl->why - l, " %s", pl->sl.queued[q]);
+            }
+            l = strlen(pl->why);
+            snprintf(pl->why + l, sizeof pl->why - l, " cancelled first");
+        }
     }
     return GL_OK;
 }
@@ -541,7 +635,7 @@ static json_t *cmds_json(const run_pipeline_t *p, const run_stage_t *s, int resu
 /* Prepares and records the start of a stage: output cleaned when fresh,
  * ingest's input list written, inputs fingerprinted, "running" saved. */
 static int stage_begin(const run_pipeline_t *p, const run_stage_t *s, int fresh, int resume, json_t *cache,
-                       const char *job, json_t **rec, gl_err_t *err)
+                       const char *job, json_t *jobs, json_t **rec, gl_err_t *err)
 {
     int rc = fresh ? clean_output(p, s, err) : GL_OK;
     char *dirs[3] = {gl_path_join(p->work, "state"), gl_path_join(p->work, "logs"), gl_xstrdup(s->out)};
@@ -572,6 +666,8 @@ static int stage_begin(const run_pipeline_t *p, const run_stage_t *s, int fresh,
                      cmds_json(p, s, resume), "out", s->out, "host", host, "pid", (json_int_t)getpid());
     if (job)
         json_object_set_new(*rec, "job", json_string(job));
+    if (jobs)
+        json_object_set(*rec, "jobs", jobs);
     rc = state_save(p, s, *rec, err);
     if (rc) {
         json_decref(*rec);
@@ -688,7 +784,7 @@ static int run_stage_local(const run_pipeline_t *p, const run_stage_t *s, const 
 {
     int resume = pl->action == ACT_RESUME;
     json_t *rec = NULL;
-    int rc = stage_begin(p, s, !resume, resume, cache, NULL, &rec, err);
+    int rc = stage_begin(p, s, !resume, resume, cache, NULL, NULL, &rec, err);
     if (rc)
         return rc;
     char *lf = log_file(p, s);
@@ -841,38 +937,16 @@ static void split_into(char ***v, size_t *n, const char *s)
 }
 
 /* sbatch --parsable ...: the job id, or an error with sbatch's words. */
-static int sbatch(const run_opts_t *o, char **argv, char *jobid, size_t cap, gl_err_t *err)
+static int sbatch(char **argv, char *jobid, size_t cap, gl_err_t *err)
 {
-    int fds[2];
-    if (pipe(fds) < 0)
-        return gl_err_set(err, GL_EIO, "pipe: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0)
-        return gl_err_set(err, GL_EIO, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        execvp(o->sbatch ? o->sbatch : "sbatch", argv);
-        dprintf(2, "cannot run %s: %s", o->sbatch ? o->sbatch : "sbatch", strerror(errno));
-        _exit(127);
-    }
-    close(fds[1]);
     char out[1024];
-    size_t n = 0;
-    ssize_t r;
-    while ((r = read(fds[0], out + n, sizeof out - 1 - n)) > 0 || (r < 0 && errno == EINTR))
-        n += r > 0 ? (size_t)r : 0;
-    close(fds[0]);
-    out[n] = '\0';
-    int ws;
-    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
-    }
-    while (n && (out[n - 1] == '\n' || out[n - 1] == ' '))
-        out[--n] = '\0';
+    int st;
+    int rc = run_capture(argv, out, sizeof out, &st, err);
+    if (rc)
+        return rc;
     size_t d = strspn(out, "0123456789");
-    if (!WIFEXITED(ws) || WEXITSTATUS(ws) || !d)
-        return gl_err_set(err, GL_EIO, "sbatch failed (%s)", n ? out : "no output");
+    if (st || !d)
+        return gl_err_set(err, GL_EIO, "sbatch failed (%s)", out[0] ? out : "no output");
     snprintf(jobid, cap, "%.*s", (int)d, out);
     return GL_OK;
 }
@@ -890,48 +964,76 @@ static const char *var_name(const run_stage_t *s, const char *suffix)
     return b;
 }
 
+/* Submits a stage's job(s): its old jobs still in the queue are cancelled
+ * first and the new ones wait for their end (afterany); the first job waits
+ * for the last jobs of the upstream stages that run or are still in Slurm
+ * (afterok). The record says "queued", then gets the job ids; a job that
+ * started before sbatch returned has recorded its start: it gets them too. */
 static int submit_stage(run_pipeline_t *p, size_t i, const plan_t *plans, char (*jobs)[32], const run_opts_t *o,
                         gl_err_t *err)
 {
     const run_stage_t *s = &p->st[i];
+    const plan_t *pl = &plans[i];
     char *texts[3] = {0};
-    size_t nt = stage_scripts(p, s, &plans[i], texts);
+    size_t nt = stage_scripts(p, s, pl, texts);
     int rc = GL_OK;
+    char after[160] = "";
+    if (pl->asked && pl->sl.nqueued) {
+        const char *q[3];
+        for (size_t k = 0; k < pl->sl.nqueued; k++) {
+            q[k] = pl->sl.queued[k];
+            size_t l = strlen(after);
+            snprintf(after + l, sizeof after - l, "%s%s", l ? ":" : "afterany:", q[k]);
+        }
+        if (o->dry_run) {
+            fprintf(o->out, "# scancel %s\n", strchr(after, ':') + 1);
+        } else if ((rc = run_slurm_cancel(q, pl->sl.nqueued, err))) {
+            gl_err_prefix(err, "[%s]: cancelling its old jobs", s->name);
+            goto out;
+        } else {
+            loglinef(o, GL_LOG_INFO, "%s: cancelled Slurm job %s", s->name, strchr(after, ':') + 1);
+        }
+    }
     if (!o->dry_run) {
         json_t *rec = json_pack("{s:i,s:s,s:s,s:s,s:f,s:O,s:o,s:s}", "format", STATE_FORMAT, "stage", s->name,
                                 "kind", s->kind_name, "status", "queued", "submitted", wall_now(), "params",
-                                s->params, "command", cmds_json(p, s, plans[i].action == ACT_RESUME), "out", s->out);
+                                s->params, "command", cmds_json(p, s, pl->action == ACT_RESUME), "out", s->out);
         int lk = stage_lock(p, s);
         rc = state_save(p, s, rec, err);
         stage_unlock(lk);
         json_decref(rec);
     }
     const char *sfx[3] = {nt == 3 ? "-start" : "", "", "-end"};
-    char prev[32] = "";
-    for (size_t k = 0; k < nt && !rc; k++) {
+    char ids[3][32] = {"", "", ""};
+    size_t k;
+    for (k = 0; k < nt && !rc; k++) {
         /* dependencies: the upstream stages' last jobs, or the previous part */
         char dep[1024] = "";
         if (k) {
             if (o->dry_run)
                 snprintf(dep, sizeof dep, "--dependency=afterok:$%s", var_name(s, sfx[k - 1]));
             else
-                snprintf(dep, sizeof dep, "--dependency=afterok:%s", prev);
+                snprintf(dep, sizeof dep, "--dependency=afterok:%s", ids[k - 1]);
         } else {
             for (size_t d = 0; d < s->ndeps; d++) {
                 const run_stage_t *t = &p->st[s->deps[d]];
-                if (plans[s->deps[d]].action == ACT_SKIP)
+                int act = plans[s->deps[d]].action;
+                if (act == ACT_SKIP)
                     continue;
                 size_t l = strlen(dep);
-                if (o->dry_run)
+                if (o->dry_run && act != ACT_WAIT)
                     snprintf(dep + l, sizeof dep - l, "%s$%s", l ? ":" : "--dependency=afterok:",
                              var_name(t, t->array > 1 ? "-end" : ""));
                 else
                     snprintf(dep + l, sizeof dep - l, "%s%s", l ? ":" : "--dependency=afterok:", jobs[s->deps[d]]);
             }
+            if (after[0]) {
+                size_t l = strlen(dep);
+                snprintf(dep + l, sizeof dep - l, "%s%s", l ? "," : "--dependency=", after);
+            }
         }
-        char *name = NULL;
         size_t nl = strlen(p->work) + strlen(s->name) + 32;
-        name = gl_xmalloc(nl);
+        char *name = gl_xmalloc(nl);
         snprintf(name, nl, "%s/slurm/%s%s.sbatch", p->work, s->name, nt == 3 ? sfx[k] : "");
         char **argv = NULL;
         size_t n = 0;
@@ -952,38 +1054,62 @@ static int submit_stage(run_pipeline_t *p, size_t i, const plan_t *plans, char (
                 fprintf(o->out, "%s%s", a ? " " : "", argv[a]);
             fprintf(o->out, ")\n# %s:\n%s\n", name, texts[k]);
         } else {
-            char *sd = gl_path_join(p->work, "slurm");
+            /* Slurm opens the job's --output before the job runs: logs/ must exist */
+            char *sd = gl_path_join(p->work, "slurm"), *ld = gl_path_join(p->work, "logs");
             rc = gl_mkdir_p(sd, err);
-            free(sd);
+            if (!rc)
+                rc = gl_mkdir_p(ld, err);
+            free(sd), free(ld);
             if (!rc)
                 rc = gl_write_file_atomic(name, texts[k], strlen(texts[k]), err);
             if (!rc)
-                rc = sbatch(o, argv, prev, sizeof prev, err);
+                rc = sbatch(argv, ids[k], sizeof ids[k], err);
             if (rc)
                 gl_err_prefix(err, "submitting %s", name);
             else
-                loglinef(o, GL_LOG_INFO, "%s%s: Slurm job %s", s->name, sfx[k], prev);
+                loglinef(o, GL_LOG_INFO, "%s%s: Slurm job %s", s->name, sfx[k], ids[k]);
         }
         for (size_t a = 0; a < n; a++)
             free(argv[a]);
         free(argv);
         free(name);
     }
-    for (size_t k = 0; k < nt; k++)
-        free(texts[k]);
     if (!rc && !o->dry_run) {
-        snprintf(jobs[i], sizeof jobs[i], "%s", prev);
-        /* the job id goes into the record unless the job already wrote it */
+        snprintf(jobs[i], sizeof jobs[i], "%s", ids[nt - 1]);
+        /* the job ids go into the record: still queued, or what one of these jobs wrote */
         int lk = stage_lock(p, s);
         json_t *rec = NULL;
         gl_err_t e;
-        if (!state_load(p, s, &rec, &e) && rec && sget(rec, "status") && !strcmp(sget(rec, "status"), "queued")) {
-            json_object_set_new(rec, "job", json_string(prev));
-            rc = state_save(p, s, rec, err);
+        if (!state_load(p, s, &rec, &e) && rec) {
+            const char *st = sget(rec, "status") ? sget(rec, "status") : "", *job = sget(rec, "job");
+            int ours = !strcmp(st, "queued");
+            for (k = 0; k < nt && !ours; k++)
+                ours = job && !strcmp(job, ids[k]);
+            if (ours) {
+                json_t *list = json_array();
+                for (k = 0; k < nt; k++)
+                    json_array_append_new(list, json_string(ids[k]));
+                json_object_set_new(rec, "jobs", list);
+                if (!strcmp(st, "queued"))
+                    json_object_set_new(rec, "job", json_string(ids[nt - 1]));
+                rc = state_save(p, s, rec, err);
+            }
         }
         json_decref(rec);
         stage_unlock(lk);
     }
+    if (rc && !o->dry_run) {
+        /* a stage is submitted whole or not at all */
+        const char *q[3];
+        size_t nq = 0;
+        for (k = 0; k < nt; k++)
+            if (ids[k][0])
+                q[nq++] = ids[k];
+        run_slurm_cancel(q, nq, &(gl_err_t){0});
+    }
+out:
+    for (k = 0; k < nt; k++)
+        free(texts[k]);
     return rc;
 }
 
@@ -1006,6 +1132,59 @@ static int take_lock(const run_pipeline_t *p, int *fd, gl_err_t *err)
     return rc;
 }
 
+/* A stage whose Slurm jobs ended without recording it (cancelled, timed
+ * out, lost node, failed outside the command): its record says so now. */
+static void record_slurm_end(const run_pipeline_t *p, const run_stage_t *s, const plan_t *pl, const run_opts_t *o)
+{
+    int lk = stage_lock(p, s);
+    json_t *rec = NULL;
+    gl_err_t e;
+    const char *ids[3];
+    size_t nj;
+    if (!state_load(p, s, &rec, &e) && rec && slurm_unresolved(rec) && (nj = record_jobs(rec, ids)) &&
+        !strcmp(ids[nj - 1], pl->last)) {
+        char d[320];
+        run_slurm_describe(&pl->sl, d, sizeof d);
+        const char *status = slurm_end_status(&pl->sl);
+        json_object_set_new(rec, "status", json_string(status));
+        json_object_set_new(rec, "slurm", json_string(d));
+        json_object_set_new(rec, "slurm_job", json_string(pl->sl.job));
+        if (pl->sl.exit_status >= 0)
+            json_object_set_new(rec, "exit_status", json_integer(pl->sl.exit_status));
+        json_object_del(rec, "pid");
+        if (!state_save(p, s, rec, &e))
+            loglinef(o, GL_LOG_WARN, "%s: %s; recorded as %s", s->name, d, status);
+    }
+    json_decref(rec);
+    stage_unlock(lk);
+}
+
+/* A local run cannot run a stage whose Slurm job is still queued or
+ * running, nor one that needs such a stage. */
+static int local_conflict(const run_pipeline_t *p, const plan_t *plans, gl_err_t *err)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        const plan_t *pl = &plans[i];
+        char d[320];
+        if (pl->action != ACT_RUN && pl->action != ACT_RESUME)
+            continue;
+        if (pl->asked && pl->sl.kind == RUN_SLURM_LIVE) {
+            run_slurm_describe(&pl->sl, d, sizeof d);
+            return gl_err_set(err, GL_EEXIST, "stage %s: %s: wait for it, cancel it (scancel), or run with --slurm",
+                              p->st[i].name, d);
+        }
+        for (size_t k = 0; k < p->st[i].ndeps; k++) {
+            const plan_t *up = &plans[p->st[i].deps[k]];
+            if (up->action != ACT_WAIT)
+                continue;
+            run_slurm_describe(&up->sl, d, sizeof d);
+            return gl_err_set(err, GL_EEXIST, "stage %s needs stage %s, which is still in Slurm (%s): wait for it, "
+                              "or run with --slurm to chain after it", p->st[i].name, p->st[p->st[i].deps[k]].name, d);
+        }
+    }
+    return GL_OK;
+}
+
 int run_pipeline_exec(run_pipeline_t *p, const run_opts_t *o, int *failed, gl_err_t *err)
 {
     if (failed)
@@ -1022,13 +1201,26 @@ int run_pipeline_exec(run_pipeline_t *p, const run_opts_t *o, int *failed, gl_er
     plan_t *plans = gl_xcalloc(p->n, sizeof *plans);
     char(*jobs)[32] = gl_xcalloc(p->n, sizeof *jobs);
     rc = make_plan(p, o, cache, lock, plans, err);
+    if (!rc && !o->slurm && !o->dry_run)
+        rc = local_conflict(p, plans, err);
     if (rc)
         goto out;
+    size_t todo = 0, waiting = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        if (plans[i].action == ACT_WAIT)
+            snprintf(jobs[i], sizeof jobs[i], "%s", plans[i].last), waiting++;
+        else if (plans[i].action != ACT_SKIP)
+            todo++;
+        int ended = plans[i].asked && (plans[i].sl.kind == RUN_SLURM_DEAD || plans[i].sl.kind == RUN_SLURM_DONE ||
+                                       plans[i].sl.kind == RUN_SLURM_GONE);
+        if (ended && !o->dry_run)
+            record_slurm_end(p, &p->st[i], &plans[i], o);
+    }
     if (o->dry_run) {
         for (size_t i = 0; i < p->n; i++) {
             const run_stage_t *s = &p->st[i];
             fprintf(o->out, "%-14s %-6s %s\n", s->name, act_name[plans[i].action], plans[i].why);
-            if (plans[i].action == ACT_SKIP)
+            if (plans[i].action == ACT_SKIP || plans[i].action == ACT_WAIT)
                 continue;
             if (o->slurm) {
                 rc = submit_stage(p, i, plans, jobs, o, err);
@@ -1046,11 +1238,11 @@ int run_pipeline_exec(run_pipeline_t *p, const run_opts_t *o, int *failed, gl_er
         }
         goto out;
     }
-    size_t todo = 0;
-    for (size_t i = 0; i < p->n; i++)
-        todo += plans[i].action != ACT_SKIP;
-    if (!todo)
+    if (!todo && !waiting)
         loglinef(o, GL_LOG_INFO, "%s: every stage is up to date", p->name);
+    else if (!todo)
+        loglinef(o, GL_LOG_INFO, "%s: nothing to run; %zu stage%s still queued or running in Slurm", p->name, waiting,
+                 waiting == 1 ? "" : "s");
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_stop;
     stop_signal = 0;
@@ -1062,11 +1254,22 @@ int run_pipeline_exec(run_pipeline_t *p, const run_opts_t *o, int *failed, gl_er
             loglinef(o, GL_LOG_INFO, "%s: up to date", s->name);
             continue;
         }
+        if (plans[i].action == ACT_WAIT) {
+            loglinef(o, GL_LOG_INFO, "%s: %s", s->name, plans[i].why);
+            continue;
+        }
         loglinef(o, GL_LOG_INFO, "%s: %s (%s)", s->name, act_name[plans[i].action], plans[i].why);
-        if (o->slurm)
+        if (o->slurm) {
             rc = submit_stage(p, i, plans, jobs, o, err);
-        else
-            rc = run_stage_local(p, s, &plans[i], o, cache, err);
+        } else {
+            /* jobs that can never start (their dependency failed) are dropped */
+            const char *q[3];
+            for (size_t k = 0; k < plans[i].sl.nqueued; k++)
+                q[k] = plans[i].sl.queued[k];
+            rc = plans[i].asked ? run_slurm_cancel(q, plans[i].sl.nqueued, err) : GL_OK;
+            if (!rc)
+                rc = run_stage_local(p, s, &plans[i], o, cache, err);
+        }
         if (rc && failed)
             *failed = (int)i;
         cache_save(p, cache);
@@ -1086,6 +1289,19 @@ out:
 
 /* ---- status ---------------------------------------------------------------------- */
 
+/* The log of a stage's run: WORK/logs/STAGE.log when run here, the job's
+ * STAGE-JOB.log (STAGE-ARRAY_*.log for an ingest array) under Slurm. */
+static void stage_log_path(const run_pipeline_t *p, const run_stage_t *s, json_t *st, const char *job, char *out,
+                           size_t cap)
+{
+    const char *ids[3];
+    size_t nj = record_jobs(st, ids);
+    if (job && job[0])
+        snprintf(out, cap, "%s/logs/%s-%s%s.log", p->work, s->name, job, nj == 3 && !strcmp(job, ids[1]) ? "_*" : "");
+    else
+        snprintf(out, cap, "%s/logs/%s.log", p->work, s->name);
+}
+
 int run_pipeline_status(run_pipeline_t *p, FILE *out, gl_err_t *err)
 {
     json_t *cache = cache_load(p);
@@ -1098,13 +1314,15 @@ int run_pipeline_status(run_pipeline_t *p, FILE *out, gl_err_t *err)
         const run_stage_t *s = &p->st[i];
         gl_err_t e = {0};
         json_t *st = NULL;
+        const plan_t *pl = &plans[i];
+        /* the plan first: it asks Slurm, and a job that ended meanwhile has written the record */
+        int prc = plan_stage(p, i, NULL, plans, cache, -1, &plans[i], &e);
         rc = state_load(p, s, &st, err);
         if (rc)
             break;
-        int prc = plan_stage(p, i, NULL, plans, cache, -1, &plans[i], &e);
-        const char *status = st ? sget(st, "status") : NULL;
+        const char *status = st && sget(st, "status") ? sget(st, "status") : "";
         const char *label;
-        char detail[512] = "";
+        char detail[2048] = "";
         if (!st) {
             label = "never run";
         } else if (!strcmp(status, "done")) {
@@ -1113,24 +1331,48 @@ int run_pipeline_status(run_pipeline_t *p, FILE *out, gl_err_t *err)
                 snprintf(detail, sizeof detail, "%s", e.msg);
             else if (plans[i].action != ACT_SKIP)
                 snprintf(detail, sizeof detail, "%s", plans[i].why);
+        } else if (pl->asked) {
+            /* what Slurm says of its jobs */
+            char d[320];
+            run_slurm_describe(&pl->sl, d, sizeof d);
+            if (pl->sl.kind == RUN_SLURM_LIVE)
+                label = strcmp(pl->sl.state, "PENDING") ? "running" : "queued";
+            else if (pl->sl.kind == RUN_SLURM_NOASK)
+                label = status;
+            else
+                label = slurm_end_status(&pl->sl);
+            if (pl->sl.kind == RUN_SLURM_LIVE || pl->sl.kind == RUN_SLURM_NOASK || prc ||
+                pl->action == ACT_SKIP)
+                snprintf(detail, sizeof detail, "%s", d);
+            else if (strstr(pl->why, d))
+                snprintf(detail, sizeof detail, "next run: %s", pl->why);
+            else
+                snprintf(detail, sizeof detail, "%s; next run: %s", d, pl->why);
+            if (!strcmp(label, "failed")) {
+                char lf[1024];
+                stage_log_path(p, s, st, pl->sl.job, lf, sizeof lf);
+                size_t l = strlen(detail);
+                snprintf(detail + l, sizeof detail - l, "; log %s", lf);
+            }
         } else if (!strcmp(status, "running")) {
-            label = sget(st, "job") ? "running" : busy ? "running" : "interrupted";
-            if (sget(st, "job"))
-                snprintf(detail, sizeof detail, "Slurm job %s", sget(st, "job"));
+            label = busy ? "running" : "interrupted";
         } else if (!strcmp(status, "queued")) {
             label = "queued";
-            snprintf(detail, sizeof detail, "Slurm job %s", sget(st, "job"));
+            snprintf(detail, sizeof detail, "no Slurm job recorded");
         } else if (!strcmp(status, "failed")) {
             label = "failed";
-            char *lf = log_file(p, s);
-            snprintf(detail, sizeof detail, "exit status %lld; log %s",
-                     (long long)json_integer_value(json_object_get(st, "exit_status")), lf);
-            free(lf);
+            char lf[1024];
+            stage_log_path(p, s, st, sget(st, "slurm_job") ? sget(st, "slurm_job") : sget(st, "job"), lf, sizeof lf);
+            if (sget(st, "slurm"))
+                snprintf(detail, sizeof detail, "%s; log %s", sget(st, "slurm"), lf);
+            else
+                snprintf(detail, sizeof detail, "exit status %lld; log %s",
+                         (long long)json_integer_value(json_object_get(st, "exit_status")), lf);
         } else {
             label = "interrupted";
         }
-        if (!strcmp(label, "interrupted") && plans[i].action != ACT_SKIP && !prc)
-            snprintf(detail, sizeof detail, "next run: %s", plans[i].why);
+        if (!strcmp(label, "interrupted") && !detail[0] && pl->action != ACT_SKIP && !prc)
+            snprintf(detail, sizeof detail, "next run: %s", pl->why);
         char when[32] = "-", dur[32] = "-";
         json_t *tj = json_object_get(st, "finished");
         if (!tj)
@@ -1162,7 +1404,17 @@ int run_job_start(run_pipeline_t *p, const char *name, int fresh, gl_err_t *err)
     json_t *cache = cache_load(p), *rec = NULL;
     const char *job = getenv("SLURM_JOB_ID");
     int lk = stage_lock(p, s);
-    int rc = stage_begin(p, s, fresh, !fresh, cache, job ? job : "", &rec, err);
+    /* the submission's job ids stay in the record (Slurm is asked about them) */
+    json_t *old = NULL, *jobs = NULL, *v;
+    gl_err_t e;
+    size_t k;
+    if (job && !state_load(p, s, &old, &e) && old)
+        json_array_foreach(json_object_get(old, "jobs"), k, v) {
+            if (json_is_string(v) && !strcmp(json_string_value(v), job))
+                jobs = json_object_get(old, "jobs");
+        }
+    int rc = stage_begin(p, s, fresh, !fresh, cache, job ? job : "", jobs, &rec, err);
+    json_decref(old);
     stage_unlock(lk);
     cache_save(p, cache);
     json_decref(cache);

@@ -87,4 +87,35 @@ const char *run_kv_get(const run_stage_t *s, const char *key);
  * updated. GL_ENOTFOUND when the path (or what it must hold) is missing. */
 int run_fingerprint(const char *path, run_fp_kind_t kind, json_t *cache, uint64_t *fp, gl_err_t *err);
 
+/* What Slurm says of a stage's recorded jobs (slurm.c). */
+typedef enum {
+    RUN_SLURM_NOASK = 0, /* Slurm cannot be asked (no scontrol, no controller): msg says why */
+    RUN_SLURM_GONE,      /* Slurm no longer knows a job (and no accounting): it ended, how is lost */
+    RUN_SLURM_LIVE,      /* some job is queued, running, completing or suspended */
+    RUN_SLURM_DONE,      /* every job COMPLETED */
+    RUN_SLURM_DEAD,      /* a job ended FAILED, CANCELLED, TIMEOUT, NODE_FAIL, ..., or can never start */
+} run_slurm_kind_t;
+
+typedef struct {
+    run_slurm_kind_t kind;
+    char job[32];          /* the job the state is about */
+    char state[48];        /* Slurm's word for it: RUNNING, PENDING, CANCELLED, ... */
+    char reason[64];       /* a PENDING job's reason (Dependency, DependencyNeverSatisfied, ...) */
+    int exit_status;       /* FAILED, OUT_OF_MEMORY: the job's exit status; else -1 */
+    char queued[3][32];    /* the stage's jobs still in Slurm's queue (to cancel before resubmitting) */
+    size_t nqueued;
+    char msg[160];         /* NOASK: why */
+} run_slurm_t;
+
+/* Asks Slurm (scontrol, then sacct) about jobs[0..n) of one stage; never fails. */
+void run_slurm_query(const char *const *jobs, size_t n, run_slurm_t *out);
+/* scancel jobs[0..n). */
+int run_slurm_cancel(const char *const *jobs, size_t n, gl_err_t *err);
+/* One line for messages: "Slurm job 12 CANCELLED", "Slurm job 13 PENDING (Dependency)". */
+void run_slurm_describe(const run_slurm_t *s, char *out, size_t cap);
+/* Runs argv (argv[0] from the PATH) with stdout and stderr into out
+ * (truncated to cap - 1, trailing blanks cut); *status gets its exit status
+ * (128 + signal when killed, 127 when it cannot run). */
+int run_capture(char *const *argv, char *out, size_t cap, int *status, gl_err_t *err);
+
 #endif

@@ -92,8 +92,7 @@ static const stage_kind_t kinds[] = {
     {"rl", {"train", "rl"}, "--out", RUN_FP_CKPT, "", RUN_RESUME_TRAIN, 1,
      {{"policy", "--policy", RUN_FP_CKPT, K_REQ, "@sft"},
       {"reward", "--reward", RUN_FP_CKPT, K_REQ, "@rm"},
-      {"prompts", "--prompts", RUN_FP_DATASET, K_REQ, NULL},
-      {"val", "--val", RUN_FP_DATASET, 0, NULL}}},
+      {"prompts", "--prompts", RUN_FP_DATASET, K_REQ, NULL}}},
 };
 #define NKINDS (sizeof kinds / sizeof *kinds)
 

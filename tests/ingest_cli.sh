@@ -17,6 +17,23 @@ check_fails "ingest without --inputs exits 2" 2 $G ingest --out "$TMP/x"
 check_fails "ingest --rank >= --world exits 2" 2 $G ingest --inputs /dev/null --out "$TMP/x" --rank 2 --world 2
 check_fails "unknown tokenizer fails" 1 $G ingest --inputs /dev/null --out "$TMP/x" --tokenizer nosuch.vocab
 
+# --- language identification: only when asked (--detect-lang, --lang) ---
+mkdir -p "$TMP/lang"
+$PY - "$TMP/lang/en.jsonl" <<'PYEOF'
+import json, sys
+text = ("The committee met on Tuesday to discuss the proposed changes to the library opening hours. "
+        "Several residents spoke in favour of longer evening hours, while others asked for more staff. "
+        "After a long discussion the members agreed to publish a report next month.")
+open(sys.argv[1], "w").write(json.dumps({"id": "en-1", "text": text}) + "\n")
+PYEOF
+echo "$TMP/lang/en.jsonl" > "$TMP/lang/in.txt"
+check "ingest without language identification" $G ingest --no-filters --inputs "$TMP/lang/in.txt" --out "$TMP/lang/off"
+is "no language recorded by default" "$($G shards cat --meta "$TMP/lang/off" | grep -c '"language":"en"')" 0
+check "ingest --detect-lang" $G ingest --no-filters --detect-lang --inputs "$TMP/lang/in.txt" --out "$TMP/lang/on"
+is "--detect-lang records English" "$($G shards cat --meta "$TMP/lang/on" | grep -c '"language":"en"')" 1
+check "ingest --lang bg" $G ingest --no-filters --lang bg --inputs "$TMP/lang/in.txt" --out "$TMP/lang/bg"
+is "--lang bg drops the English document" "$($G shards cat --meta "$TMP/lang/bg" | wc -l)" 0
+
 D=${GL_DATA:-}
 [ -n "$D" ] && [ -d "$D/crawl" ] || { done_testing; }
 

@@ -6,7 +6,8 @@
 # resumes that stage from its checkpoint and skips the finished ones;
 # --force, --dry-run, --status; a failing stage is named with its log and
 # exit status; malformed pipeline files are refused with the line at fault;
-# --slurm's scripts, and running them through a stand-in sbatch.
+# --slurm's scripts, and running them through a stand-in sbatch; what
+# stand-ins for scontrol/sacct say of jobs that ended without recording it.
 . "$(dirname "$0")/tap.sh"
 G=$GPTLINE
 lic=/usr/share/common-licenses
@@ -226,6 +227,81 @@ check "status after the Slurm jobs" $G run --status s.ini
 is "the jobs recorded their stages as done" "$(awk 'NR > 2 {print $2}' "$TMP/.out" | sort -u)" "done"
 check "a rerun after Slurm" env PATH="$TMP/bin:$PATH" $G run --slurm s.ini
 is "nothing submitted again" "$(wc -l < calls)" 5
+
+# what Slurm says of jobs that ended without recording their stage, through
+# stand-ins for sbatch (submits, runs nothing), scontrol and sacct (answer
+# from files, in Slurm's formats) and scancel; the real thing: run_slurm.sh
+mkdir -p bin2 jobs acct
+cat > bin2/sbatch <<'EOF'
+#!/bin/bash
+id=$(( $(cat "$FAKE_SLURM/next") + 1 )); echo $id > "$FAKE_SLURM/next"; echo "$*" >> "$FAKE_SLURM/calls2"; echo $id
+EOF
+cat > bin2/scontrol <<'EOF'
+#!/bin/bash
+[ -e "$FAKE_SLURM/down" ] && { echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"; exit 1; }
+[ -f "$FAKE_SLURM/jobs/$4" ] && { cat "$FAKE_SLURM/jobs/$4"; exit 0; }
+echo "slurm_load_jobs error: Invalid job id specified"; exit 1
+EOF
+cat > bin2/sacct <<'EOF'
+#!/bin/bash
+[ -f "$FAKE_SLURM/acct/${!#}" ] && { cat "$FAKE_SLURM/acct/${!#}"; exit 0; }
+echo "Slurm accounting storage is disabled"; exit 1
+EOF
+printf '#!/bin/bash\necho "$*" >> "$FAKE_SLURM/cancelled"\n' > bin2/scancel
+chmod +x bin2/*
+job() { # ID STATE [REASON] [EXITCODE] [TASK]: one `scontrol -o show job` line, appended
+  echo "JobId=$1${5:+ ArrayJobId=$1 ArrayTaskId=$5} JobName=x UserId=root(0) Priority=1 JobState=$2" \
+    "Reason=${3:-None} Dependency=(null) ExitCode=${4:-0:0} RunTime=00:00:01" >> jobs/$1
+}
+like() { case "$2" in *"$3"*) _result 0 "$1" ;; *) _result 1 "$1"; printf '#   got:      %s\n#   expected: *%s*\n' "$2" "$3" ;; esac; }
+P2="env PATH=$TMP/bin2:$PATH"
+status_of() { $P2 $G run --status s.ini | sed -n "s/^$1  *//p"; }
+echo 200 > next
+check "--slurm --force ingest: submitted, nothing runs" $P2 $G run --slurm --force ingest s.ini
+is "jobs 201-205: ingest's start, array, end, dedup, pretrain" "$(wc -l < calls2)" 5
+SLURM_JOB_ID=201 $P2 $G run --job-start ingest s.ini 2>/dev/null; _result $? "ingest's start job records its start"
+grep -q '"201",' swork/state/ingest.json && grep -q '"203"' swork/state/ingest.json
+_result $? "keeping the submission's job ids"
+job 201 COMPLETED; job 202 RUNNING None 0:0 0; job 202 PENDING Resources 0:0 1; job 203 PENDING Dependency
+job 204 PENDING Dependency; job 205 PENDING Dependency
+like "--status: ingest running, its array job" "$(status_of ingest)" "running "
+like "naming it" "$(status_of ingest)" "Slurm job 202 RUNNING"
+like "--status: pretrain queued" "$(status_of pretrain)" "queued "
+check "a run while the jobs are in Slurm" $P2 $G run --slurm s.ini
+is "submits nothing" "$(wc -l < calls2)" 5
+grep -q "nothing to run; 3 stages still queued or running in Slurm" "$TMP/.err"; _result $? "and says so"
+rm jobs/202; job 202 COMPLETED None 0:0 0; job 202 TIMEOUT TimeLimit 0:15 1
+like "a task timed out: interrupted" "$(status_of ingest)" "interrupted "
+like "naming the state" "$(status_of ingest)" "Slurm job 202 TIMEOUT; relaunched, finished inputs are skipped"
+rm jobs/202 jobs/203; job 202 FAILED NonZeroExitCode 2:0 1; job 202 COMPLETED None 0:0 0
+job 203 PENDING DependencyNeverSatisfied
+like "a task failed: failed" "$(status_of ingest)" "failed "
+like "with its exit status and logs" "$(status_of ingest)" "next run: Slurm job 202 FAILED (exit status 2); relaunched, finished inputs are skipped; log $TMP/swork/logs/ingest-202_*.log"
+mv jobs/202 jobs/202.x
+printf 'CANCELLED by 0|0:15\nCOMPLETED|0:0\n' > acct/202
+like "the controller forgot the job: accounting says" "$(status_of ingest)" "Slurm job 202 CANCELLED"
+rm acct/202; mv jobs/203 jobs/203.x
+like "forgotten, no accounting: ended, how is lost" "$(status_of ingest)" "Slurm job 202 ended; Slurm no longer knows how"
+touch down
+like "no controller: as recorded" "$(status_of ingest)" "running "
+like "saying Slurm cannot be asked" "$(status_of ingest)" "Slurm cannot be asked about job 201 (scontrol: slurm_load_jobs error: Unable to contact"
+rm down; mv jobs/202.x jobs/202; mv jobs/203.x jobs/203
+# a cancelled job's script may record its end (by SIGTERM) before it dies
+mv jobs/202 jobs/202.x; job 202 CANCELLED None 0:15 1; job 202 COMPLETED None 0:0 0
+SLURM_JOB_ID=201 $P2 $G run --job-end ingest --exit-status 143 s.ini 2>/dev/null
+like "a stage ended by a signal: Slurm is asked" "$(status_of ingest)" "interrupted "
+like "and names the state" "$(status_of ingest)" "next run: Slurm job 202 CANCELLED; relaunched"
+mv jobs/202.x jobs/202
+rm jobs/204 jobs/205; job 204 PENDING DependencyNeverSatisfied; job 205 PENDING DependencyNeverSatisfied
+check "--dry-run after the failure" $P2 $G run --slurm --dry-run s.ini
+grep -q '^ingest *resume *Slurm job 202 FAILED (exit status 2); relaunched, finished inputs are skipped; Slurm job 203 cancelled first$' "$TMP/.out"
+_result $? "ingest relaunched, its stuck end job cancelled first"
+grep -q '^# scancel 203$' "$TMP/.out" && grep -q -- '--dependency=afterany:203 ' "$TMP/.out"
+_result $? "the new start job waits for the old job's end"
+check "the run after the failure" $P2 $G run --slurm s.ini
+grep -q "ingest: Slurm job 202 FAILED (exit status 2); recorded as failed" "$TMP/.err"; _result $? "records ingest failed"
+is "cancels the jobs that can never start" "$(tr '\n' ' ' < cancelled)" "203 204 205 "
+is "resubmits ingest, dedup and pretrain" "$(wc -l < calls2)" 10
 
 # malformed pipeline files: exit 3 and the line at fault
 bad() { # NAME EXPECTED-MESSAGE-REGEX PIPELINE-TEXT

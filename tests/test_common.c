@@ -3,6 +3,7 @@
 #include "common/common.h"
 #include "tests/tap.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -83,5 +84,65 @@ int main(void)
     ok(strstr(line, "25.0%") != NULL, "percent done: %s", line);
     ok(strstr(line, "5.00 files/s") != NULL, "rate: %s", line);
     ok(strstr(line, "ETA 0:30") != NULL, "ETA from rate: %s", line);
+    /* metrics: one HELP/TYPE per family, labels escaped, atomic file */
+    {
+        const char *dir = tap_tmpdir();
+        char *path = gl_path_join(dir, "m.prom");
+        gl_metrics_t m;
+        const char *bad[] = {"9x", "v", NULL};
+        ok(gl_metrics_init(&m, path, 1, bad, &err) == GL_EINVAL, "a bad label name is refused");
+        const char *labels[] = {"rank", "3", "note", "a\"b\\c\nd", NULL};
+        is_int(gl_metrics_init(&m, path, 60, labels, &err), GL_OK, "metrics init");
+        ok(gl_metrics_due(&m), "due before the first write");
+        gl_metrics_begin(&m);
+        gl_metrics_add(&m, "gptline_x_total", GL_METRIC_COUNTER, "Things\ncounted.", "kind", "a", 3);
+        gl_metrics_add(&m, "gptline_x_total", GL_METRIC_COUNTER, "ignored", "kind", "b", 12345678901.0);
+        gl_metrics_add(&m, "gptline_y", GL_METRIC_GAUGE, "A gauge.", NULL, NULL, 0.5);
+        is_int(gl_metrics_write(&m, &err), GL_OK, "metrics write");
+        ok(!gl_metrics_due(&m), "not due right after a write");
+        char *text = NULL;
+        size_t len;
+        gl_read_file(path, 1 << 20, &text, &len, &err);
+        is_str(text,
+               "# HELP gptline_x_total Things\\ncounted.\n"
+               "# TYPE gptline_x_total counter\n"
+               "gptline_x_total{rank=\"3\",note=\"a\\\"b\\\\c\\nd\",kind=\"a\"} 3\n"
+               "gptline_x_total{rank=\"3\",note=\"a\\\"b\\\\c\\nd\",kind=\"b\"} 12345678901\n"
+               "# HELP gptline_y A gauge.\n"
+               "# TYPE gptline_y gauge\n"
+               "gptline_y{rank=\"3\",note=\"a\\\"b\\\\c\\nd\"} 0.5\n",
+               "the exposition: HELP/TYPE once per family, values escaped");
+        free(text);
+        gl_metrics_begin(&m);
+        gl_metrics_add(&m, "gptline_z", GL_METRIC_GAUGE, "Z.", NULL, NULL, (double)INFINITY);
+        gl_metrics_write(&m, &err);
+        gl_read_file(path, 1 << 20, &text, &len, &err);
+        ok(text && strstr(text, "gptline_z{rank=\"3\",note=\"a\\\"b\\\\c\\nd\"} +Inf\n"), "rewritten whole; +Inf");
+        free(text);
+        char *tmp = gl_path_join(dir, "m.prom.tmp");
+        struct stat sb;
+        char tmpn[600];
+        snprintf(tmpn, sizeof tmpn, "%s.%ld", tmp, (long)getpid());
+        ok(stat(tmpn, &sb) != 0, "no temporary file left");
+        free(tmp);
+        gl_metrics_free(&m);
+        char *np = gl_path_join(dir, "no/such/dir/m.prom");
+        gl_metrics_init(&m, np, 1, NULL, &err);
+        gl_metrics_begin(&m);
+        ok(gl_metrics_write(&m, &err) == GL_EIO, "an unwritable path is an error");
+        gl_metrics_free(&m);
+        free(np);
+        setenv("GPTLINE_METRICS_DIR", dir, 1);
+        char *p2 = gl_metrics_path(NULL, "gptline-x.prom");
+        ok(p2 && strstr(p2, "/gptline-x.prom"), "GPTLINE_METRICS_DIR gives the default path");
+        free(p2);
+        p2 = gl_metrics_path("given.prom", "gptline-x.prom");
+        is_str(p2, "given.prom", "the option wins over the folder");
+        free(p2);
+        unsetenv("GPTLINE_METRICS_DIR");
+        ok(gl_metrics_path(NULL, "x") == NULL, "no option, no folder: no metrics");
+        free(path);
+    }
+
     return tap_done();
 }

@@ -281,26 +281,49 @@ static void test_bad_warc(void)
     is_int(c.counts[INGEST_ERR_HEADER], 1, "malformed WARC header: counted once");
     coll_free(&c);
 
-    /* wrong Content-Length (too short), then a good record */
+    /* wrong Content-Length (too short), then good records */
     n = 0;
     warc_rec(w, sizeof w, &n, "response", "http://a/", http_page(NULL, "<p>long body here</p>", page, sizeof page), 30);
     warc_rec(w, sizeof w, &n, "response", "http://b/", http_page(NULL, "<p>next page</p>", page, sizeof page), -1);
-    read_mem(w, n, INGEST_KIND_WARC, NULL, &c);
-    is_int(c.counts[INGEST_ERR_LENGTH], 1, "wrong Content-Length: counted");
-    is_int(c.n, 1, "wrong Content-Length: the bad record dropped, the next one kept");
-    ok(c.n == 1 && !strcmp(c.text[0], "next page"), "wrong Content-Length: resynchronised on the next record");
-    coll_free(&c);
-
-    /* wrong Content-Length (too long): it swallows the next record's start */
-    n = 0;
-    warc_rec(w, sizeof w, &n, "response", "http://a/", http_page(NULL, "<p>first</p>", page, sizeof page), 90);
-    warc_rec(w, sizeof w, &n, "response", "http://b/", http_page(NULL, "<p>swallowed</p>", page, sizeof page), -1);
     warc_rec(w, sizeof w, &n, "response", "http://c/", http_page(NULL, "<p>third</p>", page, sizeof page), -1);
     read_mem(w, n, INGEST_KIND_WARC, NULL, &c);
-    is_int(c.counts[INGEST_ERR_LENGTH], 1, "Content-Length too long: counted");
-    ok(c.n >= 1 && !strcmp(c.text[c.n - 1], "third") && !any_has(&c, "first"),
-       "Content-Length too long: the bad record dropped, reading goes on");
+    is_int(c.counts[INGEST_ERR_LENGTH], 1, "Content-Length too short: counted");
+    is_int(c.n, 2, "Content-Length too short: the bad record dropped, the next ones kept");
+    ok(c.n == 2 && !strcmp(c.text[0], "next page") && !strcmp(c.text[1], "third"),
+       "Content-Length too short: resynchronised on the next record");
     coll_free(&c);
+
+    /* wrong Content-Length (too long), by a little (into the next record's
+     * header), by a lot (over the next record, into the third) and past the
+     * end of the file (the second of three); WARC and WET */
+    static const struct {
+        long extra;
+        int bad;
+        const char *name;
+    } longer[] = {{60, 0, "into the next header"}, {400, 0, "over the next record"}, {100000, 1, "past the end"}};
+    for (int wet = 0; wet < 2; wet++)
+        for (size_t v = 0; v < sizeof longer / sizeof longer[0]; v++) {
+            const char *type = wet ? "conversion" : "response";
+            const char *bodies[3] = {"first", "second", "third"};
+            n = 0;
+            for (int r = 0; r < 3; r++) {
+                const char *body = wet ? bodies[r] : http_page(NULL, r == 0 ? "<p>first</p>" : r == 1 ? "<p>second</p>"
+                                                                                                   : "<p>third</p>",
+                                                               page, sizeof page);
+                long declared = r == longer[v].bad ? (long)strlen(body) + longer[v].extra : -1;
+                warc_rec(w, sizeof w, &n, type, "http://a/", body, declared);
+            }
+            read_mem(w, n, INGEST_KIND_WARC, NULL, &c);
+            const char *dropped = bodies[longer[v].bad];
+            int kept_others = c.n == 2 && !any_has(&c, dropped);
+            for (int r = 0; r < 3; r++)
+                if (r != longer[v].bad)
+                    kept_others &= any_has(&c, bodies[r]);
+            ok(kept_others && c.counts[INGEST_ERR_LENGTH] == 1 && c.counts[INGEST_ERR_TRUNCATED] == 0,
+               "Content-Length too long (%s, %s): counted, that record dropped, the others kept", longer[v].name,
+               wet ? "WET" : "WARC");
+            coll_free(&c);
+        }
 
     /* a charset that lies: declared UTF-8, bytes in windows-1252 */
     n = 0;
@@ -416,12 +439,95 @@ static char *gzip_zeros(size_t n, size_t *out_len)
     return out;
 }
 
+/* The uncompressed bytes of a compressed file (caller frees). */
+static char *decompress(const char *path, size_t *len)
+{
+    struct archive *a = archive_read_new();
+    archive_read_support_filter_all(a);
+    archive_read_support_format_raw(a);
+    struct archive_entry *e;
+    size_t cap = 1 << 20, n = 0;
+    char *out = malloc(cap);
+    if (archive_read_open_filename(a, path, 1 << 16) == ARCHIVE_OK && archive_read_next_header(a, &e) == ARCHIVE_OK) {
+        la_ssize_t k;
+        while ((k = archive_read_data(a, out + n, cap - n)) > 0)
+            if ((n += (size_t)k) == cap)
+                out = realloc(out, cap *= 2);
+    }
+    archive_read_free(a);
+    *len = n;
+    return out;
+}
+
+/* The wiki sample cut short or damaged just after a page, at several
+ * places: every article whose </page> lies before the damage comes out,
+ * exactly as from the whole file, and nothing after it. The articles
+ * before a place are counted from the raw XML, independently of the
+ * reader: <page>...</page> spans with <ns>0</ns> and no <redirect. */
+static void test_wiki_damaged(void)
+{
+    char *path = tap_data_path("wiki/enwiki-pages-articles-sample.xml.bz2");
+    coll_t full = {0}, c = {0};
+    if (!path || read_data("wiki/enwiki-pages-articles-sample.xml.bz2", &full) < 0) {
+        tap_skip(2, "no shared data");
+        free(path);
+        return;
+    }
+    size_t n;
+    char *xml = decompress(path, &n);
+    free(path);
+    char *buf = malloc(n + 64);
+    int bad = 0, runs = 0, partial = 0;
+    static const size_t deltas[] = {0, 1, 40, 300};
+    const char *p = xml;
+    for (int page = 0; page < 24 && (p = strstr(p, "</page>")); page++) {
+        p += 7;
+        if (page % 4 != 3)
+            continue;
+        for (size_t d = 0; d < sizeof deltas / sizeof deltas[0]; d++)
+            for (int corrupt = 0; corrupt < 2; corrupt++) {
+                size_t cut = (size_t)(p - xml) + deltas[d], len = cut;
+                memcpy(buf, xml, cut);
+                if (corrupt) { /* a broken tag, then the rest of the dump */
+                    memcpy(buf + cut, "<bad a=\"x>&&\n", 14);
+                    len += 14;
+                    memcpy(buf + len, xml + cut, 2000);
+                    len += 2000;
+                }
+                size_t want = 0;
+                for (const char *q = xml; (q = strstr(q, "<page>")) && q < xml + cut;) {
+                    const char *e = strstr(q, "</page>");
+                    if (!e || (size_t)(e + 7 - xml) > cut)
+                        break;
+                    char *body = strndup(q, (size_t)(e - q));
+                    want += strstr(body, "<ns>0</ns>") && !strstr(body, "<redirect");
+                    free(body);
+                    q = e;
+                }
+                read_mem(buf, len, INGEST_KIND_WIKI, NULL, &c);
+                runs++;
+                int same = c.n == want && c.counts[INGEST_ERR_XML] == 1;
+                for (size_t i = 0; same && i < c.n; i++)
+                    same = !strcmp(c.text[i], full.text[i]) && !strcmp(c.title[i], full.title[i]);
+                if (!same && bad++ < 3)
+                    tap_diag("cut at %zu (%s): %zu articles out, %zu before the damage, %llu XML errors", cut,
+                             corrupt ? "corrupted" : "truncated", c.n, want,
+                             (unsigned long long)c.counts[INGEST_ERR_XML]);
+                partial += want > 0;
+                coll_free(&c);
+            }
+    }
+    is_int(bad, 0, "damaged wiki dump: every article closed before the damage kept, none after (%d cuts)", runs);
+    ok(runs >= 40 && partial >= 40, "damaged wiki dump: the cuts fall after articles");
+    free(buf);
+    free(xml);
+    coll_free(&full);
+}
+
 static void test_bad_other(void)
 {
     coll_t c = {0};
-    /* malformed XML after one good page */
-    /* (a long page between: the XML reader parses ahead by a few KB, and an
-     * error ends the input, so only pages well before the error come out) */
+    /* malformed XML after two good pages (the second long) */
     char *xml = malloc(60000);
     strcpy(xml, "<mediawiki><page><title>A</title><ns>0</ns><id>1</id><revision><timestamp>2020-01-01T00:00:00Z"
                 "</timestamp><text>Good '''text''' here.</text></revision></page><page><title>P</title><ns>0</ns>"
@@ -434,7 +540,7 @@ static void test_bad_other(void)
     int rc = read_mem(xml, strlen(xml), INGEST_KIND_WIKI, NULL, &c);
     free(xml);
     is_int(rc, GL_OK, "malformed XML: no error returned");
-    ok(c.n >= 1, "malformed XML: the page before the error kept");
+    is_int(c.n, 2, "malformed XML: both pages before the error kept, the broken one not");
     is_int(c.counts[INGEST_ERR_XML], 1, "malformed XML: counted");
     ok(c.n && !strcmp(c.text[0], "Good text here."), "wikitext of the good page");
     coll_free(&c);
@@ -731,6 +837,7 @@ int main(void)
     test_content_encoding();
     test_bad_other();
     test_wiki();
+    test_wiki_damaged();
     test_crawl();
     test_code();
     return tap_done();

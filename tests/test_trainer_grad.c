@@ -636,8 +636,36 @@ static void test_decode(void)
     train_model_free(&m);
 }
 
+/* The few-row product of generation against the sgemm one: row counts
+ * around the block of 4, a column count with a tail past the blocks of 64,
+ * with and without the residual, in place over the residual. */
+static void test_matmul_rows(void)
+{
+    int IC = 40, OC = 150;
+    float *x = vec(9 * IC), *w = vec(IC * OC), *b = vec(OC), *res = vec(9 * OC), *want = vec(9 * OC),
+          *got = vec(9 * OC);
+    fill(x, 9 * IC, 1, 0), fill(w, IC * OC, 1, 0), fill(b, OC, 1, 0), fill(res, 9 * OC, 1, 0);
+    double worst = 0;
+    static const int ns[] = {1, 3, 4, 9};
+    for (int k = 0; k < 4; k++)
+        for (int r = 0; r < 3; r++) {
+            int N = ns[k];
+            train_k_matmul_forward(want, x, w, b, r ? res : NULL, N, IC, OC);
+            if (r == 2) { /* out is the residual */
+                memcpy(got, res, (size_t)N * OC * sizeof *got);
+                train_k_matmul_forward_rows(got, x, w, b, got, N, IC, OC);
+            } else {
+                train_k_matmul_forward_rows(got, x, w, b, r ? res : NULL, N, IC, OC);
+            }
+            worst = fmax(worst, max_rel(got, want, (size_t)N * OC));
+        }
+    ok(worst < 1e-5, "few-row product equals the sgemm one (1, 3, 4, 9 rows; worst rel. %.1e)", worst);
+    free(x), free(w), free(b), free(res), free(want), free(got);
+}
+
 int main(void)
 {
+    test_matmul_rows();
     test_decode();
     test_windows();
     test_encoder();

@@ -14,6 +14,8 @@ lic=/usr/share/common-licenses
 check "--help" $G train pretrain --help
 check "train --help" $G train --help
 check_fails "missing --data is a usage error" 2 $G train pretrain --out "$TMP/x"
+check "train dpo --help" $G train dpo --help
+check_fails "train dpo without --init is a usage error" 2 $G train dpo --data "$TMP/x" --out "$TMP/x"
 
 $G shards pack -o "$TMP/train" $lic/GPL-3 $lic/Apache-2.0 $lic/GPL-2 2>/dev/null
 $G shards pack -o "$TMP/val" $lic/LGPL-2.1 2>/dev/null

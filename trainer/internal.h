@@ -26,6 +26,10 @@ void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *
 /* out[N,OC] = inp[N,IC] w[IC,OC] + bias (+ res[N,OC] when non-NULL). */
 void train_k_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                             const float *res, int N, int IC, int OC);
+/* The same for a few rows N (generation): out may be res (each element
+ * is read before it is written); no sgemm, so no packing of w per call. */
+void train_k_matmul_forward_rows(float *out, const float *inp, const float *w, const float *bias,
+                                 const float *res, int N, int IC, int OC);
 /* dinp = dout w^T (overwritten; skipped when NULL); dw += inp^T dout;
  * db += column sums of dout (skipped when NULL). */
 void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
@@ -39,6 +43,8 @@ uint64_t train_k_dropout_key(uint64_t seed, uint64_t iter, uint64_t site);
 /* The key that gives, from element 0 of an array, the mask key gives from
  * element first: for a part of a batch, the masks of the whole. */
 uint64_t train_k_dropout_key_at(uint64_t key, uint64_t first);
+/* x[0..n) = softmax(x), in place (the polynomial exp). */
+void train_k_softmax(float *x, int n);
 /* GELU, tanh approximation. */
 void train_k_gelu_forward(float *out, const float *inp, size_t n);
 /* d *= gelu'(inp), in place. */

@@ -193,6 +193,81 @@ void train_k_matmul_forward(float *out, const float *inp, const float *w, const 
     train_k_gemm(0, 0, N, OC, IC, 1.0f, inp, IC, w, OC, 1.0f, out, OC);
 }
 
+/* The same product for a few rows (generation: one token per row). sgemm
+ * packs the whole weight matrix on every call, which for a handful of rows
+ * costs as much as the product itself; here each thread takes blocks of
+ * MR_COLS output columns, and for every MR_ROWS rows streams the block's
+ * weight slab (IC x MR_COLS, kept in L2 across the row blocks) into
+ * MR_ROWS x MR_COLS accumulators the compiler keeps in vector registers
+ * (fmaf: ISO C does not contract a * b + c into a fused multiply-add).
+ * Measured on the 6-layer, width-384 shapes at one thread: 70-90 GFLOP/s
+ * against sgemm's 40 (8 rows) and 65 (32 rows). */
+#define MR_ROWS 4
+#define MR_COLS 64
+#define MR_AHEAD 8 /* weight rows prefetched ahead */
+static void matmul_rows_block(float *out, const float *inp, const float *w, const float *bias, const float *res,
+                              int r0, int o0, int IC, int OC)
+{
+    float acc[MR_ROWS][MR_COLS];
+    const float *x = inp + (size_t)r0 * IC;
+    for (int r = 0; r < MR_ROWS; r++)
+        for (int k = 0; k < MR_COLS; k++)
+            acc[r][k] = bias[o0 + k] + (res ? res[(size_t)(r0 + r) * OC + o0 + k] : 0.0f);
+    for (int i = 0; i < IC; i++) {
+        const float *wr = w + (size_t)i * OC + o0;
+        if (i + MR_AHEAD < IC) /* rows of the slab are OC apart: too far for the hardware prefetcher */
+            for (int k = 0; k < MR_COLS; k += 16)
+                __builtin_prefetch(wr + (size_t)MR_AHEAD * OC + k);
+        for (int r = 0; r < MR_ROWS; r++) {
+            float xv = x[(size_t)r * IC + i];
+            for (int k = 0; k < MR_COLS; k++)
+                acc[r][k] = fmaf(xv, wr[k], acc[r][k]);
+        }
+    }
+    for (int r = 0; r < MR_ROWS; r++)
+        memcpy(out + (size_t)(r0 + r) * OC + o0, acc[r], sizeof acc[r]);
+}
+
+/* One row (the rows left over after the blocks of MR_ROWS). */
+static void matmul_row_block(float *out, const float *inp, const float *w, const float *bias, const float *res,
+                             int r, int o0, int IC, int OC)
+{
+    float acc[MR_COLS];
+    const float *x = inp + (size_t)r * IC;
+    for (int k = 0; k < MR_COLS; k++)
+        acc[k] = bias[o0 + k] + (res ? res[(size_t)r * OC + o0 + k] : 0.0f);
+    for (int i = 0; i < IC; i++) {
+        const float *wr = w + (size_t)i * OC + o0;
+        if (i + MR_AHEAD < IC)
+            for (int k = 0; k < MR_COLS; k += 16)
+                __builtin_prefetch(wr + (size_t)MR_AHEAD * OC + k);
+        for (int k = 0; k < MR_COLS; k++)
+            acc[k] = fmaf(x[i], wr[k], acc[k]);
+    }
+    memcpy(out + (size_t)r * OC + o0, acc, sizeof acc);
+}
+
+void train_k_matmul_forward_rows(float *out, const float *inp, const float *w, const float *bias,
+                                 const float *res, int N, int IC, int OC)
+{
+    int nblk = OC / MR_COLS, tail = nblk * MR_COLS;
+#pragma omp parallel for schedule(static) if ((size_t)N * IC * OC > 4000000)
+    for (int bi = 0; bi < nblk; bi++) {
+        int r0 = 0;
+        for (; r0 + MR_ROWS <= N; r0 += MR_ROWS)
+            matmul_rows_block(out, inp, w, bias, res, r0, bi * MR_COLS, IC, OC);
+        for (; r0 < N; r0++)
+            matmul_row_block(out, inp, w, bias, res, r0, bi * MR_COLS, IC, OC);
+    }
+    for (int r = 0; r < N && tail < OC; r++) /* the last OC % MR_COLS columns */
+        for (int k = tail; k < OC; k++) {
+            float a = bias[k] + (res ? res[(size_t)r * OC + k] : 0.0f);
+            for (int i = 0; i < IC; i++)
+                a += inp[(size_t)r * IC + i] * w[(size_t)i * OC + k];
+            out[(size_t)r * OC + k] = a;
+        }
+}
+
 /* dinp = dout w^T (overwritten; skipped when NULL); dw += inp^T dout;
  * db += column sums of dout. */
 void train_k_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
@@ -248,6 +323,20 @@ static inline float exp_fast(float x)
 
 /* tanh(u) = 1 - 2 / (e^{2u} + 1): absolute error ~1e-7, which is what
  * GELU's 1 + tanh needs. */
+void train_k_softmax(float *x, int n)
+{
+    float mx = -INFINITY, sum = 0.0f;
+    for (int i = 0; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    for (int i = 0; i < n; i++) {
+        x[i] = exp_fast(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
 static inline float tanh_fast(float u) { return 1.0f - 2.0f / (exp_fast(2.0f * u) + 1.0f); }
 
 /* ---- dropout -------------------------------------------------------------- */

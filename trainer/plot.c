@@ -1,10 +1,12 @@
 /* plot.c — renders a run's metrics.jsonl to a PNG with cairo.
  *
- * Two panels: the training loss per step (faint) with its moving average
- * and the held-out loss at each evaluation; and the learning rate with the
- * throughput (tokens/s). Axes are scaled to the data with round tick
- * values. Called by rank 0 after each evaluation and at the end of a run,
- * so the picture is current while a long run goes on.
+ * train_plot_metrics (pretraining, SFT, RM): two panels, the training loss
+ * per step (faint) with its moving average and the held-out loss at each
+ * evaluation; and the learning rate with the throughput (tokens/s).
+ * train_plot_panels (RL): a grid of small panels, any fields per panel.
+ * Axes are scaled to the data with round tick values. Called by rank 0
+ * after each evaluation and at the end of a run, so the picture is current
+ * while a long run goes on.
  */
 #include "trainer/run.h"
 
@@ -239,5 +241,76 @@ int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
 out:
     free(loss.x), free(loss.y), free(avg.x), free(avg.y), free(val.x), free(val.y);
     free(lr.x), free(lr.y), free(tps.x), free(tps.y);
+    return rc;
+}
+
+int train_plot_panels(const char *metrics, const char *png, const train_plot_panel_t *panels, int n, gl_err_t *err)
+{
+    static const double colors[3][3] = {{0.1, 0.3, 0.8}, {0.85, 0.3, 0.1}, {0.2, 0.6, 0.2}};
+    char *data;
+    size_t len;
+    int rc = gl_read_file(metrics, (size_t)1 << 31, &data, &len, err);
+    if (rc)
+        return rc;
+    series_t *s = gl_xcalloc((size_t)n * 3, sizeof *s);
+    double xmax = 2;
+    for (char *ln = data, *end; ln < data + len; ln = end + 1) {
+        end = memchr(ln, '\n', (size_t)(data + len - ln));
+        if (!end)
+            end = data + len;
+        *end = '\0';
+        json_t *j = json_loads(ln, 0, NULL);
+        if (!j)
+            continue;
+        double step = (double)json_integer_value(json_object_get(j, "step")) + 1;
+        for (int p = 0; p < n; p++)
+            for (int k = 0; k < 3 && panels[p].keys[k]; k++) {
+                json_t *v = json_object_get(j, panels[p].keys[k]);
+                if (json_is_number(v)) {
+                    push(&s[p * 3 + k], step, json_number_value(v));
+                    xmax = step > xmax ? step : xmax;
+                }
+            }
+        json_decref(j);
+    }
+    free(data);
+    const int W = 1000, PH = 170, rows = (n + 1) / 2, H = 40 + rows * (PH + 70);
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 0.96, 0.96, 0.96);
+    cairo_paint(cr);
+    for (int p = 0; p < n; p++) {
+        double lo = INFINITY, hi = -INFINITY;
+        for (int k = 0; k < 3 && panels[p].keys[k]; k++)
+            range_of(&s[p * 3 + k], &lo, &hi);
+        if (!(hi >= lo))
+            lo = 0, hi = 1;
+        if (!(hi > lo))
+            hi = lo + (lo ? fabs(lo) * 0.1 : 1);
+        double pad = 0.05 * (hi - lo);
+        panel_t pn = {70 + (p % 2) * (W / 2), 40 + (p / 2) * (PH + 70), W / 2 - 100, PH, 0, xmax, lo - pad, hi + pad};
+        axes(cr, &pn, panels[p].title, "step");
+        cairo_set_font_size(cr, 11);
+        for (int k = 0; k < 3 && panels[p].keys[k]; k++) {
+            const double *c = colors[k];
+            line(cr, &pn, &s[p * 3 + k], c[0], c[1], c[2], 1, 1.5);
+            if (panels[p].keys[1])
+                legend(cr, pn.x0 + pn.w - 150, pn.y0 + 20 + 18 * k,
+                       panels[p].labels[k] ? panels[p].labels[k] : panels[p].keys[k], c[0], c[1], c[2]);
+        }
+    }
+    cairo_destroy(cr);
+    char *tmp = gl_xmalloc(strlen(png) + 8);
+    sprintf(tmp, "%s.tmp", png);
+    cairo_status_t cs = cairo_surface_write_to_png(surf, tmp);
+    cairo_surface_destroy(surf);
+    if (cs != CAIRO_STATUS_SUCCESS)
+        rc = gl_err_set(err, GL_EIO, "%s: cannot write PNG: %s", tmp, cairo_status_to_string(cs));
+    else
+        rc = gl_rename_durable(tmp, png, err);
+    free(tmp);
+    for (int i = 0; i < n * 3; i++)
+        free(s[i].x), free(s[i].y);
+    free(s);
     return rc;
 }

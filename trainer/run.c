@@ -1,4 +1,4 @@
-/* run.c — the training loop of the pretraining and SFT stages.
+/* run.c — the training loop of the pretraining, SFT, RM and DPO stages.
  *
  * One step: `accum` micro-batches of (B, T) from this rank's sampler,
  * forward and backward each (gradients scaled by 1/accum), gradients
@@ -13,7 +13,11 @@
  * a run resumed from a checkpoint repeats the uninterrupted run's losses
  * exactly. Pretraining reads windows of the token stream; SFT reads whole
  * conversations, one per row, with the loss counted on the spans the
- * record marks (assistant turns and their end-of-text).
+ * record marks (assistant turns and their end-of-text). RM and DPO read
+ * rankings, whole groups per micro-batch: RM learns a scalar head with the
+ * pairwise loss; DPO (Rafailov et al., 2023) puts the same pairwise loss
+ * on the implicit reward beta * log(pi / pi_ref) of each response, pi_ref
+ * a frozen copy of the starting model, so no reward model is needed.
  */
 #include "trainer/run.h"
 #include "shards/shards.h"
@@ -26,6 +30,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -43,6 +48,7 @@ void train_run_defaults(train_run_opts_t *o)
     o->sched = (train_sched_t){.max_lr = 1e-3f, .min_lr = 1e-4f, .warmup = 100};
     o->adamw = (train_adamw_t){.beta1 = 0.9f, .beta2 = 0.99f, .eps = 1e-8f, .weight_decay = 0.1f};
     o->clip = 1.0f;
+    o->dpo_beta = 0.1f;
     o->seed = 1337;
     o->eval_every = 250;
     o->eval_batches = 20;
@@ -56,11 +62,7 @@ void train_run_defaults(train_run_opts_t *o)
  * at the sequence's true last token (Hugging Face's
  * GPT2ForSequenceClassification "score.weight", [1, C], no bias), with its
  * own AdamW moments. */
-typedef struct {
-    int C;
-    float *w, *g, *m, *v;
-    long step;
-} rm_head_t;
+typedef train_head_t rm_head_t;
 
 static void rm_head_init(rm_head_t *h, int C)
 {
@@ -157,6 +159,15 @@ static void rm_head_step(rm_head_t *h, const train_adamw_t *a, float lr)
     }
 }
 
+void train_head_init(train_head_t *h, int C) { rm_head_init(h, C); }
+void train_head_free(train_head_t *h) { rm_head_free(h); }
+int train_head_save(const train_head_t *h, const char *path, int moments, gl_err_t *err)
+{
+    return rm_head_save(h, path, moments, err);
+}
+int train_head_load(train_head_t *h, const char *path, gl_err_t *err) { return rm_head_load(h, path, err); }
+void train_head_step(train_head_t *h, const train_adamw_t *a, float lr) { rm_head_step(h, a, lr); }
+
 /* ---- checkpoints ------------------------------------------------------ */
 
 typedef struct {
@@ -245,6 +256,8 @@ static char *latest_checkpoint(const char *out, gl_err_t *err)
     free(data);
     return dir;
 }
+
+char *train_latest_checkpoint(const char *out, gl_err_t *err) { return latest_checkpoint(out, err); }
 
 char *train_checkpoint_model_path(const char *path, gl_err_t *err)
 {
@@ -352,6 +365,8 @@ static void trim_metrics(const char *path, long step)
     free(keep);
     free(data);
 }
+
+void train_metrics_trim(const char *path, long step) { trim_metrics(path, step); }
 
 static void append_json(FILE *f, json_t *j)
 {
@@ -475,6 +490,7 @@ static int next_batch(run_data_t *d, train_stage_t stage, int B, int T, int32_t 
 typedef struct {
     int32_t *tok;    /* B * T, padded with end-of-text */
     int *len;        /* B: true length of each row; the reward is read at len-1 */
+    int *plen;       /* B: prompt tokens kept at the row's start; the response follows */
     int *group;      /* B */
     uint32_t *rank;  /* B: 0 = best; equal ranks are ties */
     int rows, groups;
@@ -539,8 +555,10 @@ static int rm_fill(run_data_t *d, int B, int T, int wrap, rm_batch_t *bt, gl_err
                 row[n++] = (int32_t)shard_token_at(&t, j);
             for (uint64_t j = rs->start; j < rs->start + rlen; j++)
                 row[n++] = (int32_t)shard_token_at(&t, j);
+            int kept = n - (int)rlen;
             row[n++] = (int32_t)eot;
             bt->len[bt->rows] = n;
+            bt->plen[bt->rows] = kept;
             for (int j = n; j < T; j++)
                 row[j] = (int32_t)eot;
             bt->group[bt->rows] = bt->groups;
@@ -591,8 +609,11 @@ int train_rm_head_load(const char *path, int C, float *w, gl_err_t *err)
 /* Pairwise loss of a batch: for each group, the mean over its ordered pairs
  * (better, worse) of -log sigmoid(r_better - r_worse); the batch loss is
  * the mean over groups. With dr non-NULL also its gradient wrt rewards
- * (times scale). Counts correct pairs (r_better > r_worse). */
-static double rm_loss(const rm_batch_t *bt, const float *r, float scale, float *dr, double *pairs, double *correct)
+ * (times scale). Counts correct pairs (r_better > r_worse); with sums
+ * non-NULL adds the sums over pairs of r_better - r_worse, r_better and
+ * r_worse to sums[0..2]. */
+static double rm_loss(const rm_batch_t *bt, const float *r, float scale, float *dr, double *pairs, double *correct,
+                      double *sums)
 {
     double total = 0;
     if (dr)
@@ -613,6 +634,11 @@ static double rm_loss(const rm_batch_t *bt, const float *r, float scale, float *
                 double diff = (double)r[i] - r[j];
                 lg += diff > 0 ? log1p(exp(-diff)) : -diff + log1p(exp(diff)); /* -log sigmoid(diff) */
                 *correct += diff > 0;
+                if (sums) {
+                    sums[0] += diff;
+                    sums[1] += r[i];
+                    sums[2] += r[j];
+                }
                 if (dr) {
                     double gsig = -1.0 / (1.0 + exp(diff)); /* d/d diff of -log sigmoid */
                     float gv = (float)(gsig / np / bt->groups) * scale;
@@ -627,16 +653,90 @@ static double rm_loss(const rm_batch_t *bt, const float *r, float scale, float *
     return bt->groups ? total / bt->groups : 0;
 }
 
-/* Held-out pairwise accuracy and loss of a reward model. */
-static int rm_evaluate(train_model_t *m, const rm_head_t *h, const char *data, int B, int T, int max_batches,
-                       train_dist_t *dist, double *loss, double *acc, gl_err_t *err)
+/* ---- direct preference optimisation ------------------------------------ */
+
+/* DPO's targets for a batch of rankings: the next token on the response
+ * and its end-of-text (positions plen..len-1 of a row, predicted one
+ * position earlier), -1 elsewhere: the tokens SFT counts. */
+static void dpo_targets(const rm_batch_t *bt, int T, int32_t *tgt)
+{
+    for (int i = 0; i < bt->rows; i++)
+        for (int t = 0; t < T; t++) {
+            int p = t + 1; /* the position predicted at t */
+            tgt[(size_t)i * T + t] = p >= bt->plen[i] && p < bt->len[i] ? bt->tok[(size_t)i * T + p] : -1;
+        }
+}
+
+/* Sum over each row's counted targets of log p: -sum of the last
+ * forward's per-token cross-entropies. */
+static void seq_logprobs(const train_model_t *m, int rows, int T, double *lp)
+{
+    for (int i = 0; i < rows; i++) {
+        double s = 0;
+        for (int t = 0; t < T; t++)
+            s -= m->acts.losses[(size_t)i * T + t];
+        lp[i] = s;
+    }
+}
+
+int train_dpo_batch(train_model_t *m, train_model_t *ref, const int32_t *tok, const int32_t *tgt, const int *group,
+                    const uint32_t *rank, int rows, int T, float beta, float scale, train_dpo_stats_t *st,
+                    gl_err_t *err)
+{
+    if (rows < 1)
+        return gl_err_set(err, GL_EINVAL, "dpo: an empty batch");
+    for (int i = 0; i < rows; i++)
+        if (group[i] != (i ? group[i - 1] + (group[i] != group[i - 1]) : 0))
+            return gl_err_set(err, GL_EINVAL, "dpo: row %d: groups must be consecutive from 0", i);
+    rm_batch_t bt = {.tok = (int32_t *)tok, .group = (int *)group, .rank = (uint32_t *)rank, .rows = rows,
+                     .groups = group[rows - 1] + 1};
+    double *lp = gl_xmalloc((size_t)rows * 2 * sizeof *lp), *lr = lp + rows;
+    float *r = gl_xmalloc((size_t)rows * 2 * sizeof *r), *dr = r + rows;
+    float *coef = NULL;
+    int rc;
+    /* the reference first: the policy's activations must be the last
+     * forward for its backward */
+    if ((rc = train_model_forward(ref, tok, tgt, NULL, rows, T, err)))
+        goto out;
+    seq_logprobs(ref, rows, T, lr);
+    if ((rc = train_model_forward(m, tok, tgt, NULL, rows, T, err)))
+        goto out;
+    seq_logprobs(m, rows, T, lp);
+    for (int i = 0; i < rows; i++)
+        r[i] = (float)(beta * (lp[i] - lr[i]));
+    double sums[3] = {0, 0, 0};
+    st->loss += rm_loss(&bt, r, scale, dr, &st->pairs, &st->correct, sums);
+    st->groups += bt.groups;
+    st->margin += sums[0];
+    st->chosen += sums[1];
+    st->rejected += sums[2];
+    if (scale != 0) {
+        /* loss(r), r_i = beta * sum_t log p_t = -beta * sum_t ce_t:
+         * d loss / d ce_t = -beta * dr_i on row i's counted tokens */
+        coef = gl_xmalloc((size_t)rows * T * sizeof *coef);
+        for (int i = 0; i < rows; i++)
+            for (int t = 0; t < T; t++)
+                coef[(size_t)i * T + t] = tgt[(size_t)i * T + t] >= 0 ? -beta * dr[i] : 0.0f;
+        train_model_backward_tokens(m, coef);
+    }
+out:
+    free(lp), free(r), free(coef);
+    return rc;
+}
+
+/* Held-out pairwise accuracy and loss: of a reward model (ref NULL, head
+ * h), or of a DPO policy m against its reference ref (implicit rewards;
+ * *dpo gets the DPO measurements summed over every rank). */
+static int rm_evaluate(train_model_t *m, const rm_head_t *h, train_model_t *ref, float beta, const char *data,
+                       int B, int T, int max_batches, train_dist_t *dist, double *loss, double *acc,
+                       train_dpo_stats_t *dpo, gl_err_t *err)
 {
     run_data_t d = {0};
     rm_batch_t bt = {0};
     float *r = NULL;
+    int32_t *tgt = NULL;
     int rc = GL_OK;
-    double sums[3] = {0, 0, 0}; /* loss * groups, pairs, correct */
-    double groups = 0;
+    train_dpo_stats_t s = {0}; /* loss summed * groups for RM; DPO sums per batch mean * groups */
     d.ds = shard_dataset_open(data, 0, err);
     if (!d.ds)
         return err->code;
@@ -652,27 +752,42 @@ static int rm_evaluate(train_model_t *m, const rm_head_t *h, const char *data, i
         d.order[i] = i;
     bt.tok = gl_xmalloc((size_t)B * T * sizeof *bt.tok);
     bt.len = gl_xmalloc((size_t)B * sizeof *bt.len);
+    bt.plen = gl_xmalloc((size_t)B * sizeof *bt.plen);
     bt.group = gl_xmalloc((size_t)B * sizeof *bt.group);
     bt.rank = gl_xmalloc((size_t)B * sizeof *bt.rank);
     r = gl_xmalloc((size_t)B * sizeof *r);
+    tgt = gl_xmalloc((size_t)B * T * sizeof *tgt);
     for (int k = 0; max_batches <= 0 || k < max_batches; k++) {
         if ((rc = rm_fill(&d, B, T, 0, &bt, err)))
             goto out;
         if (!bt.rows)
             break;
-        if ((rc = train_model_forward_hidden(m, bt.tok, bt.rows, T, err)))
-            goto out;
-        rm_rewards(m, h, &bt, T, r);
-        sums[0] += rm_loss(&bt, r, 1, NULL, &sums[1], &sums[2]) * bt.groups;
-        groups += bt.groups;
+        if (ref) {
+            train_dpo_stats_t one = {0};
+            dpo_targets(&bt, T, tgt);
+            if ((rc = train_dpo_batch(m, ref, bt.tok, tgt, bt.group, bt.rank, bt.rows, T, beta, 0, &one, err)))
+                goto out;
+            s.loss += one.loss * one.groups;
+            s.groups += one.groups, s.pairs += one.pairs, s.correct += one.correct;
+            s.margin += one.margin, s.chosen += one.chosen, s.rejected += one.rejected;
+        } else {
+            if ((rc = train_model_forward_hidden(m, bt.tok, bt.rows, T, err)))
+                goto out;
+            rm_rewards(m, h, &bt, T, r);
+            s.loss += rm_loss(&bt, r, 1, NULL, &s.pairs, &s.correct, NULL) * bt.groups;
+            s.groups += bt.groups;
+        }
     }
-    double all[4] = {sums[0], sums[1], sums[2], groups};
-    if ((rc = train_dist_sum(dist, all, 4, err)))
+    double all[7] = {s.loss, s.pairs, s.correct, s.groups, s.margin, s.chosen, s.rejected};
+    if ((rc = train_dist_sum(dist, all, 7, err)))
         goto out;
     *loss = all[3] ? all[0] / all[3] : NAN;
     *acc = all[1] ? all[2] / all[1] : NAN;
+    if (dpo)
+        *dpo = (train_dpo_stats_t){.loss = *loss, .groups = all[3], .pairs = all[1], .correct = all[2],
+                                   .margin = all[4], .chosen = all[5], .rejected = all[6]};
 out:
-    free(bt.tok), free(bt.len), free(bt.group), free(bt.rank), free(r), free(d.order);
+    free(bt.tok), free(bt.len), free(bt.plen), free(bt.group), free(bt.rank), free(r), free(tgt), free(d.order);
     shard_dataset_close(&d.ds);
     return rc;
 }
@@ -736,6 +851,63 @@ out:
 
 /* ---- the run ------------------------------------------------------------ */
 
+/* ---- Prometheus textfile ------------------------------------------------ */
+
+typedef struct {
+    gl_metrics_t m;
+    double started;
+    long steps_done, ckpts;
+    double loss, lr, norm, tps, mfu, val_loss;
+    int have_step, have_val;
+} prom_t;
+
+static int prom_write(prom_t *p, const run_state_t *st, long until, int world, int finished, gl_err_t *err)
+{
+    gl_metrics_t *m = &p->m;
+    gl_metrics_begin(m);
+    gl_metrics_add(m, "gptline_train_step", GL_METRIC_GAUGE, "Optimizer steps taken in this run (resumed runs included).",
+                   NULL, NULL, (double)st->step);
+    gl_metrics_add(m, "gptline_train_step_target", GL_METRIC_GAUGE, "The step this process stops at.", NULL, NULL,
+                   (double)until);
+    gl_metrics_add(m, "gptline_train_steps_total", GL_METRIC_COUNTER, "Steps taken by this process.", NULL, NULL,
+                   (double)p->steps_done);
+    gl_metrics_add(m, "gptline_train_tokens_total", GL_METRIC_COUNTER,
+                   "Tokens trained on in this run, all ranks (resumed runs included).", NULL, NULL,
+                   (double)st->tokens);
+    gl_metrics_add(m, "gptline_train_checkpoints_total", GL_METRIC_COUNTER, "Checkpoints written by this process.",
+                   NULL, NULL, (double)p->ckpts);
+    gl_metrics_add(m, "gptline_train_world_size", GL_METRIC_GAUGE, "Data-parallel ranks (MPI world size).", NULL,
+                   NULL, (double)world);
+    if (p->have_step) {
+        gl_metrics_add(m, "gptline_train_loss", GL_METRIC_GAUGE, "Training loss of the last step.", NULL, NULL, p->loss);
+        gl_metrics_add(m, "gptline_train_learning_rate", GL_METRIC_GAUGE, "Learning rate of the last step.", NULL, NULL,
+                       p->lr);
+        gl_metrics_add(m, "gptline_train_grad_norm", GL_METRIC_GAUGE, "Global gradient norm of the last step (before clipping).",
+                       NULL, NULL, p->norm);
+        gl_metrics_add(m, "gptline_train_tokens_per_second", GL_METRIC_GAUGE, "Throughput of the last step, all ranks.",
+                       NULL, NULL, p->tps);
+        gl_metrics_add(m, "gptline_train_mfu_ratio", GL_METRIC_GAUGE, "Model FLOPs utilisation of the last step (0-1).",
+                       NULL, NULL, p->mfu);
+    }
+    if (p->have_val)
+        gl_metrics_add(m, "gptline_train_val_loss", GL_METRIC_GAUGE, "Held-out loss at the last evaluation.", NULL,
+                       NULL, p->val_loss);
+    gl_metrics_add(m, "gptline_train_start_time_seconds", GL_METRIC_GAUGE, "When this process started training, Unix time.",
+                   NULL, NULL, p->started);
+    gl_metrics_add(m, "gptline_train_finished", GL_METRIC_GAUGE, "1 once the run reached its last step.", NULL, NULL,
+                   finished);
+    return gl_metrics_write(m, err);
+}
+
+static void prom_tick(prom_t *p, const train_run_opts_t *o, const run_state_t *st, long until, int world, int force)
+{
+    gl_err_t e;
+    if (!o->metrics_file || !p->m.path || !(force || gl_metrics_due(&p->m)))
+        return;
+    if (prom_write(p, st, until, world, st->step >= until, &e))
+        gl_warn("%s", e.msg); /* a missing metrics file does not stop training */
+}
+
 static volatile sig_atomic_t stop_requested;
 static void on_stop(int sig)
 {
@@ -756,16 +928,25 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     int32_t *tok = NULL, *tgt = NULL;
     float *wts = NULL;
     run_state_t st = {0};
-    Gptline__RecordKind want = o->stage == TRAIN_STAGE_SFT  ? GPTLINE__RECORD_KIND__SFT
-                               : o->stage == TRAIN_STAGE_RM ? GPTLINE__RECORD_KIND__RM
-                                                            : GPTLINE__RECORD_KIND__DOCUMENTS;
+    prom_t prom = {0};
+    int pairs_stage = o->stage == TRAIN_STAGE_RM || o->stage == TRAIN_STAGE_DPO; /* reads rankings */
+    Gptline__RecordKind want = o->stage == TRAIN_STAGE_SFT ? GPTLINE__RECORD_KIND__SFT
+                               : pairs_stage               ? GPTLINE__RECORD_KIND__RM
+                                                           : GPTLINE__RECORD_KIND__DOCUMENTS;
     static const char *kind_names[] = {"", "pretraining document", "SFT", "RM ranking", "RL prompt"};
     rm_head_t head = {0};
     rm_batch_t bt = {0};
     float *rew = NULL, *drew = NULL, *dlnf = NULL;
+    train_model_t ref = {0}; /* DPO: the frozen reference, the --init weights */
 
-    if (o->B <= 0 || o->T <= 0 || o->accum <= 0 || o->steps <= 0)
-        return gl_err_set(err, GL_EINVAL, "B, T, accum and steps must be positive");
+    if (o->B <= 0 || o->T <= 0 || o->accum <= 0 || o->steps <= 0) {
+        rc = gl_err_set(err, GL_EINVAL, "B, T, accum and steps must be positive");
+        goto out;
+    }
+    if (o->stage == TRAIN_STAGE_DPO && (!o->init || !(o->dpo_beta > 0))) {
+        rc = gl_err_set(err, GL_EINVAL, "DPO needs --init (the SFT model, also the reference) and beta > 0");
+        goto out;
+    }
     d.ds = shard_dataset_open(o->data, 0, err);
     if (!d.ds) {
         rc = err->code;
@@ -826,6 +1007,18 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         goto out;
     if (o->dropout > 0 && (rc = train_model_set_dropout(&m, o->dropout, o->seed ^ 0xd209, err)))
         goto out;
+    if (o->stage == TRAIN_STAGE_DPO) {
+        /* the reference: the same weights, frozen (no gradients, no optimizer) */
+        if ((rc = train_model_init(&ref, &cfg, o->B, o->T, 0, err)) || (rc = train_load(&ref, init_path, 0, err)))
+            goto out;
+    }
+    if (pairs_stage) {
+        bt.tok = gl_xmalloc((size_t)o->B * o->T * sizeof *bt.tok);
+        bt.len = gl_xmalloc((size_t)o->B * sizeof *bt.len);
+        bt.plen = gl_xmalloc((size_t)o->B * sizeof *bt.plen);
+        bt.group = gl_xmalloc((size_t)o->B * sizeof *bt.group);
+        bt.rank = gl_xmalloc((size_t)o->B * sizeof *bt.rank);
+    }
     if (o->stage == TRAIN_STAGE_RM) {
         /* a new scalar head (zeros: every reward starts at 0), or the one of
          * the checkpoint we start from */
@@ -842,10 +1035,6 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             if (rc)
                 goto out;
         }
-        bt.tok = gl_xmalloc((size_t)o->B * o->T * sizeof *bt.tok);
-        bt.len = gl_xmalloc((size_t)o->B * sizeof *bt.len);
-        bt.group = gl_xmalloc((size_t)o->B * sizeof *bt.group);
-        bt.rank = gl_xmalloc((size_t)o->B * sizeof *bt.rank);
         rew = gl_xmalloc((size_t)o->B * sizeof *rew);
         drew = gl_xmalloc((size_t)o->B * sizeof *drew);
         dlnf = gl_xcalloc((size_t)o->B * o->T * cfg.n_embd, sizeof *dlnf);
@@ -917,6 +1106,17 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             rc = gl_err_set(err, GL_EIO, "%s: %s", metrics_path, strerror(errno));
             goto out;
         }
+        if (o->metrics_file) {
+            static const char *stage_names[] = {"", "pretrain", "sft", "rm"};
+            const char *labels[] = {"stage", stage_names[o->stage], NULL};
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            prom.started = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+            long until0 = o->until > 0 && o->until < o->steps ? o->until : o->steps;
+            if ((rc = gl_metrics_init(&prom.m, o->metrics_file, o->metrics_interval, labels, err)) ||
+                (rc = prom_write(&prom, &st, until0, dist->world, 0, err)))
+                goto out;
+        }
     }
 
     tok = gl_xmalloc((size_t)o->B * o->T * sizeof *tok);
@@ -927,6 +1127,8 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     long until = o->until > 0 && o->until < o->steps ? o->until : o->steps;
     double peak = lead ? sgemm_peak() : 0;
     double fpt = flops_per_token(&m, o->T, o->stage);
+    if (o->stage == TRAIN_STAGE_DPO)
+        fpt *= 8.0 / 6.0; /* the reference's forward too */
     double t_start = gl_now(), t_last = t_start;
     long steps_timed = 0;
     stop_requested = 0;
@@ -937,7 +1139,11 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
     if (lead && !o->quiet)
         gl_info("%s: %zu parameters, %d layers, %d heads, width %d, context %d, vocab %d; B=%d T=%d accum=%d "
                 "ranks=%d; steps %ld..%ld",
-                o->stage == TRAIN_STAGE_SFT ? "sft" : o->stage == TRAIN_STAGE_RM ? "rm" : "pretrain", m.n_params, cfg.n_layer, cfg.n_head, cfg.n_embd,
+                o->stage == TRAIN_STAGE_SFT   ? "sft"
+                : o->stage == TRAIN_STAGE_RM  ? "rm"
+                : o->stage == TRAIN_STAGE_DPO ? "dpo"
+                                              : "pretrain",
+                m.n_params, cfg.n_layer, cfg.n_head, cfg.n_embd,
                 cfg.n_ctx, cfg.vocab_size, o->B, o->T, o->accum, dist->world, st.step, until);
 
     while (st.step < until) {
@@ -946,6 +1152,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         train_model_zero_grad(&m);
         train_model_set_training(&m, 1);
         double loss_sum = 0, counted = 0;
+        train_dpo_stats_t dst = {0};
         int bad = 0;
         if (o->stage == TRAIN_STAGE_RM)
             memset(head.g, 0, (size_t)head.C * sizeof *head.g);
@@ -958,7 +1165,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                 (bad = train_model_forward_hidden(&m, bt.tok, bt.rows, o->T, err)))
                 break;
             rm_rewards(&m, &head, &bt, o->T, rew);
-            loss_sum += rm_loss(&bt, rew, 1.0f / (float)o->accum, drew, &pairs, &correct);
+            loss_sum += rm_loss(&bt, rew, 1.0f / (float)o->accum, drew, &pairs, &correct, NULL);
             counted += 1;
             memset(dlnf, 0, (size_t)bt.rows * o->T * C * sizeof *dlnf);
             for (int i = 0; i < bt.rows; i++) {
@@ -970,7 +1177,20 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             }
             train_model_backward_hidden(&m, dlnf);
         }
-        for (int a = 0; a < o->accum && !bad && o->stage != TRAIN_STAGE_RM; a++) {
+        for (int a = 0; a < o->accum && !bad && o->stage == TRAIN_STAGE_DPO; a++) {
+            /* the policy's and the reference's log-probs of each response;
+             * the loss's gradient enters through per-token coefficients */
+            if ((bad = rm_fill(&d, o->B, o->T, 1, &bt, err)))
+                break;
+            dpo_targets(&bt, o->T, tgt);
+            double before = dst.loss;
+            if ((bad = train_dpo_batch(&m, &ref, bt.tok, tgt, bt.group, bt.rank, bt.rows, o->T, o->dpo_beta,
+                                       1.0f / (float)o->accum, &dst, err)))
+                break;
+            loss_sum += dst.loss - before;
+            counted += 1;
+        }
+        for (int a = 0; a < o->accum && !bad && !pairs_stage; a++) {
             bad = next_batch(&d, o->stage, o->B, o->T, tok, tgt, wts, err);
             if (!bad) {
                 bad = train_model_forward(&m, tok, tgt, o->stage == TRAIN_STAGE_PRETRAIN ? NULL : wts, o->B, o->T,
@@ -991,9 +1211,9 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             rc = bad ? bad : gl_err_set(err, GL_EIO, "another rank failed");
             goto out;
         }
-        double sums[2] = {loss_sum, counted};
+        double sums[7] = {loss_sum, counted, dst.pairs, dst.correct, dst.margin, dst.chosen, dst.rejected};
         if ((rc = train_dist_allreduce_mean(dist, m.grads_mem, m.n_params, err)) ||
-            (rc = train_dist_sum(dist, sums, 2, err)))
+            (rc = train_dist_sum(dist, sums, o->stage == TRAIN_STAGE_DPO ? 7 : 2, err)))
             goto out;
         float loss = sums[1] > 0 ? (float)(sums[0] / sums[1]) : NAN;
         float norm;
@@ -1037,8 +1257,17 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             json_t *j = json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:I}", "step", (json_int_t)(st.step - 1), "loss",
                                   (double)loss, "lr", (double)lr, "grad_norm", (double)norm, "tokens_per_s", tps,
                                   "mfu", mfu, "tokens", (json_int_t)st.tokens);
+            if (o->stage == TRAIN_STAGE_DPO && sums[2] > 0) {
+                json_object_set_new(j, "accuracy", json_real(sums[3] / sums[2]));
+                json_object_set_new(j, "margin", json_real(sums[4] / sums[2]));
+                json_object_set_new(j, "chosen", json_real(sums[5] / sums[2]));
+                json_object_set_new(j, "rejected", json_real(sums[6] / sums[2]));
+            }
             append_json(metrics, j);
             json_decref(j);
+            prom.steps_done++;
+            prom.have_step = 1;
+            prom.loss = loss, prom.lr = lr, prom.norm = norm, prom.tps = tps, prom.mfu = mfu;
             if (!o->quiet && (st.step % (o->log_every > 0 ? o->log_every : 1) == 0 || st.step == until)) {
                 double el = gl_now() - t_last;
                 char eta[32];
@@ -1051,16 +1280,28 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         }
         int eval_now = o->val && o->eval_every > 0 && (st.step % o->eval_every == 0 || st.step == until);
         train_model_set_training(&m, 0);
-        if (eval_now && o->stage == TRAIN_STAGE_RM) {
+        if (eval_now && pairs_stage) {
             double vl = 0, acc = 0;
-            if ((rc = rm_evaluate(&m, &head, o->val, o->B, o->T, o->eval_batches, dist, &vl, &acc, err)))
+            train_dpo_stats_t ds = {0};
+            int dpo = o->stage == TRAIN_STAGE_DPO;
+            if ((rc = rm_evaluate(&m, &head, dpo ? &ref : NULL, o->dpo_beta, o->val, o->B, o->T, o->eval_batches,
+                                  dist, &vl, &acc, &ds, err)))
                 goto out;
             if (lead) {
                 json_t *j = json_pack("{s:I,s:f,s:f}", "step", (json_int_t)(st.step - 1), "val_loss", vl,
                                       "val_accuracy", acc);
+                if (dpo && ds.pairs > 0) {
+                    json_object_set_new(j, "val_margin", json_real(ds.margin / ds.pairs));
+                    json_object_set_new(j, "val_chosen", json_real(ds.chosen / ds.pairs));
+                    json_object_set_new(j, "val_rejected", json_real(ds.rejected / ds.pairs));
+                }
                 append_json(metrics, j);
                 json_decref(j);
-                if (!o->quiet)
+                prom.have_val = 1, prom.val_loss = vl;
+                if (!o->quiet && dpo)
+                    fprintf(stderr, "step %ld | val loss %.4f | implicit-reward accuracy %.1f%% | margin %.4f\n",
+                            st.step, vl, 100 * acc, ds.pairs > 0 ? ds.margin / ds.pairs : 0.0);
+                else if (!o->quiet)
                     fprintf(stderr, "step %ld | val loss %.4f | pairwise accuracy %.1f%%\n", st.step, vl, 100 * acc);
             }
         } else if (eval_now) {
@@ -1072,6 +1313,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                                       "val_ppl", ev.ppl, "val_bpb", isnan(ev.bpb) ? 0.0 : ev.bpb);
                 append_json(metrics, j);
                 json_decref(j);
+                prom.have_val = 1, prom.val_loss = ev.loss;
                 if (!o->quiet)
                     fprintf(stderr, "step %ld | val loss %.4f | ppl %.2f | %.3f bits/byte\n", st.step, ev.loss, ev.ppl,
                             ev.bpb);
@@ -1085,12 +1327,16 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             free(png);
         }
         int stop = train_dist_any_error(dist, stop_requested);
-        if ((o->ckpt_every > 0 && st.step % o->ckpt_every == 0) || st.step == until || stop) {
+        int ckpt = (o->ckpt_every > 0 && st.step % o->ckpt_every == 0) || st.step == until || stop;
+        if (ckpt) {
             if (lead && (rc = save_checkpoint(o->out, o, &m, &opt, o->stage == TRAIN_STAGE_RM ? &head : NULL, &st,
                                               dist->world, err)))
                 goto out;
+            prom.ckpts++;
             train_dist_barrier(dist);
         }
+        if (lead)
+            prom_tick(&prom, o, &st, until, dist->world, ckpt);
         if (stop) {
             rc = gl_err_set(err, GL_EINTERRUPTED, "interrupted at step %ld; checkpoint written, resume with --resume",
                             st.step);
@@ -1102,11 +1348,13 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
 out:
     if (metrics)
         fclose(metrics);
+    gl_metrics_free(&prom.m);
     free(metrics_path), free(init_path), free(resume_dir);
     free(tok), free(tgt), free(wts);
     free(d.win), free(d.order);
-    free(bt.tok), free(bt.len), free(bt.group), free(bt.rank), free(rew), free(drew), free(dlnf);
+    free(bt.tok), free(bt.len), free(bt.plen), free(bt.group), free(bt.rank), free(rew), free(drew), free(dlnf);
     rm_head_free(&head);
+    train_model_free(&ref);
     shard_dataset_close(&d.ds);
     train_optim_free(&opt);
     train_model_free(&m);

@@ -227,7 +227,7 @@ typedef struct {
     int B, T, L, C, V;
     int len;          /* positions fed so far: the most of any row */
     int *pos;         /* (B): positions fed so far, per row */
-    float *k, *v;     /* (L, B, T, C) */
+    float *k, *v;     /* (L, B, n_head, T, head size): a (T, hs) slab per row and head */
     float *mem;       /* one step's buffers */
     float *x, *ln, *mean, *rstd, *qkv, *att, *fch, *scores;
     float *logits;    /* (B, V): next-token logits after the last step */
@@ -248,6 +248,15 @@ int train_model_decode(const train_model_t *m, train_kv_t *kv, const int32_t *to
  * other rows keep their positions, and their logits are meaningless. */
 int train_model_decode_rows(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, const uint8_t *feed,
                             gl_err_t *err);
+
+/* Feeds n tokens to every row at once, tokens (B, n) row-major, at
+ * positions pos..pos+n-1 (every row must be at the same position pos, as
+ * after train_kv_reset): the cache then holds what n calls of
+ * train_model_decode would leave, without the logits (kv->logits is not
+ * updated). Many rows per product instead of a few: the prompt part of
+ * generation. Allocates its buffers for the call. GL_ERANGE past the
+ * cache or the vocab, GL_EINVAL for rows at different positions. */
+int train_model_prefill(const train_model_t *m, train_kv_t *kv, const int32_t *tokens, int n, gl_err_t *err);
 
 /* ---- optimiser -------------------------------------------------------- */
 
