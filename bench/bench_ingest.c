@@ -5,7 +5,7 @@
  * (what the worker does by default: read, then the kind's default filters,
  * the exact-dedup hash, MinHash and tokenization) and "+langid" (the
  * pipeline plus CLD2, which the worker runs with --lang or --detect-lang;
- * wiki dumps carry their language, code has none).
+ * code is not identified).
  * Inputs are built from the shared data (in $GL_BUILD/bench/ingest): the
  * three crawl WARCs concatenated REP times (gzip members), a WET file of
  * the text of those pages, the English wiki sample with its pages repeated
@@ -196,7 +196,7 @@ int main(void)
        dir, REP, data, dir, dir, code);
     printf("\nper core: read = decompress + parse + extract (HTML, wikitext, code checks); pipeline = read +\n"
            "filters (defaults of the kind) + exact-dedup hash + MinHash + tokenize, as the worker does by\n"
-           "default; +langid = pipeline + CLD2, as with --lang/--detect-lang (wiki dumps carry their language);\n"
+           "default; +langid = pipeline + CLD2, as with --lang/--detect-lang (not on code);\n"
            "limit = decompression alone\n");
     static const int modes[] = {1, 0, 2};
     for (int m = 0; m < 3; m++) {
