@@ -253,7 +253,8 @@ static int on_doc(void *ctx, const ingest_doc_t *d, gl_err_t *err)
     size_t len = j->filtered.len;
     /* Language identification costs more than every other filter together
      * (CLD2 reads ~36 MB/s), so it runs only when asked: to filter (--lang)
-     * or to record (--detect-lang). Code is never identified (its language is the programming language). */
+     * or to record (--detect-lang). Code is never identified: its language
+     * is the programming language. */
     const char *lang = d->language;
     int want_lang = (o->languages && *o->languages) || o->detect_lang;
     if (!lang && want_lang && d->source != GPTLINE__SOURCE_KIND__CODE) {
