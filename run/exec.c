@@ -903,7 +903,21 @@ static size_t stage_scripts(const run_pipeline_t *p, const run_stage_t *s, const
     }
     f = open_memstream(&texts[0], &len);
     script_header(f, p, s, "", "the job", 0);
-    fprintf(f, "\"$G\" run --job-start %s%s \"$P\" || exit $?\nrc=0\n", s->name, fresh);
+    /* A training job Slurm requeues (sbatch --requeue, a failed node) runs
+     * this script again: it continues from its checkpoint when there is one. */
+    int requeue = s->resume == RUN_RESUME_TRAIN && !train_resume;
+    if (requeue) {
+        fputs("fresh=--fresh resume=\n"
+              "if [ \"${SLURM_RESTART_COUNT:-0}\" -gt 0 ] && [ -f ",
+              f);
+        char *latest = gl_path_join(s->out, "latest");
+        shell_quote(f, latest);
+        free(latest);
+        fputs(" ]; then\n  fresh= resume=--resume  # requeued: continue from the checkpoint\nfi\n", f);
+        fprintf(f, "\"$G\" run --job-start %s $fresh \"$P\" || exit $?\nrc=0\n", s->name);
+    } else {
+        fprintf(f, "\"$G\" run --job-start %s%s \"$P\" || exit $?\nrc=0\n", s->name, fresh);
+    }
     for (size_t c = 0; c < s->ncmds; c++) {
         fputs(c ? "[ $rc -eq 0 ] && " : "", f);
         if (s->train)
@@ -913,7 +927,7 @@ static size_t stage_scripts(const run_pipeline_t *p, const run_stage_t *s, const
             fputc(' ', f);
             shell_quote(f, *a);
         }
-        fprintf(f, "%s || rc=$?\n", train_resume ? " --resume" : "");
+        fprintf(f, "%s || rc=$?\n", train_resume ? " --resume" : requeue ? " $resume" : "");
     }
     fprintf(f, "\"$G\" run --job-end %s --exit-status \"$rc\" \"$P\" || exit $?\nexit \"$rc\"\n", s->name);
     fclose(f);

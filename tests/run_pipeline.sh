@@ -227,6 +227,15 @@ check "status after the Slurm jobs" $G run --status s.ini
 is "the jobs recorded their stages as done" "$(awk 'NR > 2 {print $2}' "$TMP/.out" | sort -u)" "done"
 check "a rerun after Slurm" env PATH="$TMP/bin:$PATH" $G run --slurm s.ini
 is "nothing submitted again" "$(wc -l < calls)" 5
+# Slurm requeues a job (sbatch --requeue, a failed node) by running its
+# script again with SLURM_RESTART_COUNT set: training continues from its
+# checkpoint instead of starting over
+grep -q 'SLURM_RESTART_COUNT' swork/slurm/pretrain.sbatch; _result $? "the training job script handles a requeue"
+steps_before=$(grep -c '"loss"' swork/out/pretrain/metrics.jsonl)
+check "the requeued training job runs" env PATH="$TMP/bin:$PATH" SLURM_JOB_ID=300 SLURM_RESTART_COUNT=1 \
+  bash swork/slurm/pretrain.sbatch
+grep -q -- "steps 4\.\.4" "$TMP/.err"; _result $? "it continued from the checkpoint of step 4 (steps 4..4)"
+is "no step trained twice after the requeue" "$(grep -c '"loss"' swork/out/pretrain/metrics.jsonl)" "$steps_before"
 
 # what Slurm says of jobs that ended without recording their stage, through
 # stand-ins for sbatch (submits, runs nothing), scontrol and sacct (answer
