@@ -376,6 +376,8 @@ static size_t random_string(uint8_t *buf, size_t cap)
             size_t n = strlen(f);
             if (!n) /* the NUL fragment */
                 n = 1;
+            if (len + n > cap) /* the long letter runs may not fit */
+                return len;
             memcpy(buf + len, f, n);
             len += n;
             break;
