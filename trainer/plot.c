@@ -135,6 +135,21 @@ static void legend(cairo_t *cr, double x, double y, const char *text, double r, 
     cairo_show_text(cr, text);
 }
 
+/* Writes the surface to png atomically (a temporary name, then a durable
+ * rename) and destroys it. */
+static int write_png(cairo_surface_t *surf, const char *png, gl_err_t *err)
+{
+    char *tmp = gl_xmalloc(strlen(png) + 8);
+    sprintf(tmp, "%s.tmp", png);
+    cairo_status_t cs = cairo_surface_write_to_png(surf, tmp);
+    cairo_surface_destroy(surf);
+    int rc = cs != CAIRO_STATUS_SUCCESS
+                 ? gl_err_set(err, GL_EIO, "%s: cannot write PNG: %s", tmp, cairo_status_to_string(cs))
+                 : gl_rename_durable(tmp, png, err);
+    free(tmp);
+    return rc;
+}
+
 int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
 {
     char *data;
@@ -229,15 +244,7 @@ int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
     free(tpsn.x), free(tpsn.y);
 
     cairo_destroy(cr);
-    char *tmp = gl_xmalloc(strlen(png) + 8);
-    sprintf(tmp, "%s.tmp", png);
-    cairo_status_t cs = cairo_surface_write_to_png(surf, tmp);
-    cairo_surface_destroy(surf);
-    if (cs != CAIRO_STATUS_SUCCESS)
-        rc = gl_err_set(err, GL_EIO, "%s: cannot write PNG: %s", tmp, cairo_status_to_string(cs));
-    else
-        rc = gl_rename_durable(tmp, png, err);
-    free(tmp);
+    rc = write_png(surf, png, err);
 out:
     free(loss.x), free(loss.y), free(avg.x), free(avg.y), free(val.x), free(val.y);
     free(lr.x), free(lr.y), free(tps.x), free(tps.y);
@@ -300,15 +307,7 @@ int train_plot_panels(const char *metrics, const char *png, const train_plot_pan
         }
     }
     cairo_destroy(cr);
-    char *tmp = gl_xmalloc(strlen(png) + 8);
-    sprintf(tmp, "%s.tmp", png);
-    cairo_status_t cs = cairo_surface_write_to_png(surf, tmp);
-    cairo_surface_destroy(surf);
-    if (cs != CAIRO_STATUS_SUCCESS)
-        rc = gl_err_set(err, GL_EIO, "%s: cannot write PNG: %s", tmp, cairo_status_to_string(cs));
-    else
-        rc = gl_rename_durable(tmp, png, err);
-    free(tmp);
+    rc = write_png(surf, png, err);
     for (int i = 0; i < n * 3; i++)
         free(s[i].x), free(s[i].y);
     free(s);

@@ -744,12 +744,8 @@ int train_rl_run(const train_rl_opts_t *o, train_dist_t *dist, gl_err_t *err)
         gl_err_clear(err);
     }
     if (lead) {
-        if (st.step > 0)
-            train_metrics_trim(metrics_path, st.step);
-        else
-            unlink(metrics_path);
-        if (!(metrics = fopen(metrics_path, "a"))) {
-            rc = gl_err_set(err, GL_EIO, "%s: %s", metrics_path, strerror(errno));
+        if (!(metrics = train_metrics_open(metrics_path, st.step, err))) {
+            rc = err->code;
             goto out;
         }
     }

@@ -366,7 +366,17 @@ static void trim_metrics(const char *path, long step)
     free(data);
 }
 
-void train_metrics_trim(const char *path, long step) { trim_metrics(path, step); }
+FILE *train_metrics_open(const char *path, long step, gl_err_t *err)
+{
+    if (step > 0)
+        trim_metrics(path, step);
+    else
+        unlink(path);
+    FILE *f = fopen(path, "a");
+    if (!f)
+        gl_err_set(err, GL_EIO, "%s: %s", path, strerror(errno));
+    return f;
+}
 
 static void append_json(FILE *f, json_t *j)
 {
@@ -1097,13 +1107,8 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         gl_err_clear(err);
     }
     if (lead) {
-        if (st.step > 0)
-            trim_metrics(metrics_path, st.step);
-        else
-            unlink(metrics_path);
-        metrics = fopen(metrics_path, "a");
-        if (!metrics) {
-            rc = gl_err_set(err, GL_EIO, "%s: %s", metrics_path, strerror(errno));
+        if (!(metrics = train_metrics_open(metrics_path, st.step, err))) {
+            rc = err->code;
             goto out;
         }
         if (o->metrics_file) {

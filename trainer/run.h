@@ -197,8 +197,10 @@ void train_head_step(train_head_t *h, const train_adamw_t *a, float lr);
 /* The folder out/latest names; NULL with GL_ENOTFOUND when there is none.
  * Caller frees. */
 char *train_latest_checkpoint(const char *out, gl_err_t *err);
-/* Rewrites a metrics.jsonl keeping the records of steps before `step`. */
-void train_metrics_trim(const char *path, long step);
+/* Opens a run's metrics.jsonl for appending from step `step`: the records
+ * of later steps (a resumed run's) are dropped, all of them at step 0.
+ * NULL with GL_EIO. */
+FILE *train_metrics_open(const char *path, long step, gl_err_t *err);
 
 /* Renders metrics.jsonl to a PNG (loss, held-out loss, learning rate,
  * throughput); written atomically. */
