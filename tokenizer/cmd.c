@@ -29,6 +29,17 @@ static int set_pattern(const char *prog, const char *s, tok_pretok_t *out)
     return 0;
 }
 
+/* The vocabulary options every subcommand shares: -t VOCAB, --pattern,
+ * --chat-roles. 0, or the exit status of a bad value. */
+static int vocab_opt(const char *prog, int c, const char *arg, vocab_arg_t *va)
+{
+    switch (c) {
+    case 't': va->path = arg; return 0;
+    case 'P': return set_pattern(prog, arg, &va->o.pattern);
+    default: va->o.chat_roles = 1; return 0; /* 'C' */
+    }
+}
+
 static const char vocab_help[] =
     "  -t, --tokenizer VOCAB   a tiktoken rank file, GPT-2 encoder.json (vocab.bpe\n"
     "                          beside it) or a gptline .gltok file\n"
@@ -126,12 +137,10 @@ static int cmd_encode(int argc, char **argv)
     int c, count_only = 0, st;
     while ((c = getopt_long(argc, argv, "t:c", opts, NULL)) != -1) {
         switch (c) {
-        case 't': va.path = optarg; break;
-        case 'P':
-            if ((st = set_pattern(argv[0], optarg, &va.o.pattern)))
+        case 't': case 'P': case 'C':
+            if ((st = vocab_opt(argv[0], c, optarg, &va)))
                 return st;
             break;
-        case 'C': va.o.chat_roles = 1; break;
         case 'a': allow = optarg ? optarg : "all"; break;
         case 'c': count_only = 1; break;
         case 'h':
@@ -226,12 +235,10 @@ static int cmd_decode(int argc, char **argv)
     int c, st;
     while ((c = getopt_long(argc, argv, "t:", opts, NULL)) != -1) {
         switch (c) {
-        case 't': va.path = optarg; break;
-        case 'P':
-            if ((st = set_pattern(argv[0], optarg, &va.o.pattern)))
+        case 't': case 'P': case 'C':
+            if ((st = vocab_opt(argv[0], c, optarg, &va)))
                 return st;
             break;
-        case 'C': va.o.chat_roles = 1; break;
         case 'h':
             printf("usage: %s -t VOCAB [FILE|-]\n\n"
                    "Decodes token ids (decimal, separated by spaces, commas or newlines; FILE\n"
@@ -303,12 +310,10 @@ static int cmd_info(int argc, char **argv)
     int c, st;
     while ((c = getopt_long(argc, argv, "t:", opts, NULL)) != -1) {
         switch (c) {
-        case 't': va.path = optarg; break;
-        case 'P':
-            if ((st = set_pattern(argv[0], optarg, &va.o.pattern)))
+        case 't': case 'P': case 'C':
+            if ((st = vocab_opt(argv[0], c, optarg, &va)))
                 return st;
             break;
-        case 'C': va.o.chat_roles = 1; break;
         case 'h':
             printf("usage: %s -t VOCAB\n\n"
                    "Prints a vocabulary's name, size, pattern, special tokens and identity\n"
@@ -388,12 +393,10 @@ static int cmd_convert(int argc, char **argv)
     int c, st;
     while ((c = getopt_long(argc, argv, "t:o:", opts, NULL)) != -1) {
         switch (c) {
-        case 't': va.path = optarg; break;
-        case 'P':
-            if ((st = set_pattern(argv[0], optarg, &va.o.pattern)))
+        case 't': case 'P': case 'C':
+            if ((st = vocab_opt(argv[0], c, optarg, &va)))
                 return st;
             break;
-        case 'C': va.o.chat_roles = 1; break;
         case 'o': out = optarg; break;
         case 'n': va.o.name = optarg; break;
         case 'f':
