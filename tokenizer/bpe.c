@@ -411,7 +411,13 @@ static void *batch_worker(void *arg)
         size_t i = atomic_fetch_add(&b->next, 1);
         if (i >= b->n || atomic_load(&b->failed))
             break;
-        if (encode_cached(b->v, b->docs[i].text, b->docs[i].len, b->allowed, &b->outs[i], cache, &e)) {
+        /* Encode into a local copy: the threads take neighbouring documents,
+         * and their tok_ids_t headers share cache lines — updating outs[i].n
+         * per token in place would bounce those lines between the cores. */
+        tok_ids_t out = b->outs[i];
+        int rc = encode_cached(b->v, b->docs[i].text, b->docs[i].len, b->allowed, &out, cache, &e);
+        b->outs[i] = out;
+        if (rc) {
             pthread_mutex_lock(&b->mu);
             if (!atomic_exchange(&b->failed, 1))
                 b->err = e;
