@@ -59,6 +59,12 @@ static int usage(FILE *f)
  *   that train or generate (train, sample, eval) run with
  *   GOMP_SPINCOUNT=20000 instead — still far longer than a barrier takes
  *   on a quiet machine.
+ * - OpenBLAS starts a pool of threads when it is loaded; they spin on
+ *   sched_yield for about 0.1 s before they sleep. gptline never uses that
+ *   pool (the trainer threads with OpenMP and calls sgemm on one thread
+ *   per slice), so the spinning only took CPU from the work: 10% of an
+ *   ingest worker's second core in a 1 s run. OPENBLAS_NUM_THREADS=1 keeps
+ *   the pool from starting.
  *
  * A value set by the user is left as it is. */
 static void tune_environment(int argc, char **argv)
@@ -70,6 +76,10 @@ static void tune_environment(int argc, char **argv)
             setenv("OPENBLAS_CORETYPE", "Haswell", 1);
             changed = 1;
         }
+    }
+    if (!getenv("OPENBLAS_NUM_THREADS")) {
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
+        changed = 1;
     }
     int i = 1;
     while (i < argc && argv[i][0] == '-')
