@@ -64,8 +64,9 @@ endif
 LDLIBS += $(shell pkg-config --libs $(DEP_PKGS)) -lcld2 -lpthread -lm -fopenmp
 
 # The trainer's kernels: OpenMP threads and full optimisation for this CPU
-# (TRAINER_CFLAGS= -O3 -fopenmp for a portable build).
-TRAINER_CFLAGS ?= -O3 -march=native -fopenmp
+# (TRAINER_CFLAGS= -O3 -fopenmp for a portable build). -fno-math-errno lets
+# sqrtf and friends vectorise: the trainer never reads errno after them.
+TRAINER_CFLAGS ?= -O3 -march=native -fopenmp -fno-math-errno
 $(BUILD)/obj/trainer/%.o: override CFLAGS += $(TRAINER_CFLAGS)
 
 # Components, in link order (a library may use those after it).

@@ -98,6 +98,7 @@ void train_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const
     for (int bt = 0; bt < B * T; bt++) {
         const float *d = dout + (size_t)bt * C;
         float *e = dwte + (size_t)tok[bt] * C, *p = dwpe + (size_t)(bt % T) * C;
+#pragma omp simd
         for (int i = 0; i < C; i++) {
             e[i] += d[i];
             p[i] += d[i];
@@ -125,6 +126,7 @@ void train_k_layernorm_forward(float *out, float *mean, float *rstd, const float
         }
         float r = 1.0f / sqrtf(v / C + LN_EPS);
         float *o = out + (size_t)i * C;
+#pragma omp simd
         for (int k = 0; k < C; k++)
             o[k] = (x[k] - mu) * r * w[k] + b[k];
         mean[i] = mu;
@@ -156,6 +158,7 @@ void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *
             }
             dnorm_mean /= C;
             dnorm_norm_mean /= C;
+#pragma omp simd
             for (int k = 0; k < C; k++) {
                 float xh = (x[k] - mu) * r, dn = w[k] * d[k];
                 pdb[k] += d[k];

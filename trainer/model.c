@@ -668,16 +668,18 @@ static void backward(train_model_t *m, int ce, const float *w, float scale)
         slice_t s = slice_of(m, t * (B / nt), B / nt, t);
         backward_slice(m, &s, ce, w, scale);
 #pragma omp barrier
+        /* One pass per thread block, each thread on the same static share
+         * of the elements every time (so no barrier between the passes):
+         * the same sums in the same order as element by element, but
+         * loops the compiler vectorises. */
         float *g = m->grads_mem;
-#pragma omp for schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float sum = g[i];
-            for (int k = 0; k < nt - 1; k++) {
-                float *tg = m->tgrads + (size_t)k * n;
-                sum += tg[i];
+        for (int k = 0; k < nt - 1; k++) {
+            float *tg = m->tgrads + (size_t)k * n;
+#pragma omp for simd schedule(static) nowait
+            for (size_t i = 0; i < n; i++) {
+                g[i] += tg[i];
                 tg[i] = 0.0f;
             }
-            g[i] = sum;
         }
     }
 }

@@ -43,7 +43,7 @@ void train_adamw_step(train_optim_t *o, train_model_t *m, const train_adamw_t *h
     o->step++;
     float b1 = h->beta1, b2 = h->beta2;
     float bc1 = 1.0f - powf(b1, (float)o->step), bc2 = 1.0f - powf(b2, (float)o->step);
-    float step_size = lr / bc1, bc2_sqrt = sqrtf(bc2);
+    float step_size = lr / bc1, bc2_sqrt = sqrtf(bc2), eps = h->eps, wd = h->weight_decay;
     /* One parallel region over all the tensors: no barrier between them. */
 #pragma omp parallel if (o->n > 1 << 15)
     {
@@ -52,7 +52,7 @@ void train_adamw_step(train_optim_t *o, train_model_t *m, const train_adamw_t *h
             size_t n = m->sizes[k];
             float *p = m->params.t[k], *g = m->grads.t[k];
             float *mm = o->m + off, *vv = o->v + off;
-            float decay = train_param_decays(k) ? 1.0f - lr * h->weight_decay : 1.0f;
+            float decay = train_param_decays(k) ? 1.0f - lr * wd : 1.0f;
 #pragma omp for simd schedule(static) nowait
             for (size_t i = 0; i < n; i++) {
                 float gi = g[i];
@@ -60,7 +60,7 @@ void train_adamw_step(train_optim_t *o, train_model_t *m, const train_adamw_t *h
                 float vi = b2 * vv[i] + (1.0f - b2) * gi * gi;
                 mm[i] = mi;
                 vv[i] = vi;
-                p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + h->eps);
+                p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
             }
             off += n;
         }
