@@ -197,6 +197,7 @@ static void test_attention_tiled(void)
     train_k_attention_forward_ref(o2, l2, qkv, B, T, C, NH, scr, 1);
     ok(max_rel(o1, o2, no) < 1e-5, "tiled attention output = reference (rel %.1e)", max_rel(o1, o2, no));
     ok(max_rel(l1, l2, nl) < 1e-5, "tiled attention lse = reference (rel %.1e)", max_rel(l1, l2, nl));
+    fill(d1, nq, 1e3f, 7); /* stale values: the backward must overwrite every element */
     train_k_attention_backward(d1, r, qkv, o1, l1, B, T, C, NH, scr, 1, 0.0f, 0);
     train_k_attention_backward_ref(d2, r, qkv, o2, l2, B, T, C, NH);
     ok(max_rel(d1, d2, nq) < 1e-4, "tiled attention dqkv = reference (rel %.1e)", max_rel(d1, d2, nq));

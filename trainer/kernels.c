@@ -582,7 +582,11 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     int C3 = 3 * C;
-    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
+    /* The query blocks run last to first: the last sees every key, so its
+     * products write dK and dV whole (beta 0) and the earlier blocks add
+     * to their prefixes; each block writes its own dQ rows once. Every
+     * element of dqkv is written, so it needs no clearing first. */
+    int nblk = (T + TRAIN_ATT_TQ - 1) / TRAIN_ATT_TQ;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
@@ -592,8 +596,10 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
         const float *K = base + C, *V = base + 2 * C;
         float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
         const float *lrow = lse + (size_t)bh * T;
-        for (int t0 = 0; t0 < T; t0 += TRAIN_ATT_TQ) {
+        for (int blk = nblk - 1; blk >= 0; blk--) {
+            int t0 = blk * TRAIN_ATT_TQ;
             int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
+            float kv_beta = blk == nblk - 1 ? 0.0f : 1.0f;
             const float *Q = base + (size_t)t0 * C3;
             const float *dO = dout + ((size_t)b * T + t0) * C + (size_t)h * hs;
             const float *O = out + ((size_t)b * T + t0) * C + (size_t)h * hs;
@@ -626,11 +632,11 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
                     prow[j] = drow[j] = 0.0f;
             }
             /* dV += P^T dO; dQ = dS K; dK += dS^T Q. */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, P, t1, dO, C, 1.0f,
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, P, t1, dO, C, kv_beta,
                         dbase + 2 * C, C3);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, dP, t1, K, C3, 1.0f,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, dP, t1, K, C3, 0.0f,
                         dbase + (size_t)t0 * C3, C3);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, dP, t1, Q, C3, 1.0f,
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, dP, t1, Q, C3, kv_beta,
                         dbase + C, C3);
         }
     }
