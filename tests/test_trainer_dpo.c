@@ -8,14 +8,16 @@
  * (2) On a synthetic preference with a learnable rule (of K=3 responses
  * the one containing the letter 'z' is best, the other two tie), a short
  * `train dpo` run from a fresh "SFT" model raises the held-out
- * implicit-reward accuracy far above chance (50%) with a positive margin.
- * (3) A DPO run stopped and resumed repeats its losses exactly.
+ * implicit-reward accuracy far above chance (50%) with a positive margin;
+ * its loss.png carries the held-out accuracy panel. (3) A DPO run stopped
+ * and resumed repeats its losses exactly.
  */
 #include "shards/shards.h"
 #include "tests/tap.h"
 #include "tests/train_util.h"
 #include "trainer/run.h"
 
+#include <cairo.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +175,15 @@ static void test_gradient(void)
     train_model_free(&ref);
 }
 
+/* The height of a PNG in pixels; -1 when it cannot be read. */
+static int png_height(const char *path)
+{
+    cairo_surface_t *img = cairo_image_surface_create_from_png(path);
+    int h = cairo_surface_status(img) == CAIRO_STATUS_SUCCESS ? cairo_image_surface_get_height(img) : -1;
+    cairo_surface_destroy(img);
+    return h;
+}
+
 int main(void)
 {
     test_gradient();
@@ -231,6 +242,24 @@ int main(void)
        "training steps log accuracy %.2f, chosen %.3f > rejected %.3f", ta, tc, tr);
     ok(!isnan(tt_metric(metrics, "val_chosen", 0)) && !isnan(tt_metric(metrics, "val_rejected", 0)),
        "held-out chosen and rejected rewards logged");
+    /* loss.png has the held-out accuracy panel: a plot of the same run
+     * without its evaluations is shorter by it */
+    char *png = gl_path_join(out, "loss.png"), *steps = gl_path_join(tmp, "steps.jsonl"),
+         *png2 = gl_path_join(tmp, "steps.png");
+    FILE *in = fopen(metrics, "r"), *f = fopen(steps, "w");
+    char line[2048];
+    while (in && f && fgets(line, sizeof line, in))
+        if (!strstr(line, "\"val_accuracy\""))
+            fputs(line, f);
+    if (in)
+        fclose(in);
+    if (f)
+        fclose(f);
+    int h1 = png_height(png), h2 = train_plot_metrics(steps, png2, &err) ? -1 : png_height(png2);
+    ok(h2 > 0 && h1 > h2 + 100, "loss.png adds the held-out accuracy panel (%d px tall; %d without evaluations)", h1,
+       h2);
+    free(png), free(steps), free(png2);
+
     o.init = NULL;
     ok(train_run(&o, &dist, &err) == GL_EINVAL, "DPO without --init is refused");
     o.init = sft;
