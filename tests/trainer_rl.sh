@@ -89,6 +89,7 @@ awk -v a="$b0" -v b="$b9" 'BEGIN {exit !(a != b)}'; _result $? "beta adapts ($b0
 same_stats() {
   local f1 f2 a b k bad=0
   f1=$(sed -n "$4p" "$2"); f2=$(sed -n "$4p" "$3")
+  [ -n "$f1" ] && [ -n "$f2" ] || { echo "# no line $4 in $2 or $3"; bad=1; }
   for k in reward reward_std kl entropy response_len cut_frac clipfrac approx_kl policy_loss value_loss grad_norm \
       ptx_loss loss accuracy margin chosen rejected; do
     echo "$f1" | grep -q "\"$k\":" || continue
@@ -125,7 +126,10 @@ if command -v mpirun >/dev/null; then
     "$TMP/m1/metrics.jsonl" "$TMP/m2/metrics.jsonl" 1
   # DPO: 2 ranks x 2 rankings (4 rows) == 1 process x 4 rankings (8 rows)
   D="--init $TMP/pol --data $TMP/rank -T 48 --steps 3 --lr 1e-3 --warmup 1 --threads 1 -q"
-  check "DPO, 1 process, 8 rows" $G train dpo $D --out "$TMP/d1" -B 8
+  mkdir -p "$TMP/prom"
+  GPTLINE_METRICS_DIR="$TMP/prom" check "DPO, 1 process, 8 rows" $G train dpo $D --out "$TMP/d1" -B 8
+  grep -q '^gptline_train_world_size{stage="dpo"} 1$' "$TMP/prom/gptline-train-dpo.prom"
+  _result $? "DPO's Prometheus file: gptline-train-dpo.prom, stage=\"dpo\""
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 check "DPO, mpirun -np 2, 4 rows each" mpirun -np 2 $G train dpo $D \
     --out "$TMP/d2" -B 4
   same_stats "DPO: the first step of 2 ranks equals one process's (loss, grad norm, accuracy, margin, rewards)" \
