@@ -1037,71 +1037,83 @@ static int do_lease(label_store_t *s, MDB_txn *txn, const char *c, const Gptline
     return rc;
 }
 
-/* Common part of submit and skip: the task must be leased to c (a lease
- * past its expiry still counts while nobody else has taken the slot). */
-static int take_leased(label_store_t *s, MDB_txn *txn, const char *c, uint64_t id, Gptline__Label__TaskKind kind,
-                       int64_t now, Gptline__Label__Task **out, int64_t *leased_at, reply_t *r)
+/* The common part of the submit handlers: task id must be leased to c (a
+ * lease past its expiry still counts while nobody else has taken the slot)
+ * and be of the given kind (0: any). sub, for a demonstration or a ranking,
+ * holds the answer's own fields: it is checked (a ranking against the
+ * task's candidates), completed and stored, the task is marked done by c
+ * and leaves the open queue when it has all its labels. sub NULL is a
+ * skip: the task is marked skipped by c and reopened. Rule violations are
+ * replies; returns an MDB code. */
+static int submit(label_store_t *s, MDB_txn *txn, const char *c, const Gptline__Label__Request *q, uint64_t id,
+                  Gptline__Label__TaskKind kind, Gptline__Label__Submission *sub, int64_t now, reply_t *r)
 {
     gl_err_t e;
-    *out = NULL;
     Gptline__Label__Task *t = NULL;
     if (get_state(s, txn, id, &t, &e)) {
         reject(r, GPTLINE__LABEL__STATUS__STATUS_NOT_LEASED, "task %llu is not leased to you (%s)",
                (unsigned long long)id, e.msg);
         return 0;
     }
+    int rc = 0;
     Gptline__Label__Lease *l = lease_of(t, c);
     if (!l || (l->expires_unix_ms <= now && t->n_done_by + active_leases(t, now, c) >= t->overlap)) {
         reject(r, GPTLINE__LABEL__STATUS__STATUS_NOT_LEASED, "task %llu is not leased to you%s",
                (unsigned long long)id, l ? " (your lease expired and the task went to someone else)" : "");
-        gptline__label__task__free_unpacked(t, NULL);
-        return 0;
+        goto out;
     }
     if (kind && t->kind != kind) {
         reject(r, GPTLINE__LABEL__STATUS__STATUS_REJECTED, "task %llu is a %s task", (unsigned long long)id,
                t->kind == GPTLINE__LABEL__TASK_KIND__RANKING ? "ranking" : "demonstration");
-        gptline__label__task__free_unpacked(t, NULL);
-        return 0;
+        goto out;
     }
-    *leased_at = l->leased_unix_ms;
-    *out = t;
-    return 0;
-}
-
-/* Stores the submission, marks the task done by c, closes it when full. */
-static int finish(label_store_t *s, MDB_txn *txn, Gptline__Label__Task *t, Gptline__Label__Submission *sub,
-                  int64_t now, reply_t *r)
-{
-    int rc = meta_next(s, txn, "next_sub", &sub->id);
-    if (rc)
-        return rc;
-    uint8_t kb[8];
-    label_be64(kb, sub->id);
-    MDB_val k = {8, kb};
-    if ((rc = put_msg(txn, s->subs, &k, &sub->base)))
-        return rc;
-    prune_leases(t, now, sub->contractor);
-    push_str(&t->done_by, &t->n_done_by, sub->contractor);
-    if ((rc = put_state(s, txn, t)) || (rc = touch(s, txn, sub->contractor, t->id)))
-        return rc;
+    if (sub && t->kind == GPTLINE__LABEL__TASK_KIND__RANKING &&
+        label_check_ranking(t->candidate_count, sub->rank, sub->n_rank, sub->flags, sub->n_flags, sub->rating, &e)) {
+        reject(r, GPTLINE__LABEL__STATUS__STATUS_REJECTED, "task %llu: %s", (unsigned long long)t->id, e.msg);
+        goto out;
+    }
+    if (sub) {
+        sub->task_id = t->id;
+        sub->kind = t->kind;
+        sub->contractor = (char *)c;
+        sub->request_id = q->request_id;
+        sub->submitted_unix_ms = now;
+        sub->leased_unix_ms = l->leased_unix_ms;
+        uint8_t kb[8];
+        MDB_val k = {8, kb};
+        if ((rc = meta_next(s, txn, "next_sub", &sub->id)))
+            goto out;
+        label_be64(kb, sub->id);
+        if ((rc = put_msg(txn, s->subs, &k, &sub->base)))
+            goto out;
+    }
+    prune_leases(t, now, c);
+    if (sub)
+        push_str(&t->done_by, &t->n_done_by, c);
+    else
+        push_str(&t->skipped_by, &t->n_skipped_by, c);
+    if ((rc = put_state(s, txn, t)) || (rc = touch(s, txn, c, t->id)))
+        goto out;
     if (t->n_done_by >= t->overlap) {
+        uint8_t kb[8];
         label_be64(kb, t->id);
-        MDB_val ok = {8, kb};
-        rc = mdb_del(txn, open_db(s, t->kind), &ok, NULL);
+        MDB_val k = {8, kb};
+        rc = mdb_del(txn, open_db(s, t->kind), &k, NULL);
         if (rc == MDB_NOTFOUND)
             rc = 0;
-        if (rc)
-            return rc;
-    } else if ((rc = mark_open(s, txn, t, now, NULL))) {
-        return rc;
+    } else {
+        rc = mark_open(s, txn, t, now, NULL);
     }
-    if ((rc = bump_count(s, txn, sub->contractor, t->kind == GPTLINE__LABEL__TASK_KIND__RANKING ? C_RANK : C_DEMO)))
-        return rc;
+    int counter = !sub ? C_SKIP : t->kind == GPTLINE__LABEL__TASK_KIND__RANKING ? C_RANK : C_DEMO;
+    if (rc || (rc = bump_count(s, txn, c, counter)))
+        goto out;
     r->ack.task_id = t->id;
-    r->ack.submission_id = sub->id;
+    r->ack.submission_id = sub ? sub->id : 0;
     r->rep.body_case = GPTLINE__LABEL__REPLY__BODY_ACK;
     r->rep.ack = &r->ack;
-    return 0;
+out:
+    gptline__label__task__free_unpacked(t, NULL);
+    return rc;
 }
 
 static int do_demo(label_store_t *s, MDB_txn *txn, const char *c, const Gptline__Label__Request *q, int64_t now,
@@ -1115,56 +1127,24 @@ static int do_demo(label_store_t *s, MDB_txn *txn, const char *c, const Gptline_
         reject(r, GPTLINE__LABEL__STATUS__STATUS_REJECTED, "empty response");
         return 0;
     }
-    Gptline__Label__Task *t;
-    int64_t leased_at;
-    int rc = take_leased(s, txn, c, d->task_id, GPTLINE__LABEL__TASK_KIND__DEMONSTRATION, now, &t, &leased_at, r);
-    if (rc || !t)
-        return rc;
     Gptline__Label__Submission sub = GPTLINE__LABEL__SUBMISSION__INIT;
-    sub.task_id = t->id;
-    sub.kind = t->kind;
-    sub.contractor = (char *)c;
-    sub.request_id = q->request_id;
     sub.response = d->response;
     sub.seconds_spent = d->seconds_spent;
-    sub.submitted_unix_ms = now;
-    sub.leased_unix_ms = leased_at;
-    rc = finish(s, txn, t, &sub, now, r);
-    gptline__label__task__free_unpacked(t, NULL);
-    return rc;
+    return submit(s, txn, c, q, d->task_id, GPTLINE__LABEL__TASK_KIND__DEMONSTRATION, &sub, now, r);
 }
 
 static int do_ranking(label_store_t *s, MDB_txn *txn, const char *c, const Gptline__Label__Request *q, int64_t now,
                       reply_t *r)
 {
     const Gptline__Label__SubmitRanking *k = q->ranking;
-    Gptline__Label__Task *t;
-    int64_t leased_at;
-    int rc = take_leased(s, txn, c, k->task_id, GPTLINE__LABEL__TASK_KIND__RANKING, now, &t, &leased_at, r);
-    if (rc || !t)
-        return rc;
-    gl_err_t e;
-    if (label_check_ranking(t->candidate_count, k->rank, k->n_rank, k->flags, k->n_flags, k->rating, &e)) {
-        reject(r, GPTLINE__LABEL__STATUS__STATUS_REJECTED, "task %llu: %s", (unsigned long long)t->id, e.msg);
-        gptline__label__task__free_unpacked(t, NULL);
-        return 0;
-    }
     Gptline__Label__Submission sub = GPTLINE__LABEL__SUBMISSION__INIT;
-    sub.task_id = t->id;
-    sub.kind = t->kind;
-    sub.contractor = (char *)c;
-    sub.request_id = q->request_id;
     sub.rank = k->rank;
     sub.n_rank = k->n_rank;
     sub.flags = k->flags;
     sub.n_flags = k->n_flags;
     sub.rating = k->rating;
     sub.seconds_spent = k->seconds_spent;
-    sub.submitted_unix_ms = now;
-    sub.leased_unix_ms = leased_at;
-    rc = finish(s, txn, t, &sub, now, r);
-    gptline__label__task__free_unpacked(t, NULL);
-    return rc;
+    return submit(s, txn, c, q, k->task_id, GPTLINE__LABEL__TASK_KIND__RANKING, &sub, now, r);
 }
 
 static int do_skip(label_store_t *s, MDB_txn *txn, const char *c, const Gptline__Label__Request *q, int64_t now,
@@ -1175,25 +1155,7 @@ static int do_skip(label_store_t *s, MDB_txn *txn, const char *c, const Gptline_
         reject(r, GPTLINE__LABEL__STATUS__STATUS_REJECTED, "a skip needs a reason");
         return 0;
     }
-    Gptline__Label__Task *t;
-    int64_t leased_at;
-    int rc = take_leased(s, txn, c, k->task_id, 0, now, &t, &leased_at, r);
-    if (rc || !t)
-        return rc;
-    prune_leases(t, now, c);
-    push_str(&t->skipped_by, &t->n_skipped_by, c);
-    rc = put_state(s, txn, t);
-    if (!rc)
-        rc = mark_open(s, txn, t, now, NULL);
-    if (!rc)
-        rc = touch(s, txn, c, t->id);
-    if (!rc)
-        rc = bump_count(s, txn, c, C_SKIP);
-    r->ack.task_id = t->id;
-    r->rep.body_case = GPTLINE__LABEL__REPLY__BODY_ACK;
-    r->rep.ack = &r->ack;
-    gptline__label__task__free_unpacked(t, NULL);
-    return rc;
+    return submit(s, txn, c, q, k->task_id, 0, NULL, now, r);
 }
 
 static int do_prompt(label_store_t *s, MDB_txn *txn, const char *c, const Gptline__Label__Request *q, int64_t now,

@@ -8,27 +8,22 @@
  * (2) On a synthetic preference with a learnable rule (of K=3 responses
  * the one containing the letter 'z' is best, the other two tie), a short
  * `train dpo` run from a fresh "SFT" model raises the held-out
- * implicit-reward accuracy far above chance (50%) with a positive margin.
- * (3) A DPO run stopped and resumed repeats its losses exactly.
+ * implicit-reward accuracy far above chance (50%) with a positive margin;
+ * its loss.png carries the held-out accuracy panel. (3) A DPO run stopped
+ * and resumed repeats its losses exactly.
  */
 #include "shards/shards.h"
 #include "tests/tap.h"
+#include "tests/train_util.h"
 #include "trainer/run.h"
 
-#include <jansson.h>
+#include <cairo.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 static uint64_t rng = 88172645463325252ull;
-static uint32_t rnd(uint32_t n)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng % n);
-}
-static float frand(void) { return (float)rnd(1 << 24) / (float)(1 << 24) * 2.0f - 1.0f; }
+static float frand(void) { return (float)tt_rnd(&rng, 1 << 24) / (float)(1 << 24) * 2.0f - 1.0f; }
 
 /* ---- (1) the loss and its gradient ------------------------------------- */
 
@@ -129,7 +124,7 @@ static void test_gradient(void)
         c.group[i] = group[i];
         c.rank[i] = rank[i];
         for (int t = 0; t < T1; t++)
-            c.tok[i * T1 + t] = (int32_t)rnd(11);
+            c.tok[i * T1 + t] = (int32_t)tt_rnd(&rng, 11);
         for (int t = 0; t < T1; t++) {
             int p = t + 1;
             c.tgt[i * T1 + t] = p >= plen[i] && p < len[i] ? c.tok[i * T1 + p] : -1;
@@ -180,94 +175,27 @@ static void test_gradient(void)
     train_model_free(&ref);
 }
 
-/* ---- (2) learning a preference ----------------------------------------- */
-
-static int write_rankings(const char *dir, int n, gl_err_t *err)
+/* The height of a PNG in pixels; -1 when it cannot be read. */
+static int png_height(const char *path)
 {
-    if (gl_mkdir_p(dir, err))
-        return -1;
-    char *path = gl_path_join(dir, "rm-000000.mdb");
-    shard_writer_opts_t o = {.kind = GPTLINE__RECORD_KIND__RM, .tokenizer_name = SHARD_BYTES_TOKENIZER,
-                             .tokenizer_hash = shard_bytes_tokenizer_hash(), .vocab_size = SHARD_BYTES_VOCAB,
-                             .eot_id = SHARD_BYTES_EOT};
-    shard_writer_t *w = shard_writer_create(path, &o, err);
-    free(path);
-    if (!w)
-        return -1;
-    for (int k = 0; k < n; k++) {
-        uint32_t tok[64];
-        size_t len = 0;
-        Gptline__RmRanking r = GPTLINE__RM_RANKING__INIT;
-        Gptline__Span prompt = GPTLINE__SPAN__INIT, resp[3], *resp_p[3];
-        uint32_t rank[3];
-        prompt.start = 0;
-        for (uint32_t i = 0, pl = 3 + rnd(5); i < pl; i++)
-            tok[len++] = 'a' + rnd(25);
-        prompt.end = (uint32_t)len;
-        uint32_t best = rnd(3);
-        for (uint32_t i = 0; i < 3; i++) {
-            gptline__span__init(&resp[i]);
-            resp_p[i] = &resp[i];
-            resp[i].start = (uint32_t)len;
-            uint32_t rl = 1 + rnd(12), zat = rnd(rl);
-            for (uint32_t j = 0; j < rl; j++)
-                tok[len++] = (i == best && j == zat) ? 'z' : 'a' + rnd(25);
-            resp[i].end = (uint32_t)len;
-            rank[i] = i == best ? 0 : 1;
-        }
-        r.prompt = &prompt;
-        r.n_responses = 3;
-        r.responses = resp_p;
-        r.n_rank = 3;
-        r.rank = rank;
-        if (shard_writer_add(w, tok, len, &r.base, err)) {
-            shard_writer_abort(&w);
-            return -1;
-        }
-    }
-    return shard_writer_seal(&w, err) ? -1 : 0;
-}
-
-/* The value of key in the first (first = 1) or last metrics line having it. */
-static double metric(const char *metrics, const char *key, int first)
-{
-    FILE *f = fopen(metrics, "r");
-    char line[2048];
-    double v = NAN;
-    while (f && fgets(line, sizeof line, f)) {
-        json_t *j = json_loads(line, 0, NULL);
-        json_t *a = j ? json_object_get(j, key) : NULL;
-        if (a && (!first || isnan(v)))
-            v = json_number_value(a);
-        json_decref(j);
-    }
-    if (f)
-        fclose(f);
-    return v;
-}
-
-/* The "loss" values of a metrics file, in order, as text. */
-static char *losses(const char *metrics)
-{
-    char *data = NULL, *out = calloc(1, 1 << 16);
-    size_t len = 0, n = 0;
-    gl_read_file(metrics, 1 << 22, &data, &len, NULL);
-    for (char *p = data; p && (p = strstr(p, "\"loss\":")); p += 7)
-        n += (size_t)snprintf(out + n, (1 << 16) - n, "%.9g ", strtod(p + 7, NULL));
-    free(data);
-    return out;
+    cairo_surface_t *img = cairo_image_surface_create_from_png(path);
+    int h = cairo_surface_status(img) == CAIRO_STATUS_SUCCESS ? cairo_image_surface_get_height(img) : -1;
+    cairo_surface_destroy(img);
+    return h;
 }
 
 int main(void)
 {
     test_gradient();
 
+    /* (2) learning a preference */
+
     gl_err_t err = {0};
     const char *tmp = tap_tmpdir();
     char *train = gl_path_join(tmp, "train"), *val = gl_path_join(tmp, "val"), *out = gl_path_join(tmp, "dpo"),
          *sft = gl_path_join(tmp, "sft.safetensors");
-    ok(write_rankings(train, 1200, &err) == 0, "1200 training rankings: %s", err.msg[0] ? err.msg : "ok");
-    ok(write_rankings(val, 200, &err) == 0, "200 held-out rankings");
+    ok(tt_write_rankings(train, 1200, &rng, &err) == 0, "1200 training rankings: %s", err.msg[0] ? err.msg : "ok");
+    ok(tt_write_rankings(val, 200, &rng, &err) == 0, "200 held-out rankings");
 
     /* the "SFT" model DPO starts from: a fresh byte-level GPT */
     train_config_t cfg = {.n_layer = 2, .n_head = 2, .n_embd = 32, .n_ctx = 32, .vocab_size = SHARD_BYTES_VOCAB,
@@ -301,18 +229,37 @@ int main(void)
     int rc = train_run(&o, &dist, &err);
     ok(rc == 0, "train dpo 120 steps: %s", rc ? err.msg : "ok");
     char *metrics = gl_path_join(out, "metrics.jsonl");
-    double acc0 = metric(metrics, "val_accuracy", 1), acc = metric(metrics, "val_accuracy", 0);
-    double margin = metric(metrics, "val_margin", 0);
+    double acc0 = tt_metric(metrics, "val_accuracy", 1), acc = tt_metric(metrics, "val_accuracy", 0);
+    double margin = tt_metric(metrics, "val_margin", 0);
     /* at the start (policy = reference) every implicit reward is 0 and no
      * pair is correct; a policy ordering pairs at random gets 50% */
     ok(acc >= 0.9 && acc >= acc0, "held-out implicit-reward accuracy %.1f%% after 120 steps (%.1f%% after 10)",
        100 * acc, 100 * acc0);
     ok(margin > 0, "held-out reward margin %.4f > 0", margin);
-    double tc = metric(metrics, "chosen", 0), tr = metric(metrics, "rejected", 0), ta = metric(metrics, "accuracy", 0);
+    double tc = tt_metric(metrics, "chosen", 0), tr = tt_metric(metrics, "rejected", 0);
+    double ta = tt_metric(metrics, "accuracy", 0);
     ok(!isnan(tc) && !isnan(tr) && tc > tr && ta > 0.5,
        "training steps log accuracy %.2f, chosen %.3f > rejected %.3f", ta, tc, tr);
-    ok(!isnan(metric(metrics, "val_chosen", 0)) && !isnan(metric(metrics, "val_rejected", 0)),
+    ok(!isnan(tt_metric(metrics, "val_chosen", 0)) && !isnan(tt_metric(metrics, "val_rejected", 0)),
        "held-out chosen and rejected rewards logged");
+    /* loss.png has the held-out accuracy panel: a plot of the same run
+     * without its evaluations is shorter by it */
+    char *png = gl_path_join(out, "loss.png"), *steps = gl_path_join(tmp, "steps.jsonl"),
+         *png2 = gl_path_join(tmp, "steps.png");
+    FILE *in = fopen(metrics, "r"), *f = fopen(steps, "w");
+    char line[2048];
+    while (in && f && fgets(line, sizeof line, in))
+        if (!strstr(line, "\"val_accuracy\""))
+            fputs(line, f);
+    if (in)
+        fclose(in);
+    if (f)
+        fclose(f);
+    int h1 = png_height(png), h2 = train_plot_metrics(steps, png2, &err) ? -1 : png_height(png2);
+    ok(h2 > 0 && h1 > h2 + 100, "loss.png adds the held-out accuracy panel (%d px tall; %d without evaluations)", h1,
+       h2);
+    free(png), free(steps), free(png2);
+
     o.init = NULL;
     ok(train_run(&o, &dist, &err) == GL_EINVAL, "DPO without --init is refused");
     o.init = sft;
@@ -331,7 +278,7 @@ int main(void)
     r.resume = 1;
     rr |= train_run(&r, &dist, &err);
     char *ma = gl_path_join(ra, "metrics.jsonl"), *mb = gl_path_join(rb, "metrics.jsonl");
-    char *la = losses(ma), *lb = losses(mb);
+    char *la = tt_losses(ma), *lb = tt_losses(mb);
     ok(rr == 0 && strlen(la) > 20 && !strcmp(la, lb), "DPO run stopped at step 4 and resumed repeats the 10 losses");
     if (strcmp(la, lb))
         tap_diag("uninterrupted: %s\n# resumed:       %s", la, lb);

@@ -20,6 +20,7 @@
  */
 #include "shards/shards.h"
 #include "tests/tap.h"
+#include "tests/train_util.h"
 #include "trainer/rl.h"
 
 #include <jansson.h>
@@ -308,19 +309,6 @@ static void test_model_gradients(void)
 
 /* ---- fixtures: shards of bytes ------------------------------------------- */
 
-static shard_writer_t *writer(const char *dir, Gptline__RecordKind kind, gl_err_t *err)
-{
-    if (gl_mkdir_p(dir, err))
-        return NULL;
-    char *path = gl_path_join(dir, "s-000000.mdb");
-    shard_writer_opts_t o = {.kind = kind, .tokenizer_name = SHARD_BYTES_TOKENIZER,
-                             .tokenizer_hash = shard_bytes_tokenizer_hash(), .vocab_size = SHARD_BYTES_VOCAB,
-                             .eot_id = SHARD_BYTES_EOT};
-    shard_writer_t *w = shard_writer_create(path, &o, err);
-    free(path);
-    return w;
-}
-
 /* strings of the letters a-h, 1-8 long */
 static size_t letters(uint32_t *t, size_t at, int min, int max)
 {
@@ -342,7 +330,7 @@ static int write_fixtures(const char *docs, const char *rank, const char *rank_v
                           gl_err_t *err)
 {
     uint32_t t[64];
-    shard_writer_t *w = writer(docs, GPTLINE__RECORD_KIND__DOCUMENTS, err);
+    shard_writer_t *w = tt_writer(docs, "s", GPTLINE__RECORD_KIND__DOCUMENTS, err);
     for (int k = 0; w && k < 3000; k++)
         if (shard_writer_add(w, t, letters(t, 0, 1, 8), NULL, err))
             return -1;
@@ -350,7 +338,7 @@ static int write_fixtures(const char *docs, const char *rank, const char *rank_v
         return -1;
     /* rankings: three responses, more 'a's is better (equal counts tie) */
     for (int set = 0; set < 2; set++) {
-        if (!(w = writer(set ? rank_val : rank, GPTLINE__RECORD_KIND__RM, err)))
+        if (!(w = tt_writer(set ? rank_val : rank, "s", GPTLINE__RECORD_KIND__RM, err)))
             return -1;
         for (int k = 0; k < (set ? 200 : 1500);) {
             Gptline__RmRanking r = GPTLINE__RM_RANKING__INIT;
@@ -386,7 +374,7 @@ static int write_fixtures(const char *docs, const char *rank, const char *rank_v
         if (shard_writer_seal(&w, err))
             return -1;
     }
-    if (!(w = writer(prompts, GPTLINE__RECORD_KIND__RL_PROMPTS, err)))
+    if (!(w = tt_writer(prompts, "s", GPTLINE__RECORD_KIND__RL_PROMPTS, err)))
         return -1;
     for (int k = 0; k < 300; k++) {
         Gptline__RlPrompt p = GPTLINE__RL_PROMPT__INIT;

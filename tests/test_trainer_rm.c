@@ -9,92 +9,22 @@
  */
 #include "shards/shards.h"
 #include "tests/tap.h"
+#include "tests/train_util.h"
 #include "trainer/run.h"
 
-#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 static uint64_t rng = 88172645463325252ull;
-static uint32_t rnd(uint32_t n)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng % n);
-}
-
-static int write_rankings(const char *dir, int n, gl_err_t *err)
-{
-    if (gl_mkdir_p(dir, err))
-        return -1;
-    char *path = gl_path_join(dir, "rm-000000.mdb");
-    shard_writer_opts_t o = {.kind = GPTLINE__RECORD_KIND__RM, .tokenizer_name = SHARD_BYTES_TOKENIZER,
-                             .tokenizer_hash = shard_bytes_tokenizer_hash(), .vocab_size = SHARD_BYTES_VOCAB,
-                             .eot_id = SHARD_BYTES_EOT};
-    shard_writer_t *w = shard_writer_create(path, &o, err);
-    free(path);
-    if (!w)
-        return -1;
-    for (int k = 0; k < n; k++) {
-        uint32_t tok[64];
-        size_t len = 0;
-        Gptline__RmRanking r = GPTLINE__RM_RANKING__INIT;
-        Gptline__Span prompt = GPTLINE__SPAN__INIT, resp[3], *resp_p[3];
-        uint32_t rank[3];
-        prompt.start = 0;
-        for (uint32_t i = 0, pl = 3 + rnd(5); i < pl; i++)
-            tok[len++] = 'a' + rnd(25);
-        prompt.end = (uint32_t)len;
-        uint32_t best = rnd(3);
-        for (uint32_t i = 0; i < 3; i++) {
-            gptline__span__init(&resp[i]);
-            resp_p[i] = &resp[i];
-            resp[i].start = (uint32_t)len;
-            uint32_t rl = 1 + rnd(12), zat = rnd(rl);
-            for (uint32_t j = 0; j < rl; j++)
-                tok[len++] = (i == best && j == zat) ? 'z' : 'a' + rnd(25);
-            resp[i].end = (uint32_t)len;
-            rank[i] = i == best ? 0 : 1;
-        }
-        r.prompt = &prompt;
-        r.n_responses = 3;
-        r.responses = resp_p;
-        r.n_rank = 3;
-        r.rank = rank;
-        if (shard_writer_add(w, tok, len, &r.base, err)) {
-            shard_writer_abort(&w);
-            return -1;
-        }
-    }
-    return shard_writer_seal(&w, err) ? -1 : 0;
-}
-
-static double last_accuracy(const char *metrics)
-{
-    FILE *f = fopen(metrics, "r");
-    char line[1024];
-    double acc = NAN;
-    while (f && fgets(line, sizeof line, f)) {
-        json_t *j = json_loads(line, 0, NULL);
-        json_t *a = j ? json_object_get(j, "val_accuracy") : NULL;
-        if (a)
-            acc = json_number_value(a);
-        json_decref(j);
-    }
-    if (f)
-        fclose(f);
-    return acc;
-}
 
 int main(void)
 {
     gl_err_t err = {0};
     const char *tmp = tap_tmpdir();
     char *train = gl_path_join(tmp, "train"), *val = gl_path_join(tmp, "val"), *out = gl_path_join(tmp, "rm");
-    ok(write_rankings(train, 1500, &err) == 0, "1500 training rankings: %s", err.msg[0] ? err.msg : "ok");
-    ok(write_rankings(val, 200, &err) == 0, "200 held-out rankings");
+    ok(tt_write_rankings(train, 1500, &rng, &err) == 0, "1500 training rankings: %s", err.msg[0] ? err.msg : "ok");
+    ok(tt_write_rankings(val, 200, &rng, &err) == 0, "200 held-out rankings");
 
     train_run_opts_t o;
     train_run_defaults(&o);
@@ -118,7 +48,7 @@ int main(void)
     int rc = train_run(&o, &dist, &err);
     ok(rc == 0, "train rm 300 steps: %s", rc ? err.msg : "ok");
     char *metrics = gl_path_join(out, "metrics.jsonl");
-    double acc = last_accuracy(metrics);
+    double acc = tt_metric(metrics, "val_accuracy", 0);
     ok(acc >= 0.90, "held-out pairwise accuracy %.1f%% >= 90%%", 100 * acc);
 
     /* stopped and resumed, the RM run repeats its losses exactly */
@@ -136,23 +66,9 @@ int main(void)
     r.resume = 1;
     rr |= train_run(&r, &dist, &err);
     char *ma = gl_path_join(ra, "metrics.jsonl"), *mb = gl_path_join(rb, "metrics.jsonl");
-    char *da = NULL, *db = NULL;
-    size_t la = 0, lb = 0;
-    gl_read_file(ma, 1 << 20, &da, &la, NULL);
-    gl_read_file(mb, 1 << 20, &db, &lb, NULL);
-    /* compare the losses only: throughput differs between runs */
-    int resumed_same = rr == 0 && da && db;
-    for (char *pa = da, *pb = db; resumed_same && pa && pb;) {
-        char *qa = strstr(pa, "\"loss\":"), *qb = strstr(pb, "\"loss\":");
-        if (!qa || !qb) {
-            resumed_same = !qa && !qb;
-            break;
-        }
-        resumed_same = strtod(qa + 7, NULL) == strtod(qb + 7, NULL);
-        pa = qa + 7, pb = qb + 7;
-    }
-    ok(resumed_same, "RM run stopped at step 5 and resumed repeats the 12 losses exactly");
-    free(da), free(db), free(ma), free(mb), free(ra), free(rb);
+    char *la = tt_losses(ma), *lb = tt_losses(mb); /* the losses only: throughput differs between runs */
+    ok(rr == 0 && *la && !strcmp(la, lb), "RM run stopped at step 5 and resumed repeats the 12 losses exactly");
+    free(la), free(lb), free(ma), free(mb), free(ra), free(rb);
 
     /* the head reads the true last token */
     char *ck = train_checkpoint_model_path(out, &err);
@@ -169,7 +85,7 @@ int main(void)
     int32_t rows[4 * 32];
     int len[4] = {5, 17, 32, 1};
     for (int i = 0; i < 4 * 32; i++)
-        rows[i] = 'a' + (int32_t)rnd(26);
+        rows[i] = 'a' + (int32_t)tt_rnd(&rng, 26);
     for (int i = 0; i < 4; i++)
         for (int j = len[i]; j < 32; j++)
             rows[i * 32 + j] = (int32_t)SHARD_BYTES_EOT; /* padding */

@@ -11,9 +11,9 @@
  */
 #include "shards/shards.h"
 #include "tests/tap.h"
+#include "tests/train_util.h"
 #include "trainer/run.h"
 
-#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,78 +21,6 @@
 #define SEQ 16 /* sequence length */
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd(uint32_t n)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng % n);
-}
-
-/* One conversation: tokens and the loss span [start, end). */
-static size_t conversation(uint32_t *tok, uint32_t *start, uint32_t *end, const char *word)
-{
-    size_t n = 0;
-    tok[n++] = 'U';
-    tok[n++] = ':';
-    for (int i = 0; i < 4; i++)
-        tok[n++] = (uint8_t)word[i];
-    tok[n++] = '\n';
-    tok[n++] = 'A';
-    tok[n++] = ':';
-    *start = (uint32_t)n;
-    for (int i = 0; i < 4; i++)
-        tok[n++] = (uint8_t)word[i];
-    tok[n++] = SHARD_BYTES_EOT;
-    *end = (uint32_t)n;
-    return n;
-}
-
-static int write_sft(const char *dir, int n, int fixed, gl_err_t *err)
-{
-    if (gl_mkdir_p(dir, err))
-        return -1;
-    char *path = gl_path_join(dir, "sft-000000.mdb");
-    shard_writer_opts_t o = {.kind = GPTLINE__RECORD_KIND__SFT, .tokenizer_name = SHARD_BYTES_TOKENIZER,
-                             .tokenizer_hash = shard_bytes_tokenizer_hash(), .vocab_size = SHARD_BYTES_VOCAB,
-                             .eot_id = SHARD_BYTES_EOT};
-    shard_writer_t *w = shard_writer_create(path, &o, err);
-    free(path);
-    if (!w)
-        return -1;
-    for (int k = 0; k < n; k++) {
-        char word[5] = "quiz";
-        if (!fixed)
-            for (int i = 0; i < 4; i++)
-                word[i] = (char)('a' + rnd(26));
-        uint32_t tok[SEQ];
-        Gptline__SftConversation c = GPTLINE__SFT_CONVERSATION__INIT;
-        Gptline__Span span = GPTLINE__SPAN__INIT, *sp[1] = {&span};
-        size_t len = conversation(tok, &span.start, &span.end, word);
-        c.n_loss_spans = 1;
-        c.loss_spans = sp;
-        if (shard_writer_add(w, tok, len, &c.base, err)) {
-            shard_writer_abort(&w);
-            return -1;
-        }
-    }
-    return shard_writer_seal(&w, err) ? -1 : 0;
-}
-
-static double first_loss(const char *metrics)
-{
-    FILE *f = fopen(metrics, "r");
-    char line[1024];
-    double l = NAN;
-    if (f && fgets(line, sizeof line, f)) {
-        json_t *j = json_loads(line, 0, NULL);
-        l = json_number_value(json_object_get(j, "loss"));
-        json_decref(j);
-    }
-    if (f)
-        fclose(f);
-    return l;
-}
 
 /* Teacher-forced accuracy on the assistant tokens of n fresh conversations. */
 static double accuracy(train_model_t *m, int n)
@@ -102,9 +30,9 @@ static double accuracy(train_model_t *m, int n)
     for (int k = 0; k < n; k++) {
         char word[4];
         for (int i = 0; i < 4; i++)
-            word[i] = (char)('a' + rnd(26));
+            word[i] = (char)('a' + tt_rnd(&rng, 26));
         uint32_t t32[SEQ] = {0}, s = 0, e = 0;
-        size_t len = conversation(t32, &s, &e, word);
+        size_t len = tt_conversation(t32, &s, &e, word);
         for (int i = 0; i < SEQ; i++)
             tok[i] = i < (int)len ? (int32_t)t32[i] : (int32_t)SHARD_BYTES_EOT;
         if (train_model_forward(m, tok, NULL, NULL, 1, SEQ, NULL))
@@ -145,8 +73,8 @@ int main(void)
     gl_err_t err = {0};
     const char *tmp = tap_tmpdir();
     char *fixed = gl_path_join(tmp, "fixed"), *train = gl_path_join(tmp, "train");
-    ok(write_sft(fixed, 8, 1, &err) == 0, "SFT shard of one repeated conversation");
-    ok(write_sft(train, 4000, 0, &err) == 0, "SFT shard of 4000 conversations");
+    ok(tt_write_sft(fixed, 8, 1, &rng, &err) == 0, "SFT shard of one repeated conversation");
+    ok(tt_write_sft(train, 4000, 0, &rng, &err) == 0, "SFT shard of 4000 conversations");
 
     /* (1) the loss counts the assistant tokens only */
     char *out1 = gl_path_join(tmp, "mask");
@@ -155,13 +83,13 @@ int main(void)
     train_dist_t dist = {.rank = 0, .world = 1};
     ok(train_run(&o, &dist, &err) == 0, "one SFT step: %s", err.msg[0] ? err.msg : "ok");
     char *metrics = gl_path_join(out1, "metrics.jsonl");
-    double reported = first_loss(metrics);
+    double reported = tt_metric(metrics, "loss", 1);
     train_model_t m = {0};
     o.cfg.vocab_size = SHARD_BYTES_VOCAB;
     train_model_init(&m, &o.cfg, o.B, SEQ, 0, &err);
     train_model_init_weights(&m, o.seed); /* the run's initial weights */
     uint32_t t32[SEQ] = {0}, s = 0, e = 0;
-    size_t len = conversation(t32, &s, &e, "quiz");
+    size_t len = tt_conversation(t32, &s, &e, "quiz");
     int32_t tok[SEQ], tgt[SEQ], all[SEQ];
     for (int i = 0; i < SEQ; i++) {
         tok[i] = i < (int)len ? (int32_t)t32[i] : (int32_t)SHARD_BYTES_EOT;

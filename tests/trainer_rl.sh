@@ -7,7 +7,8 @@
 # SIGKILL resumes from its last checkpoint and logs the same statistics as
 # an uninterrupted run; a resume with other settings is refused;
 # `mpirun -np 2` with B prompts per rank gives the first-step statistics of
-# one process with 2B; `gptline sample` reads the RL checkpoint.
+# one process with 2B, and so does `train dpo` on the same rankings;
+# `gptline sample` reads the RL checkpoint.
 . "$(dirname "$0")/tap.sh"
 G=$GPTLINE
 lic=/usr/share/common-licenses
@@ -88,8 +89,9 @@ awk -v a="$b0" -v b="$b9" 'BEGIN {exit !(a != b)}'; _result $? "beta adapts ($b0
 same_stats() {
   local f1 f2 a b k bad=0
   f1=$(sed -n "$4p" "$2"); f2=$(sed -n "$4p" "$3")
+  [ -n "$f1" ] && [ -n "$f2" ] || { echo "# no line $4 in $2 or $3"; bad=1; }
   for k in reward reward_std kl entropy response_len cut_frac clipfrac approx_kl policy_loss value_loss grad_norm \
-      ptx_loss; do
+      ptx_loss loss accuracy margin chosen rejected; do
     echo "$f1" | grep -q "\"$k\":" || continue
     a=$(echo "$f1" | sed "s/.*\"$k\":\([^,}]*\).*/\1/"); b=$(echo "$f2" | sed "s/.*\"$k\":\([^,}]*\).*/\1/")
     awk -v a="$a" -v b="$b" 'BEGIN {d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a; exit !(d <= 1e-4 * m + 1e-6)}' ||
@@ -122,6 +124,17 @@ if command -v mpirun >/dev/null; then
   is "3 steps logged" "$(wc -l < "$TMP/m2/metrics.jsonl" 2>/dev/null)" 3
   same_stats "first-step statistics of 2 ranks equal one process's (reward, KL, entropy, clip, value loss, ...)" \
     "$TMP/m1/metrics.jsonl" "$TMP/m2/metrics.jsonl" 1
+  # DPO: 2 ranks x 2 rankings (4 rows) == 1 process x 4 rankings (8 rows)
+  D="--init $TMP/pol --data $TMP/rank -T 48 --steps 3 --lr 1e-3 --warmup 1 --threads 1 -q"
+  mkdir -p "$TMP/prom"
+  GPTLINE_METRICS_DIR="$TMP/prom" check "DPO, 1 process, 8 rows" $G train dpo $D --out "$TMP/d1" -B 8
+  grep -q '^gptline_train_world_size{stage="dpo"} 1$' "$TMP/prom/gptline-train-dpo.prom"
+  _result $? "DPO's Prometheus file: gptline-train-dpo.prom, stage=\"dpo\""
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 check "DPO, mpirun -np 2, 4 rows each" mpirun -np 2 $G train dpo $D \
+    --out "$TMP/d2" -B 4
+  same_stats "DPO: the first step of 2 ranks equals one process's (loss, grad norm, accuracy, margin, rewards)" \
+    "$TMP/d1/metrics.jsonl" "$TMP/d2/metrics.jsonl" 1
+  same_stats "DPO: and so does the third, after two updates" "$TMP/d1/metrics.jsonl" "$TMP/d2/metrics.jsonl" 3
 else
   echo "ok $((_n += 1)) # skip mpirun not installed"
 fi

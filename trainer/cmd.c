@@ -169,8 +169,10 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
         return gl_cmd_fail(argv[0], &err);
     if (dist.rank)
         gl_log_set_level(GL_LOG_ERROR);
-    static const char *prom_names[] = {"", "gptline-train-pretrain.prom", "gptline-train-sft.prom",
-                                       "gptline-train-rm.prom"};
+    static const char *prom_names[] = {[TRAIN_STAGE_PRETRAIN] = "gptline-train-pretrain.prom",
+                                       [TRAIN_STAGE_SFT] = "gptline-train-sft.prom",
+                                       [TRAIN_STAGE_RM] = "gptline-train-rm.prom",
+                                       [TRAIN_STAGE_DPO] = "gptline-train-dpo.prom"};
     char *metrics_path = gl_metrics_path(metrics_opt, prom_names[stage]);
     o.metrics_file = metrics_path;
     int rc = train_run(&o, &dist, &err);

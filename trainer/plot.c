@@ -1,8 +1,10 @@
 /* plot.c — renders a run's metrics.jsonl to a PNG with cairo.
  *
- * train_plot_metrics (pretraining, SFT, RM): two panels, the training loss
- * per step (faint) with its moving average and the held-out loss at each
- * evaluation; and the learning rate with the throughput (tokens/s).
+ * train_plot_metrics (pretraining, SFT, RM, DPO): two panels, the training
+ * loss per step (faint) with its moving average and the held-out loss at
+ * each evaluation; and the learning rate with the throughput (tokens/s).
+ * Runs on rankings (RM, DPO) get a third: the held-out pairwise accuracy
+ * (the RM's, or DPO's implicit-reward accuracy) at each evaluation.
  * train_plot_panels (RL): a grid of small panels, any fields per panel.
  * Axes are scaled to the data with round tick values. Called by rank 0
  * after each evaluation and at the end of a run, so the picture is current
@@ -157,7 +159,7 @@ int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
     int rc = gl_read_file(metrics, (size_t)1 << 31, &data, &len, err);
     if (rc)
         return rc;
-    series_t loss = {0}, avg = {0}, val = {0}, lr = {0}, tps = {0};
+    series_t loss = {0}, avg = {0}, val = {0}, lr = {0}, tps = {0}, vacc = {0};
     for (char *ln = data, *end; ln < data + len; ln = end + 1) {
         end = memchr(ln, '\n', (size_t)(data + len - ln));
         if (!end)
@@ -176,6 +178,8 @@ int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
         }
         if ((v = json_object_get(j, "val_loss")))
             push(&val, step, json_number_value(v));
+        if ((v = json_object_get(j, "val_accuracy")))
+            push(&vacc, step, json_number_value(v));
         json_decref(j);
     }
     free(data);
@@ -192,7 +196,7 @@ int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
             acc -= loss.y[i - win];
         push(&avg, loss.x[i], acc / (double)(i + 1 < win ? i + 1 : win));
     }
-    const int W = 900, H = 650;
+    const int W = 900, H = vacc.n ? 880 : 650;
     cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
     cairo_t *cr = cairo_create(surf);
     cairo_set_source_rgb(cr, 0.96, 0.96, 0.96);
@@ -243,11 +247,31 @@ int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
     legend(cr, bot.x0 + bot.w - 190, bot.y0 + 38, tl, 0.5, 0.5, 0.5);
     free(tpsn.x), free(tpsn.y);
 
+    if (vacc.n) {
+        panel_t acc = {70, 660, W - 100, 160, 0, xmax, 0, 1};
+        series_t chance = {0};
+        push(&chance, 0, 0.5);
+        push(&chance, xmax, 0.5);
+        axes(cr, &acc, "held-out pairwise accuracy", "step");
+        line(cr, &acc, &chance, 0.5, 0.5, 0.5, 0.6, 1);
+        line(cr, &acc, &vacc, 0.85, 0.3, 0.1, 1, 1.5);
+        dots(cr, &acc, &vacc, 0.85, 0.3, 0.1);
+        cairo_set_font_size(cr, 11);
+        /* the legend low: the curve climbs towards 1 */
+        legend(cr, acc.x0 + acc.w - 190, acc.y0 + acc.h - 28, "held-out accuracy", 0.85, 0.3, 0.1);
+        legend(cr, acc.x0 + acc.w - 190, acc.y0 + acc.h - 10, "chance (0.5)", 0.5, 0.5, 0.5);
+        snprintf(last, sizeof last, "last: %.1f%%", 100 * vacc.y[vacc.n - 1]);
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        cairo_move_to(cr, acc.x0 + 10, acc.y0 + acc.h - 10);
+        cairo_show_text(cr, last);
+        free(chance.x), free(chance.y);
+    }
+
     cairo_destroy(cr);
     rc = write_png(surf, png, err);
 out:
     free(loss.x), free(loss.y), free(avg.x), free(avg.y), free(val.x), free(val.y);
-    free(lr.x), free(lr.y), free(tps.x), free(tps.y);
+    free(lr.x), free(lr.y), free(tps.x), free(tps.y), free(vacc.x), free(vacc.y);
     return rc;
 }
 

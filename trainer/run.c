@@ -1112,7 +1112,8 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             goto out;
         }
         if (o->metrics_file) {
-            static const char *stage_names[] = {"", "pretrain", "sft", "rm"};
+            static const char *stage_names[] = {[TRAIN_STAGE_PRETRAIN] = "pretrain", [TRAIN_STAGE_SFT] = "sft",
+                                                [TRAIN_STAGE_RM] = "rm", [TRAIN_STAGE_DPO] = "dpo"};
             const char *labels[] = {"stage", stage_names[o->stage], NULL};
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);

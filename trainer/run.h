@@ -203,7 +203,8 @@ char *train_latest_checkpoint(const char *out, gl_err_t *err);
 FILE *train_metrics_open(const char *path, long step, gl_err_t *err);
 
 /* Renders metrics.jsonl to a PNG (loss, held-out loss, learning rate,
- * throughput); written atomically. */
+ * throughput and, when the evaluations have val_accuracy (RM, DPO), the
+ * held-out pairwise accuracy); written atomically. */
 int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err);
 
 /* A grid of panels (two per row), each the values of up to three
