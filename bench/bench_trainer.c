@@ -9,7 +9,11 @@
  * usual count: 6 * (12 L C^2 + V C) for the matrix products of forward and
  * backward plus 6 L T C for causal attention (half of the T x T products).
  *
- *   bench_trainer [L H C T B V STEPS]     default 6 6 384 256 8 65 2
+ *   bench_trainer [L H C T B V STEPS]
+ *
+ * Without arguments, the issue's two shapes, each in a process of its own
+ * (for its peak memory): 6 6 384 256 8 65 5, then GPT-2 124M, 12 12 768
+ * 1024 1 50257 1.
  *
  * The peer is tests/ref/gpt2_ref.py (plain torch, float32), run with
  * $PYTHON (default /usr/bin/python3); skipped when torch is missing.
@@ -19,7 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/common.h"
 #include "trainer/trainer.h"
@@ -109,11 +115,9 @@ static double torch_tokens_per_s(int L, int H, int C, int T, int B, int V, int s
     return v;
 }
 
-int main(int argc, char **argv)
+/* One shape, both sides at 1 and 2 threads; a = L H C T B V STEPS. */
+static int bench_shape(const int *a)
 {
-    int a[7] = {6, 6, 384, 256, 8, 65, 2};
-    for (int i = 1; i < argc && i <= 7; i++)
-        a[i - 1] = atoi(argv[i]);
     int L = a[0], H = a[1], C = a[2], T = a[3], B = a[4], V = a[5], steps = a[6];
     train_config_t cfg = {.n_layer = L, .n_head = H, .n_embd = C, .n_ctx = T, .vocab_size = V};
     train_model_t m;
@@ -173,5 +177,33 @@ int main(int argc, char **argv)
     free(tgt);
     train_optim_free(&o);
     train_model_free(&m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    /* the issue's two shapes: the 6-layer model, then GPT-2 124M (one
+     * sequence of 1024 tokens per step) */
+    static const int shapes[2][7] = {{6, 6, 384, 256, 8, 65, 5}, {12, 12, 768, 1024, 1, 50257, 1}};
+    int a[7];
+    memcpy(a, shapes[0], sizeof a);
+    for (int i = 1; i < argc && i <= 7; i++)
+        a[i - 1] = atoi(argv[i]);
+    if (argc > 1)
+        return bench_shape(a);
+    for (int s = 0; s < 2; s++) {
+        /* peak memory is per process: each shape runs in a child of its own */
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            int rc = bench_shape(shapes[s]);
+            fflush(stdout);
+            _exit(rc);
+        }
+        int st;
+        if (pid < 0 || waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+            return 1;
+        printf("\n");
+    }
     return 0;
 }
