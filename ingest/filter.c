@@ -521,18 +521,19 @@ static int gopher_repetition(const view_t *v)
     if (rep && nw >= 4 && top_share(&tb, v, &g, total, &rep) > 0.16)
         goto out;
     /* characters inside repeated 5..10-grams at most 15..10%; a word inside
-     * a repeated k-gram (k > 5) is inside a repeated 5-gram, so when the
-     * 5-gram share is at most 10% the longer ones are too */
+     * a repeated (k+1)-gram is inside a repeated k-gram, so the shares only
+     * fall with k: once one is at most 10%, the last bound, no longer
+     * k-gram can break its own */
     static const double dup_max[11] = {0, 0, 0, 0, 0, 0.15, 0.14, 0.13, 0.12, 0.11, 0.10};
     if (rep && nw >= 5) {
         slot_t **at = scratch(SC_AT, nw * sizeof *at);
-        double d = dup_share(&tb, v, &g, at, total);
-        if (d > dup_max[5])
-            goto out;
-        if (d > dup_max[10])
-            for (size_t k = 6; k <= 10 && nw >= k; k++)
-                if (dup_share(&tb, v, &g, at, total) > dup_max[k])
-                    goto out;
+        for (size_t k = 5; k <= 10 && nw >= k; k++) {
+            double d = dup_share(&tb, v, &g, at, total);
+            if (d > dup_max[k])
+                goto out;
+            if (d <= dup_max[10])
+                break;
+        }
     }
     ok = 1;
 out:
