@@ -10,7 +10,8 @@
 
 struct label_store {
     MDB_env *env;
-    MDB_dbi meta, contractors, keys, tasks, open_demo, open_rank, subs, idem, counts, touched, cursors, state;
+    MDB_dbi meta, contractors, keys, tasks, open_demo, open_rank, subs, idem, counts, touched, cursors, state,
+        idem_age;
     char *dir;
     label_store_opts_t opts;
     /* Readers outside the writer (the ZAP thread) hold it shared around
@@ -18,6 +19,7 @@ struct label_store {
      * LMDB requires no live transaction in the process while it resizes. */
     pthread_rwlock_t resize_lock;
     unsigned growths;
+    uint64_t pruned; /* replies pruned by this handle (committed) */
 };
 
 static inline void label_be64(uint8_t out[8], uint64_t v)

@@ -24,7 +24,7 @@
 
 #define LABEL_PROTOCOL_VERSION 1u
 #define LABEL_STORE_MAGIC "GLLABEL"   /* 7 chars + NUL, then u32 version */
-#define LABEL_STORE_VERSION 1u
+#define LABEL_STORE_VERSION 2u      /* 2: idem_age, the stored replies by age */
 
 /* Limits on every request (the server sets ZMQ_MAXMSGSIZE to the first). */
 #define LABEL_MAX_MESSAGE (256u * 1024u)
@@ -36,6 +36,10 @@
 #define LABEL_MAX_CANDIDATES 9u
 #define LABEL_MAX_LEASE_COUNT 64u
 #define LABEL_MAX_ID 64u              /* contractor id: [A-Za-z0-9_.-]{1,64} */
+
+/* Stored replies (what answers a retried request) are kept this long. */
+#define LABEL_REPLY_RETENTION_DEFAULT (7u * 24 * 3600)
+#define LABEL_PRUNE_BATCH_DEFAULT 256u
 
 /* ---- wire ------------------------------------------------------------- */
 
@@ -94,10 +98,15 @@ typedef struct {
     const char *demo_guidelines;       /* borrowed; NULL: built-in text */
     const char *rank_guidelines;
     size_t map_size;                   /* initial LMDB map size; default 256 MiB; grows */
+    uint32_t reply_retention_seconds;  /* how long a stored reply answers a retry of
+                                          its request; default 7 days */
+    uint32_t prune_batch;              /* most expired replies deleted in one write
+                                          transaction; default 256 */
 } label_store_opts_t;
 
 /* Opens (creating) the service's LMDB environment in folder dir. Checks
- * the magic and version. Caller owns the store; close it with
+ * the magic and version; a version 1 store is upgraded in place (its
+ * stored replies are indexed by age, dated now). Caller owns the store; close it with
  * label_store_close(). opts may be NULL (defaults); its strings must
  * outlive the store. */
 label_store_t *label_store_open(const char *dir, const label_store_opts_t *opts, gl_err_t *err);
@@ -146,9 +155,17 @@ typedef struct {
 /* Applies a batch of requests in one write transaction, committed and
  * synced before returning (group commit): only then may the replies be
  * sent. Retried requests (same contractor and request id) get their stored
- * reply. Grows the map when it fills. now_ms is the wall clock in ms. */
+ * reply, while it is younger than the retention; the same transaction
+ * deletes up to prune_batch replies older than that. Grows the map when it
+ * fills. now_ms is the wall clock in ms. */
 int label_store_apply(label_store_t *s, label_work_t *work, size_t n, int64_t now_ms,
                       gl_err_t *err);
+
+/* Deletes, in one write transaction, up to prune_batch stored replies older
+ * than the retention at now_ms, oldest first; *pruned gets how many (fewer
+ * than prune_batch: none older is left). Nothing to delete commits
+ * nothing. */
+int label_store_prune_replies(label_store_t *s, int64_t now_ms, size_t *pruned, gl_err_t *err);
 
 /* Consistent hot copy of the environment into folder dir (created; must
  * not hold a data.mdb), compacted. Safe while the server runs. */
@@ -162,6 +179,11 @@ int label_store_stats(label_store_t *s, int64_t now_ms, char **json, gl_err_t *e
 
 /* Number of submissions stored (all kinds). */
 uint64_t label_store_submissions(label_store_t *s);
+/* Number of stored replies (requests a retry would be answered for). */
+uint64_t label_store_replies(label_store_t *s);
+/* Stored replies this store handle has pruned since it was opened (the
+ * store's total since its creation is in label_store_stats). */
+uint64_t label_store_replies_pruned(const label_store_t *s);
 /* Map growths so far (for tests). */
 unsigned label_store_map_growths(const label_store_t *s);
 
@@ -216,6 +238,7 @@ typedef struct {
 typedef struct {
     uint64_t requests, replies, bad_requests, commits, refused_handshakes;
     uint64_t submissions;         /* stored in the store at the last commit */
+    uint64_t replies_pruned;      /* stored replies pruned past the retention */
     uint64_t metrics_errors;      /* failed rewrites of the metrics file */
     char endpoint[256];           /* the bound endpoint (a port of 0 or * resolved) */
 } label_server_stats_t;

@@ -5,7 +5,7 @@
  * these databases:
  *
  *   meta         "magic" -> "GLLABEL\0" + u32 version; "next_task",
- *                "next_sub" -> u64 counters
+ *                "next_sub" -> u64 counters; "replies_pruned" -> u64
  *   contractors  id -> Contractor            keys  public key (32) -> id
  *   tasks        u64be id -> Task: the texts (prompt, candidates), written
  *                once at creation
@@ -20,6 +20,8 @@
  *   subs         u64be id -> Submission      (export reads them in order)
  *   idem         contractor \0 u64be request id -> packed Reply, or for a
  *                lease 'L' + the u64be task ids (the reply is rebuilt)
+ *   idem_age     u64be ms stored + the idem key -> ""   the same replies in
+ *                the order they were stored, for pruning (version 2)
  *   counts       contractor -> u64[4] demonstrations, rankings, skips, prompts
  *   touched      contractor \0 u64be task -> ""   tasks a contractor may never
  *                get again (labeled, skipped, authored): lease skips them
@@ -35,9 +37,17 @@
  * retried request gets the stored reply, never a second label. The rules
  * are evaluated against the task record at `now`: a lease past its expiry
  * no longer holds a slot, so an abandoned task returns to the queue
- * without a sweeper. Admin commands (import, revoke, export, backup) open
- * the same environment from another process; LMDB's lock file serialises
- * writers across processes.
+ * without a sweeper.
+ *
+ * Stored replies are kept for opts.reply_retention_seconds: each batch's
+ * transaction (and the server's writer when idle) deletes the oldest ones
+ * past it, at most opts.prune_batch a transaction, walking idem_age from
+ * its first key, so the work is proportional to what is pruned. A retry
+ * arriving later is applied again. A version 1 store (no idem_age) is
+ * upgraded at open: its replies are indexed as stored at the upgrade.
+ * Admin commands (import, revoke, export, backup) open the same
+ * environment from another process; LMDB's lock file serialises writers
+ * across processes.
  *
  * Workload: tens of thousands of tasks, hundreds of contractors, bursts of
  * thousands of small submissions a second. A lease scans the open queue of
@@ -114,11 +124,13 @@ int label_store_read_txn(label_store_t *s, MDB_txn **txn, gl_err_t *err)
     return txn_begin(s, MDB_RDONLY, txn, err);
 }
 
+static int upgrade_v1(label_store_t *s, gl_err_t *err);
+
 label_store_t *label_store_open(const char *dir, const label_store_opts_t *opts, gl_err_t *err)
 {
     label_store_t *s = gl_xcalloc(1, sizeof *s);
     MDB_txn *txn = NULL;
-    int rc;
+    int rc, upgrade = 0;
     pthread_rwlock_init(&s->resize_lock, NULL);
     s->dir = gl_xstrdup(dir);
     if (opts)
@@ -131,6 +143,10 @@ label_store_t *label_store_open(const char *dir, const label_store_opts_t *opts,
         s->opts.demo_guidelines = DEMO_GUIDE;
     if (!s->opts.rank_guidelines)
         s->opts.rank_guidelines = RANK_GUIDE;
+    if (!s->opts.reply_retention_seconds)
+        s->opts.reply_retention_seconds = LABEL_REPLY_RETENTION_DEFAULT;
+    if (!s->opts.prune_batch)
+        s->opts.prune_batch = LABEL_PRUNE_BATCH_DEFAULT;
     if (gl_mkdir_p(dir, err))
         goto fail;
     if ((rc = mdb_env_create(&s->env))) {
@@ -156,7 +172,8 @@ label_store_t *label_store_open(const char *dir, const label_store_opts_t *opts,
     } dbs[] = {{"meta", &s->meta},           {"contractors", &s->contractors}, {"keys", &s->keys},
                {"tasks", &s->tasks},         {"open_demo", &s->open_demo},     {"open_rank", &s->open_rank},
                {"subs", &s->subs},           {"idem", &s->idem},               {"counts", &s->counts},
-               {"touched", &s->touched},     {"cursors", &s->cursors},         {"state", &s->state}};
+               {"touched", &s->touched},     {"cursors", &s->cursors},         {"state", &s->state},
+               {"idem_age", &s->idem_age}};
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++)
         if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi))) {
             db_err(err, rc, dbs[i].name, s);
@@ -184,17 +201,22 @@ label_store_t *label_store_open(const char *dir, const label_store_opts_t *opts,
     } else {
         uint32_t got;
         memcpy(&got, (uint8_t *)val.mv_data + 8, 4);
-        if (got != LABEL_STORE_VERSION) {
-            gl_err_set(err, GL_EVERSION, "%s: label store version %u, this build reads %u", dir, got,
+        if (got == 1) {
+            upgrade = 1;
+        } else if (got != LABEL_STORE_VERSION) {
+            gl_err_set(err, GL_EVERSION, "%s: label store version %u, this build reads 1 and %u", dir, got,
                        LABEL_STORE_VERSION);
             goto fail;
         }
     }
-    if ((rc = mdb_txn_commit(txn))) {
-        txn = NULL;
+    rc = mdb_txn_commit(txn);
+    txn = NULL;
+    if (rc) {
         db_err(err, rc, "committing", s);
         goto fail;
     }
+    if (upgrade && upgrade_v1(s, err))
+        goto fail;
     return s;
 fail:
     if (txn)
@@ -799,6 +821,180 @@ int label_store_import_candidates(label_store_t *s, const char *path, uint32_t o
     return import_file(s, path, overlap ? overlap : 1, GPTLINE__LABEL__TASK_KIND__RANKING, added, bad, err);
 }
 
+/* ---- stored replies: their age, pruning, the version 1 upgrade ---------- */
+
+#define AGE_KEY_MAX (8 + LABEL_MAX_ID + 9 + 64) /* u64be ms + an idem key, with room */
+
+/* Records that the reply under idem key ik was stored at now. */
+static int put_age(label_store_t *s, MDB_txn *txn, const MDB_val *ik, int64_t now)
+{
+    uint8_t kb[AGE_KEY_MAX];
+    if (ik->mv_size > sizeof kb - 8)
+        return MDB_BAD_VALSIZE; /* cannot happen: contractor ids are at most LABEL_MAX_ID */
+    label_be64(kb, now > 0 ? (uint64_t)now : 0);
+    memcpy(kb + 8, ik->mv_data, ik->mv_size);
+    MDB_val k = {8 + ik->mv_size, kb}, v = {0, ""};
+    return mdb_put(txn, s->idem_age, &k, &v, 0);
+}
+
+static int add_meta_u64(label_store_t *s, MDB_txn *txn, const char *name, uint64_t add)
+{
+    MDB_val k = {strlen(name), (void *)name}, v;
+    uint64_t cur = 0;
+    int rc = mdb_get(txn, s->meta, &k, &v);
+    if (rc == 0 && v.mv_size == 8)
+        memcpy(&cur, v.mv_data, 8);
+    else if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    cur += add;
+    v.mv_size = 8;
+    v.mv_data = &cur;
+    return mdb_put(txn, s->meta, &k, &v, 0);
+}
+
+/* Deletes, oldest first, up to opts.prune_batch replies stored more than
+ * the retention before now, with their idem_age entries; *n gets how many.
+ * Returns an MDB code. */
+static int prune_replies(label_store_t *s, MDB_txn *txn, int64_t now, size_t *n)
+{
+    int64_t cutoff = now - (int64_t)s->opts.reply_retention_seconds * 1000; /* older than this goes */
+    MDB_cursor *cur;
+    *n = 0;
+    if (cutoff <= 0)
+        return 0;
+    int rc = mdb_cursor_open(txn, s->idem_age, &cur);
+    if (rc)
+        return rc;
+    while (*n < s->opts.prune_batch) {
+        MDB_val k, v;
+        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)))
+            break;
+        if (k.mv_size >= 8 && label_get_be64(k.mv_data) >= (uint64_t)cutoff)
+            break;
+        if (k.mv_size > 8 && k.mv_size <= AGE_KEY_MAX) {
+            uint8_t ib[AGE_KEY_MAX];
+            memcpy(ib, (uint8_t *)k.mv_data + 8, k.mv_size - 8);
+            MDB_val ik = {k.mv_size - 8, ib};
+            rc = mdb_del(txn, s->idem, &ik, NULL);
+            if (rc && rc != MDB_NOTFOUND)
+                break;
+        }
+        if ((rc = mdb_cursor_del(cur, 0)))
+            break;
+        (*n)++;
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    return *n ? add_meta_u64(s, txn, "replies_pruned", *n) : 0;
+}
+
+typedef struct {
+    int64_t now;
+    size_t pruned;
+} prune_ctx_t;
+
+static int prune_fn(label_store_t *s, MDB_txn *txn, void *vctx, gl_err_t *err)
+{
+    (void)err;
+    prune_ctx_t *p = vctx;
+    return prune_replies(s, txn, p->now, &p->pruned);
+}
+
+int label_store_prune_replies(label_store_t *s, int64_t now_ms, size_t *pruned, gl_err_t *err)
+{
+    prune_ctx_t p = {.now = now_ms};
+    int rc = write_txn(s, prune_fn, &p, err);
+    if (!rc)
+        s->pruned += p.pruned;
+    *pruned = rc ? 0 : p.pruned;
+    return rc;
+}
+
+uint64_t label_store_replies_pruned(const label_store_t *s) { return s->pruned; }
+
+/* The upgrade from version 1, resumable batch by batch: every idem key
+ * gets an idem_age entry dated when the upgrade began (meta
+ * "upgrade_ms", so a restarted upgrade dates them the same), then the
+ * version becomes 2. */
+typedef struct {
+    uint8_t from[AGE_KEY_MAX], next[AGE_KEY_MAX]; /* last idem key done: committed, this batch */
+    size_t from_len, next_len;
+    int done;
+} upgrade_ctx_t;
+
+static int upgrade_fn(label_store_t *s, MDB_txn *txn, void *vctx, gl_err_t *err)
+{
+    (void)err;
+    upgrade_ctx_t *u = vctx;
+    MDB_val mk = {5, "magic"}, v, k;
+    int rc = mdb_get(txn, s->meta, &mk, &v);
+    uint32_t got = 0;
+    if (rc)
+        return rc;
+    if (v.mv_size == 12)
+        memcpy(&got, (uint8_t *)v.mv_data + 8, 4);
+    if (got == LABEL_STORE_VERSION) { /* another process finished it */
+        u->done = 1;
+        return 0;
+    }
+    int64_t when = (int64_t)time(NULL) * 1000;
+    MDB_val tk = {10, "upgrade_ms"};
+    if ((rc = mdb_get(txn, s->meta, &tk, &v)) == 0 && v.mv_size == 8) {
+        memcpy(&when, v.mv_data, 8);
+    } else {
+        v.mv_size = 8;
+        v.mv_data = &when;
+        if ((rc = mdb_put(txn, s->meta, &tk, &v, 0)))
+            return rc;
+    }
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, s->idem, &cur)))
+        return rc;
+    k.mv_size = u->from_len;
+    k.mv_data = u->from;
+    rc = u->from_len ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    if (!rc && u->from_len && k.mv_size == u->from_len && !memcmp(k.mv_data, u->from, u->from_len))
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    u->next_len = u->from_len;
+    memcpy(u->next, u->from, u->from_len);
+    for (int i = 0; !rc && i < 65536; i++) {
+        if (k.mv_size <= sizeof u->next - 8) {
+            memcpy(u->next, k.mv_data, k.mv_size);
+            u->next_len = k.mv_size;
+            MDB_val ik = {u->next_len, u->next};
+            if ((rc = put_age(s, txn, &ik, when)))
+                break;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND)
+        return rc; /* 0: a full batch, more to do */
+    uint8_t magic[12];
+    memcpy(magic, LABEL_STORE_MAGIC, 8);
+    uint32_t ver = LABEL_STORE_VERSION;
+    memcpy(magic + 8, &ver, 4);
+    v.mv_size = sizeof magic;
+    v.mv_data = magic;
+    if ((rc = mdb_put(txn, s->meta, &mk, &v, 0)) || (rc = mdb_del(txn, s->meta, &tk, NULL)))
+        return rc;
+    u->done = 1;
+    return 0;
+}
+
+static int upgrade_v1(label_store_t *s, gl_err_t *err)
+{
+    upgrade_ctx_t *u = gl_xcalloc(1, sizeof *u);
+    int rc = GL_OK;
+    while (!u->done && !(rc = write_txn(s, upgrade_fn, u, err))) {
+        memcpy(u->from, u->next, u->next_len); /* committed */
+        u->from_len = u->next_len;
+    }
+    free(u);
+    return rc;
+}
+
 /* ---- requests ----------------------------------------------------------- */
 
 enum { C_DEMO, C_RANK, C_SKIP, C_PROMPT };
@@ -1344,6 +1540,8 @@ static int handle(label_store_t *s, MDB_txn *txn, label_work_t *w, int64_t now)
             idv.mv_data = w->reply;
             rc = mdb_put(txn, s->idem, &idk, &idv, 0);
         }
+        if (!rc && writes)
+            rc = put_age(s, txn, &idk, now);
     }
     free(ik);
 out:
@@ -1359,6 +1557,7 @@ int label_store_apply(label_store_t *s, label_work_t *work, size_t n, int64_t no
     int rc = 0;
     for (int attempt = 0; attempt < 16; attempt++) {
         MDB_txn *txn;
+        size_t pruned = 0;
         for (size_t i = 0; i < n; i++) {
             free(work[i].reply);
             work[i].reply = NULL;
@@ -1369,10 +1568,12 @@ int label_store_apply(label_store_t *s, label_work_t *work, size_t n, int64_t no
         int mrc = 0;
         for (size_t i = 0; i < n && !mrc; i++)
             mrc = handle(s, txn, &work[i], now_ms);
+        if (!mrc) /* after the requests: a retry in this batch still finds its reply */
+            mrc = prune_replies(s, txn, now_ms, &pruned);
         if (mrc)
             mdb_txn_abort(txn);
-        else
-            mrc = mdb_txn_commit(txn);
+        else if (!(mrc = mdb_txn_commit(txn)))
+            s->pruned += pruned;
         if (mrc == MDB_MAP_FULL) {
             if ((rc = grow(s, err)))
                 break;
@@ -1426,14 +1627,18 @@ out:
     return rc;
 }
 
-uint64_t label_store_submissions(label_store_t *s)
+static uint64_t entries(label_store_t *s, MDB_dbi dbi)
 {
     MDB_txn *txn;
     MDB_stat st;
     gl_err_t e;
     if (txn_begin(s, MDB_RDONLY, &txn, &e))
         return 0;
-    uint64_t n = mdb_stat(txn, s->subs, &st) ? 0 : st.ms_entries;
+    uint64_t n = mdb_stat(txn, dbi, &st) ? 0 : st.ms_entries;
     mdb_txn_abort(txn);
     return n;
 }
+
+uint64_t label_store_submissions(label_store_t *s) { return entries(s, s->subs); }
+
+uint64_t label_store_replies(label_store_t *s) { return entries(s, s->idem); }
