@@ -618,6 +618,17 @@ int label_store_stats(label_store_t *s, int64_t now_ms, char **json, gl_err_t *e
     json_object_set_new(root, "pairwise_agreement", all_pairs ? json_real(all_agree / all_pairs) : json_null());
     json_object_set_new(root, "kendall_tau", all_tau_n ? json_real(all_tau / (double)all_tau_n) : json_null());
     json_object_set_new(root, "ranking_submissions", json_integer((json_int_t)ntr));
+    /* stored replies (answers to retries) and how many the retention pruned */
+    MDB_stat ist;
+    uint64_t pruned = 0;
+    MDB_val pk = {14, "replies_pruned"}, pv;
+    if (mdb_get(txn, s->meta, &pk, &pv) == 0 && pv.mv_size == 8)
+        memcpy(&pruned, pv.mv_data, 8);
+    json_object_set_new(root, "replies",
+                        json_pack("{s:I,s:I,s:I}", "stored",
+                                  (json_int_t)(mdb_stat(txn, s->idem, &ist) ? 0 : ist.ms_entries), "pruned",
+                                  (json_int_t)pruned, "retention_seconds",
+                                  (json_int_t)s->opts.reply_retention_seconds));
     *json = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
     for (size_t i = 0; i < ncs; i++) {

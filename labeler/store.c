@@ -958,7 +958,7 @@ static int upgrade_fn(label_store_t *s, MDB_txn *txn, void *vctx, gl_err_t *err)
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     u->next_len = u->from_len;
     memcpy(u->next, u->from, u->from_len);
-    for (int i = 0; !rc && i < 65536; i++) {
+    for (int i = 0; !rc && i < 16384; i++) {
         if (k.mv_size <= sizeof u->next - 8) {
             memcpy(u->next, k.mv_data, k.mv_size);
             u->next_len = k.mv_size;

@@ -4,7 +4,8 @@
  * rejections with reasons; idempotent retry; revocation; map growth;
  * agreement statistics against hand-computed values; export to SFT and RM
  * shards read back with the shard library and compared with the text that
- * went in; hot backup. */
+ * went in; hot backup; pruning of stored replies past their retention
+ * (bounded per transaction) and the upgrade of a version 1 store. */
 #include "labeler/labeler.h"
 #include "shards/shards.h"
 #include "tokenizer/tokenizer.h"
@@ -12,10 +13,12 @@
 #include "tests/tap.h"
 
 #include <jansson.h>
+#include <lmdb.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define OK_ GPTLINE__LABEL__STATUS__STATUS_OK
@@ -404,6 +407,190 @@ static void test_map_growth(void)
     label_store_close(&s);
 }
 
+/* n lease requests (ids rid0..) from c in one batch: each stores a reply */
+static void lease_batch(label_store_t *s, const char *c, uint64_t rid0, size_t n, int64_t now)
+{
+    label_work_t *w = calloc(n, sizeof *w);
+    uint8_t **bufs = calloc(n, sizeof *bufs);
+    for (size_t i = 0; i < n; i++) {
+        Gptline__Label__Request q = GPTLINE__LABEL__REQUEST__INIT;
+        Gptline__Label__LeaseRequest l = GPTLINE__LABEL__LEASE_REQUEST__INIT;
+        l.count = 1;
+        q.body_case = GPTLINE__LABEL__REQUEST__BODY_LEASE;
+        q.lease = &l;
+        q.request_id = rid0 + i;
+        bufs[i] = lu_pack(&q, &w[i].len);
+        w[i].contractor = c;
+        w[i].data = bufs[i];
+    }
+    gl_err_t err = {0};
+    if (label_store_apply(s, w, n, now, &err))
+        tap_diag("apply: %s", err.msg);
+    for (size_t i = 0; i < n; i++) {
+        free(w[i].reply);
+        free(bufs[i]);
+    }
+    free(w);
+    free(bufs);
+}
+
+static uint64_t stats_u64(label_store_t *s, const char *key)
+{
+    char *js = NULL;
+    gl_err_t err = {0};
+    uint64_t v = UINT64_MAX;
+    if (label_store_stats(s, T0, &js, &err) == GL_OK) {
+        json_t *o = json_loads(js, 0, NULL);
+        json_t *x = json_object_get(json_object_get(o, "replies"), key);
+        if (json_is_integer(x))
+            v = (uint64_t)json_integer_value(x);
+        json_decref(o);
+    }
+    free(js);
+    return v;
+}
+
+/* Stored replies answer retries for the retention window, then go. */
+static void test_reply_retention(void)
+{
+    label_store_opts_t o = {.lease_seconds = 3600, .reply_retention_seconds = 60, .prune_batch = 100};
+    label_store_t *s = fresh("retention", &o);
+    import(s, "p.jsonl", "{\"prompt\":\"p1\"}\n{\"prompt\":\"p2\"}\n", 0, 1);
+    Gptline__Label__Reply *r = lu_lease(s, "alice", DEMO, 0, 2, T0 + 1000);
+    is_int(n_tasks(r), 2, "alice leases both tasks");
+    gptline__label__reply__free_unpacked(r, NULL);
+    r = lu_demo(s, "alice", 1, "first", 4242, T0 + 1000);
+    uint64_t sid = r && r->ack ? r->ack->submission_id : 0;
+    is_str(lu_status(r), "ok", "alice submits task 1");
+    gptline__label__reply__free_unpacked(r, NULL);
+    is_int(label_store_replies(s), 2, "two replies stored (the lease and the submission)");
+
+    /* (1) a retry inside the window: the stored reply, no second label */
+    r = lu_demo(s, "alice", 1, "first", 4242, T0 + 1000 + 60000);
+    is_str(lu_status(r), "ok", "a retry 60 s later (the window, not past it) is answered ok");
+    is_int(r && r->ack ? r->ack->submission_id : 0, sid, "with the stored submission id");
+    gptline__label__reply__free_unpacked(r, NULL);
+    is_int(label_store_submissions(s), 1, "and no second submission");
+    is_int(label_store_replies_pruned(s), 0, "nothing pruned yet");
+
+    /* (2) past the window the replies are pruned by the next write */
+    r = lu_demo(s, "alice", 2, "second", 4243, T0 + 1000 + 60001);
+    is_str(lu_status(r), "ok", "alice submits task 2 past the window of the first");
+    gptline__label__reply__free_unpacked(r, NULL);
+    is_int(label_store_replies_pruned(s), 2, "that batch pruned the lease's and the first submission's replies");
+    is_int(label_store_replies(s), 1, "only the new reply is left");
+    is_int(stats_u64(s, "pruned"), 2, "stats count 2 pruned replies");
+    is_int(stats_u64(s, "stored"), 1, "and 1 stored");
+    r = lu_demo(s, "alice", 1, "first", 4242, T0 + 1000 + 60002);
+    is_str(lu_status(r), "not leased", "a retry after the window is applied again (and refused: already done)");
+    gptline__label__reply__free_unpacked(r, NULL);
+    is_int(label_store_submissions(s), 2, "still two submissions (one of each task)");
+    size_t n = 99;
+    gl_err_t err = {0};
+    ok(label_store_prune_replies(s, T0 + 1000 + 60002, &n, &err) == GL_OK && n == 0,
+       "nothing else is past the window (%zu pruned)", n);
+
+    /* (3) bounded per transaction: 252 expired replies go 100, 100, 52 */
+    lease_batch(s, "bob", 1000000, 250, T0 + 100000);
+    uint64_t before = label_store_replies(s), base = label_store_replies_pruned(s);
+    is_int(before, 250 + 2, "250 more replies stored");
+    size_t got[4] = {0};
+    int all_ok = 1;
+    for (int i = 0; i < 4; i++)
+        all_ok &= label_store_prune_replies(s, T0 + 100000 + 60001, &got[i], &err) == GL_OK;
+    ok(all_ok && got[0] == 100 && got[1] == 100 && got[2] == 52 && got[3] == 0,
+       "pruned 100, 100, 52, 0 over four calls (%zu %zu %zu %zu)", got[0], got[1], got[2], got[3]);
+    is_int(label_store_replies(s), 0, "every expired reply is gone");
+    is_int(label_store_replies_pruned(s) - base, 252, "the counter grew by 252");
+    lease_batch(s, "bob", 2000000, 150, T0 + 200000);
+    lease_batch(s, "carol", 3000000, 1, T0 + 200000 + 60001);
+    is_int(label_store_replies(s), 150 + 1 - 100, "a batch prunes at most 100 of the 150 expired with it");
+    is_int(stats_u64(s, "pruned"), 2 + 252 + 100, "the store's total of pruned replies");
+    label_store_close(&s);
+}
+
+/* A version 1 store (no idem_age) is upgraded at open and its replies
+ * still answer retries, then expire a window after the upgrade. */
+static void test_reply_upgrade(void)
+{
+    label_store_opts_t o = {.lease_seconds = 3600, .reply_retention_seconds = 60};
+    label_store_t *s = fresh("upgrade", &o);
+    import(s, "p.jsonl", "{\"prompt\":\"p1\"}\n", 0, 1);
+    gptline__label__reply__free_unpacked(lu_lease(s, "alice", DEMO, 0, 1, T0), NULL);
+    Gptline__Label__Reply *r = lu_demo(s, "alice", 1, "answer", 555, T0 + 10);
+    uint64_t sid = r && r->ack ? r->ack->submission_id : 0;
+    gptline__label__reply__free_unpacked(r, NULL);
+    lease_batch(s, "bob", 7000, 20000, T0 + 20); /* more than one upgrade batch (16384) */
+    label_store_close(&s);
+
+    /* make it a version 1 store: no idem_age, magic version 1 */
+    char *dir = gl_path_join(tap_tmpdir(), "upgrade");
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta, age;
+    int rc = mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 16);
+    rc = rc ? rc : mdb_env_open(env, dir, 0, 0600);
+    rc = rc ? rc : mdb_txn_begin(env, NULL, 0, &txn);
+    rc = rc ? rc : mdb_dbi_open(txn, "meta", 0, &meta);
+    rc = rc ? rc : mdb_dbi_open(txn, "idem_age", 0, &age);
+    rc = rc ? rc : mdb_drop(txn, age, 1);
+    uint8_t magic[12];
+    uint32_t one = 1;
+    memcpy(magic, LABEL_STORE_MAGIC, 8);
+    memcpy(magic + 8, &one, 4);
+    MDB_val k = {5, "magic"}, v = {12, magic};
+    rc = rc ? rc : mdb_put(txn, meta, &k, &v, 0);
+    rc = rc ? rc : mdb_txn_commit(txn);
+    mdb_env_close(env);
+    ok(rc == 0, "the store is made version 1 without idem_age: %s", mdb_strerror(rc));
+
+    int64_t t0 = (int64_t)time(NULL) * 1000;
+    gl_err_t err = {0};
+    s = label_store_open(dir, &o, &err);
+    int64_t t1 = (int64_t)time(NULL) * 1000 + 999;
+    ok(s != NULL, "the version 1 store opens: %s", err.msg);
+    if (!s) {
+        free(dir);
+        return;
+    }
+    is_int(label_store_replies(s), 20002, "with its 20002 stored replies");
+    r = lu_demo(s, "alice", 1, "answer", 555, t1);
+    is_int(r && r->ack ? r->ack->submission_id : 0, sid, "a retry gets the stored reply after the upgrade");
+    gptline__label__reply__free_unpacked(r, NULL);
+    is_int(label_store_submissions(s), 1, "and no second submission");
+    size_t n = 99;
+    ok(label_store_prune_replies(s, t0 + 60000, &n, &err) == GL_OK && n == 0,
+       "old replies are kept a window after the upgrade (%zu pruned)", n);
+    label_store_close(&s);
+
+    /* reopening: now version 2, nothing to upgrade */
+    s = label_store_open(dir, &o, &err);
+    ok(s != NULL, "the upgraded store reopens");
+    uint64_t total = 0;
+    for (int i = 0; s && i < 1000 && label_store_prune_replies(s, t1 + 60001, &n, &err) == GL_OK && n; i++)
+        total += n;
+    is_int(total, 20002, "a window after the upgrade every old reply is pruned");
+    is_int(s ? label_store_replies(s) : 1, 0, "none left");
+    label_store_close(&s);
+
+    /* and a store of a later version is refused */
+    rc = mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 16);
+    rc = rc ? rc : mdb_env_open(env, dir, 0, 0600);
+    rc = rc ? rc : mdb_txn_begin(env, NULL, 0, &txn);
+    rc = rc ? rc : mdb_dbi_open(txn, "meta", 0, &meta);
+    uint32_t three = 3;
+    memcpy(magic + 8, &three, 4);
+    rc = rc ? rc : mdb_put(txn, meta, &k, &v, 0);
+    rc = rc ? rc : mdb_txn_commit(txn);
+    mdb_env_close(env);
+    s = label_store_open(dir, &o, &err);
+    ok(!s && err.code == GL_EVERSION, "a version 3 store is refused: %s", err.msg);
+    label_store_close(&s);
+    free(dir);
+}
+
 /* Tokens of a record back to text (byte ids; 256 as <eot>). */
 static char *detok(const shard_tokens_t *t, uint64_t from, uint64_t to)
 {
@@ -587,6 +774,8 @@ int main(void)
     test_ranking_rules();
     test_stats();
     test_map_growth();
+    test_reply_retention();
+    test_reply_upgrade();
     test_export();
     return tap_done();
 }
