@@ -96,6 +96,7 @@ static int cmd_serve(int argc, char **argv)
                                          {"max-batch", required_argument, NULL, 'b'},
                                          {"heartbeat", required_argument, NULL, 'H'},
                                          {"metrics-file", required_argument, NULL, 'M'},
+                                         {"reply-retention", required_argument, NULL, 'T'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     label_server_opts_t o = {.endpoint = "tcp://127.0.0.1:5555"};
@@ -129,6 +130,12 @@ static int cmd_serve(int argc, char **argv)
         case 'D': dg = optarg; break;
         case 'R': rg = optarg; break;
         case 'M': mf = optarg; break;
+        case 'T':
+            if ((rc = parse_u32(argv[0], "reply retention", optarg, &o.store.reply_retention_seconds)))
+                return rc;
+            if (!o.store.reply_retention_seconds)
+                return gl_usage_error(argv[0], "--reply-retention must be at least 1 second");
+            break;
         case 'h':
             printf("usage: %s --db DIR --key SERVER.key [options]\n\n"
                    "Runs the labeling service: a ZeroMQ ROUTER socket with CURVE encryption,\n"
@@ -147,7 +154,12 @@ static int cmd_serve(int argc, char **argv)
                    "      --heartbeat MS        ZeroMQ heartbeat interval (default 5000)\n"
                    "      --metrics-file PATH   counters in the Prometheus text format, rewritten\n"
                    "                            every 5 s and at exit (default with\n"
-                   "                            $GPTLINE_METRICS_DIR: DIR/gptline-label.prom)\n",
+                   "                            $GPTLINE_METRICS_DIR: DIR/gptline-label.prom)\n"
+                   "      --reply-retention SECONDS\n"
+                   "                            how long the reply to a request is kept to answer\n"
+                   "                            its retries (default 604800, 7 days); a retry\n"
+                   "                            arriving later is applied again, so keep it above\n"
+                   "                            the time contractors' journals may hold unsent work\n",
                    argv[0]);
             return GL_EXIT_OK;
         default: return gl_usage_error(argv[0], "bad option");
@@ -200,10 +212,10 @@ static int cmd_serve(int argc, char **argv)
     if (st.metrics_errors)
         gl_warn("%llu rewrites of the metrics file failed", (unsigned long long)st.metrics_errors);
     gl_info("stopped: %llu requests, %llu replies, %llu bad, %llu commits, %llu refused handshakes, "
-            "%llu submissions stored",
+            "%llu submissions stored, %llu stored replies pruned",
             (unsigned long long)st.requests, (unsigned long long)st.replies, (unsigned long long)st.bad_requests,
             (unsigned long long)st.commits, (unsigned long long)st.refused_handshakes,
-            (unsigned long long)st.submissions);
+            (unsigned long long)st.submissions, (unsigned long long)st.replies_pruned);
     return GL_EXIT_OK;
 }
 

@@ -20,6 +20,10 @@
  *            and synced (label_store_apply), then sends the replies. While
  *            it syncs, new requests queue up: the batch grows with the load,
  *            which is what keeps the rate up at 64 clients (group commit).
+ *            Each batch's transaction also prunes stored replies past their
+ *            retention; when idle, the writer prunes once a second on its
+ *            own, one bounded transaction at a time, and again at once
+ *            (checking for requests in between) while a backlog remains.
  *
  * Shutdown: *stop is polled every 100 ms; the threads are joined, every
  * socket closed with linger 0, the context terminated and the store
@@ -44,7 +48,7 @@ typedef struct {
     void *zap, *writer_pair;
     size_t max_batch;
     atomic_int stopping;
-    atomic_ulong requests, replies, bad, commits, refused, stored;
+    atomic_ulong requests, replies, bad, commits, refused, stored, pruned, stored_replies;
     gl_err_t writer_err;      /* written by the writer before it sets writer_failed */
     atomic_int writer_failed;
 } server_t;
@@ -151,10 +155,28 @@ static void *writer_main(void *arg)
     item_t *items = gl_xcalloc(cap, sizeof *items);
     label_work_t *work = gl_xcalloc(cap, sizeof *work);
     char **users = gl_xcalloc(cap, sizeof *users);
+    int64_t next_prune = 0;
+    int backlog = 0; /* the last prune was a full batch: more may be due */
     while (!atomic_load(&sv->stopping)) {
         zmq_pollitem_t it = {sv->writer_pair, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 100) <= 0)
+        if (zmq_poll(&it, 1, backlog ? 0 : 100) <= 0) {
+            int64_t now = wall_ms();
+            if (!backlog && now < next_prune)
+                continue;
+            size_t pruned = 0;
+            gl_err_t e = {0};
+            if (label_store_prune_replies(sv->store, now, &pruned, &e) && !atomic_load(&sv->writer_failed)) {
+                sv->writer_err = e;
+                atomic_store(&sv->writer_failed, 1);
+            }
+            backlog = pruned >= sv->store->opts.prune_batch;
+            next_prune = now + 1000;
+            if (pruned) {
+                atomic_store(&sv->pruned, label_store_replies_pruned(sv->store));
+                atomic_store(&sv->stored_replies, label_store_replies(sv->store));
+            }
             continue;
+        }
         size_t n = 0;
         while (n < cap) {
             item_t *m = &items[n];
@@ -183,7 +205,10 @@ static void *writer_main(void *arg)
             atomic_store(&sv->writer_failed, 1);
         }
         atomic_fetch_add(&sv->commits, 1);
-        atomic_store(&sv->stored, label_store_submissions(sv->store)); /* the writer is between transactions */
+        /* the writer is between transactions */
+        atomic_store(&sv->stored, label_store_submissions(sv->store));
+        atomic_store(&sv->pruned, label_store_replies_pruned(sv->store));
+        atomic_store(&sv->stored_replies, label_store_replies(sv->store));
         for (size_t i = 0; i < n; i++) {
             zmq_msg_send(&items[i].id, sv->writer_pair, ZMQ_SNDMORE);
             zmq_send(sv->writer_pair, work[i].reply, work[i].reply_len, 0);
@@ -219,6 +244,9 @@ static int write_metrics(server_t *sv, gl_metrics_t *m, double started, gl_err_t
          offsetof(server_t, commits)},
         {"gptline_label_refused_handshakes_total", "CURVE handshakes refused by the ZAP handler (unknown or revoked keys).",
          offsetof(server_t, refused)},
+        {"gptline_label_replies_pruned_total",
+         "Stored replies (answers to retried requests) deleted past the retention window.",
+         offsetof(server_t, pruned)},
     };
     gl_metrics_begin(m);
     for (size_t i = 0; i < sizeof counters / sizeof *counters; i++)
@@ -227,6 +255,9 @@ static int write_metrics(server_t *sv, gl_metrics_t *m, double started, gl_err_t
     gl_metrics_add(m, "gptline_label_submissions", GL_METRIC_GAUGE,
                    "Submissions (demonstrations, rankings, skips, prompts) in the store.", NULL, NULL,
                    (double)atomic_load(&sv->stored));
+    gl_metrics_add(m, "gptline_label_stored_replies", GL_METRIC_GAUGE,
+                   "Stored replies a retried request would be answered from.", NULL, NULL,
+                   (double)atomic_load(&sv->stored_replies));
     gl_metrics_add(m, "gptline_label_start_time_seconds", GL_METRIC_GAUGE, "When the server started, Unix time.",
                    NULL, NULL, started);
     return gl_metrics_write(m, err);
@@ -265,6 +296,7 @@ int label_server_run(const label_server_opts_t *o, volatile sig_atomic_t *stop, 
     if (!sv.store)
         return err->code;
     atomic_store(&sv.stored, label_store_submissions(sv.store));
+    atomic_store(&sv.stored_replies, label_store_replies(sv.store));
     if (o->metrics_file && ((rc = gl_metrics_init(&metrics, o->metrics_file, o->metrics_interval, NULL, err)) ||
                             (rc = write_metrics(&sv, &metrics, started, err)))) {
         label_store_close(&sv.store);
@@ -421,6 +453,7 @@ out:
         stats->commits = atomic_load(&sv.commits);
         stats->refused_handshakes = atomic_load(&sv.refused);
         stats->submissions = atomic_load(&sv.stored);
+        stats->replies_pruned = atomic_load(&sv.pruned);
         stats->metrics_errors = metrics_errors;
     }
     label_store_close(&sv.store);

@@ -71,7 +71,9 @@ is "submissions = lines the store exports" "$(val textfile/label.prom gptline_la
 ls textfile | grep -v '\.prom$' > leftovers
 is "no temporary files left beside it" "$(cat leftovers)" ""
 # restore: serve the backup; the work goes on from where it was
-$G label serve --db backup --key server.key -e "$EP" --heartbeat 500 --metrics-file textfile/restored.prom 2>restored.log &
+# (with a 1 s reply retention: the idle server prunes the stored replies)
+$G label serve --db backup --key server.key -e "$EP" --heartbeat 500 --metrics-file textfile/restored.prom \
+  --reply-retention 1 2>restored.log &
 SPID=$!
 for _ in $(seq 1 100); do grep -q 'listening on' restored.log && break; sleep 0.05; done
 echo '{"response": "answer 5"}' > more.jsonl
@@ -79,7 +81,16 @@ check "restored: alice's next demonstration is accepted" \
   $G label client -e $EP -s server.pub -k alice.key --journal j/a -b more.jsonl
 check "restored: a 6th finds no task (5 prompts, 4 done before the backup)" \
   sh -c "$G label client -e $EP -s server.pub -k alice.key --journal j/a -b more.jsonl | grep -q 'no task'"
+for _ in $(seq 1 100); do [ "$(val textfile/restored.prom gptline_label_stored_replies)" = 0 ] && break; sleep 0.1; done
+is "every stored reply pruned a second after it was stored" "$(val textfile/restored.prom gptline_label_stored_replies)" 0
 kill $SPID; wait $SPID
+line=$(grep 'stopped:' restored.log)
+[ "$(n 'stored replies pruned')" -ge 4 ]; _result $? "the old and new replies were pruned ($(n 'stored replies pruned'))"
+is "pruned replies = the stop line" "$(val textfile/restored.prom gptline_label_replies_pruned_total)" \
+  "$(n 'stored replies pruned')"
+is "and = the store's total in admin stats" \
+  "$($G label admin stats --db backup | $PY -c 'import json,sys; print(json.load(sys.stdin)["replies"]["pruned"])')" \
+  "$(n 'stored replies pruned')"
 $G label admin export --db backup --kind sft --jsonl restored.jsonl 2>/dev/null
 is "the restored store exports the 4 old and the new demonstration" "$(wc -l < restored.jsonl)" 5
 head -4 restored.jsonl | cmp -s - sft.jsonl; _result $? "the old ones exactly as before"
