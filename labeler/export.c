@@ -625,10 +625,9 @@ int label_store_stats(label_store_t *s, int64_t now_ms, char **json, gl_err_t *e
     if (mdb_get(txn, s->meta, &pk, &pv) == 0 && pv.mv_size == 8)
         memcpy(&pruned, pv.mv_data, 8);
     json_object_set_new(root, "replies",
-                        json_pack("{s:I,s:I,s:I}", "stored",
+                        json_pack("{s:I,s:I}", "stored",
                                   (json_int_t)(mdb_stat(txn, s->idem, &ist) ? 0 : ist.ms_entries), "pruned",
-                                  (json_int_t)pruned, "retention_seconds",
-                                  (json_int_t)s->opts.reply_retention_seconds));
+                                  (json_int_t)pruned));
     *json = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
     for (size_t i = 0; i < ncs; i++) {

@@ -173,8 +173,9 @@ int label_store_backup(label_store_t *s, const char *dir, gl_err_t *err);
 
 /* Statistics as a JSON text: per contractor (demonstrations, rankings,
  * skips, median seconds per task, pairwise agreement and Kendall's tau with
- * others on shared ranking tasks) and per queue (pending, leased, done).
- * Caller owns *json (free()). */
+ * others on shared ranking tasks), per queue (pending, leased, done) and
+ * "replies" (stored, pruned since the store was created). Caller owns
+ * *json (free()). */
 int label_store_stats(label_store_t *s, int64_t now_ms, char **json, gl_err_t *err);
 
 /* Number of submissions stored (all kinds). */
