@@ -54,7 +54,6 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -519,13 +518,6 @@ out:
 
 /* ---- the run ------------------------------------------------------------- */
 
-static volatile sig_atomic_t stop_requested;
-static void on_stop(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
-
 static void append_line(FILE *f, json_t *j)
 {
     if (!f)
@@ -758,11 +750,8 @@ int train_rl_run(const train_rl_opts_t *o, train_dist_t *dist, gl_err_t *err)
     so.row_seeds = ro.seeds;
     double t_start = gl_now();
     long steps_timed = 0;
-    stop_requested = 0;
-    struct sigaction sa = {0}, old_int, old_term;
-    sa.sa_handler = on_stop;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    train_stop_t stop_sig;
+    train_stop_catch(&stop_sig);
     if (lead && !o->quiet)
         gl_info("rl (%s): policy %zu parameters, critic %zu; %d prompts x %d samples per rank, %d ranks; max %d new "
                 "tokens; steps %ld..%ld",
@@ -1046,7 +1035,7 @@ int train_rl_run(const train_rl_opts_t *o, train_dist_t *dist, gl_err_t *err)
                         100 * gen_s / (gen_s + score_s + train_s), eta);
             }
         }
-        int stop = train_dist_any_error(dist, stop_requested);
+        int stop = train_dist_any_error(dist, train_stop_requested());
         if (lead && (st.step % 10 == 0 || st.step == until || stop)) {
             static const train_plot_panel_t panels[] = {
                 {"reward (RM score)", {"reward", "objective"}, {"mean score", "score - beta KL"}},
@@ -1075,8 +1064,7 @@ int train_rl_run(const train_rl_opts_t *o, train_dist_t *dist, gl_err_t *err)
             break;
         }
     }
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    train_stop_release(&stop_sig);
 out:
     if (metrics)
         fclose(metrics);

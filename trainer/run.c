@@ -925,6 +925,23 @@ static void on_stop(int sig)
     stop_requested = 1;
 }
 
+void train_stop_catch(train_stop_t *s)
+{
+    stop_requested = 0;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, &s->old_int);
+    sigaction(SIGTERM, &sa, &s->old_term);
+}
+
+int train_stop_requested(void) { return stop_requested; }
+
+void train_stop_release(train_stop_t *s)
+{
+    sigaction(SIGINT, &s->old_int, NULL);
+    sigaction(SIGTERM, &s->old_term, NULL);
+}
+
 
 int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
 {
@@ -1137,11 +1154,8 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
         fpt *= 8.0 / 6.0; /* the reference's forward too */
     double t_start = gl_now(), t_last = t_start;
     long steps_timed = 0;
-    stop_requested = 0;
-    struct sigaction sa = {0}, old_int, old_term;
-    sa.sa_handler = on_stop;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    train_stop_t stop_sig;
+    train_stop_catch(&stop_sig);
     if (lead && !o->quiet)
         gl_info("%s: %zu parameters, %d layers, %d heads, width %d, context %d, vocab %d; B=%d T=%d accum=%d "
                 "ranks=%d; steps %ld..%ld",
@@ -1332,7 +1346,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                 gl_warn("%s", perr.msg); /* a missing picture does not stop training */
             free(png);
         }
-        int stop = train_dist_any_error(dist, stop_requested);
+        int stop = train_dist_any_error(dist, train_stop_requested());
         int ckpt = (o->ckpt_every > 0 && st.step % o->ckpt_every == 0) || st.step == until || stop;
         if (ckpt) {
             if (lead && (rc = save_checkpoint(o->out, o, &m, &opt, o->stage == TRAIN_STAGE_RM ? &head : NULL, &st,
@@ -1349,8 +1363,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             break;
         }
     }
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    train_stop_release(&stop_sig);
 out:
     if (metrics)
         fclose(metrics);

@@ -22,6 +22,8 @@
 
 #include "trainer/trainer.h"
 
+#include <signal.h>
+
 /* ---- data parallelism ------------------------------------------------- */
 
 typedef struct {
@@ -201,6 +203,16 @@ char *train_latest_checkpoint(const char *out, gl_err_t *err);
  * of later steps (a resumed run's) are dropped, all of them at step 0.
  * NULL with GL_EIO. */
 FILE *train_metrics_open(const char *path, long step, gl_err_t *err);
+
+/* SIGINT and SIGTERM ask a training loop to checkpoint and stop: between
+ * train_stop_catch and train_stop_release they only set the flag that
+ * train_stop_requested reads. */
+typedef struct {
+    struct sigaction old_int, old_term;
+} train_stop_t;
+void train_stop_catch(train_stop_t *s);
+int train_stop_requested(void);
+void train_stop_release(train_stop_t *s);
 
 /* Renders metrics.jsonl to a PNG (loss, held-out loss, learning rate,
  * throughput and, when the evaluations have val_accuracy (RM, DPO), the
