@@ -62,6 +62,26 @@ int gl_cmd_dispatch(const char *prog, const gl_cmd_t *cmds, int argc, char **arg
     return gl_usage_error(prog, "unknown command '%s'", argv[1]);
 }
 
+int gl_parse_int(const char *s, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 0 || v > 1 << 30)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int gl_parse_float(const char *s, float *out)
+{
+    char *end;
+    float v = strtof(s, &end);
+    if (!*s || *end || !(v == v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
 int gl_parse_u64(const char *s, uint64_t *out)
 {
     if (!s || !isdigit((unsigned char)*s))

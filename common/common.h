@@ -144,6 +144,10 @@ int gl_cmd_fail(const char *prog, const gl_err_t *err);
 /* Parses a non-negative integer with optional k/M/G suffix (powers of 1000
  * for counts); returns -1 on malformed input. */
 int gl_parse_u64(const char *s, uint64_t *out);
+/* An option's integer in 0..2^30, or a float (not NaN), the whole string;
+ * -1 on malformed input. */
+int gl_parse_int(const char *s, int *out);
+int gl_parse_float(const char *s, float *out);
 
 /* ---- files ------------------------------------------------------------ */
 

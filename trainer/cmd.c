@@ -12,26 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_int(const char *s, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < 0 || v > 1 << 30)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_float(const char *s, float *out)
-{
-    char *end;
-    float v = strtof(s, &end);
-    if (!*s || *end || !(v == v))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int usage_train(const char *prog, train_stage_t stage)
 {
     printf("usage: %s --data DIR --out DIR [options]\n\n", prog);
@@ -121,32 +101,32 @@ static int run_stage(int argc, char **argv, train_stage_t stage)
         case O_VAL: o.val = optarg; break;
         case O_INIT: o.init = optarg; break;
         case O_RESUME: o.resume = 1; break;
-        case O_LAYERS: bad = parse_int(optarg, &o.cfg.n_layer); break;
-        case O_HEADS: bad = parse_int(optarg, &o.cfg.n_head); break;
-        case O_WIDTH: bad = parse_int(optarg, &o.cfg.n_embd); break;
-        case O_CTX: bad = parse_int(optarg, &o.cfg.n_ctx); ctx_set = 1; break;
-        case 'B': bad = parse_int(optarg, &o.B); break;
-        case 'T': bad = parse_int(optarg, &o.T); break;
-        case O_ACCUM: bad = parse_int(optarg, &o.accum); break;
-        case O_STEPS: bad = parse_int(optarg, &c); lv = c; o.steps = lv; break;
-        case O_UNTIL: bad = parse_int(optarg, &c); lv = c; o.until = lv; break;
-        case O_LR: bad = parse_float(optarg, &o.sched.max_lr); break;
-        case O_MINLR: bad = parse_float(optarg, &o.sched.min_lr); break;
-        case O_WARMUP: bad = parse_int(optarg, &c); o.sched.warmup = c; break;
-        case O_B1: bad = parse_float(optarg, &o.adamw.beta1); break;
-        case O_B2: bad = parse_float(optarg, &o.adamw.beta2); break;
-        case O_WD: bad = parse_float(optarg, &o.adamw.weight_decay); break;
-        case O_CLIP: bad = parse_float(optarg, &o.clip); break;
-        case O_DROPOUT: bad = parse_float(optarg, &o.dropout); break;
+        case O_LAYERS: bad = gl_parse_int(optarg, &o.cfg.n_layer); break;
+        case O_HEADS: bad = gl_parse_int(optarg, &o.cfg.n_head); break;
+        case O_WIDTH: bad = gl_parse_int(optarg, &o.cfg.n_embd); break;
+        case O_CTX: bad = gl_parse_int(optarg, &o.cfg.n_ctx); ctx_set = 1; break;
+        case 'B': bad = gl_parse_int(optarg, &o.B); break;
+        case 'T': bad = gl_parse_int(optarg, &o.T); break;
+        case O_ACCUM: bad = gl_parse_int(optarg, &o.accum); break;
+        case O_STEPS: bad = gl_parse_int(optarg, &c); lv = c; o.steps = lv; break;
+        case O_UNTIL: bad = gl_parse_int(optarg, &c); lv = c; o.until = lv; break;
+        case O_LR: bad = gl_parse_float(optarg, &o.sched.max_lr); break;
+        case O_MINLR: bad = gl_parse_float(optarg, &o.sched.min_lr); break;
+        case O_WARMUP: bad = gl_parse_int(optarg, &c); o.sched.warmup = c; break;
+        case O_B1: bad = gl_parse_float(optarg, &o.adamw.beta1); break;
+        case O_B2: bad = gl_parse_float(optarg, &o.adamw.beta2); break;
+        case O_WD: bad = gl_parse_float(optarg, &o.adamw.weight_decay); break;
+        case O_CLIP: bad = gl_parse_float(optarg, &o.clip); break;
+        case O_DROPOUT: bad = gl_parse_float(optarg, &o.dropout); break;
         case O_BETA:
-            bad = stage != TRAIN_STAGE_DPO || parse_float(optarg, &o.dpo_beta) || !(o.dpo_beta > 0);
+            bad = stage != TRAIN_STAGE_DPO || gl_parse_float(optarg, &o.dpo_beta) || !(o.dpo_beta > 0);
             break;
-        case O_SEED: bad = parse_int(optarg, &c); o.seed = (uint64_t)c; break;
-        case O_EVE: bad = parse_int(optarg, &o.eval_every); break;
-        case O_EVB: bad = parse_int(optarg, &o.eval_batches); break;
-        case O_CKE: bad = parse_int(optarg, &o.ckpt_every); break;
-        case O_LOGE: bad = parse_int(optarg, &o.log_every); break;
-        case O_THREADS: bad = parse_int(optarg, &o.threads); break;
+        case O_SEED: bad = gl_parse_int(optarg, &c); o.seed = (uint64_t)c; break;
+        case O_EVE: bad = gl_parse_int(optarg, &o.eval_every); break;
+        case O_EVB: bad = gl_parse_int(optarg, &o.eval_batches); break;
+        case O_CKE: bad = gl_parse_int(optarg, &o.ckpt_every); break;
+        case O_LOGE: bad = gl_parse_int(optarg, &o.log_every); break;
+        case O_THREADS: bad = gl_parse_int(optarg, &o.threads); break;
         case 'q': o.quiet = 1; break;
         case O_METRICS: metrics_opt = optarg; break;
         case 'h': return usage_train(argv[0], stage);
@@ -214,9 +194,9 @@ int train_eval_cmd(int argc, char **argv)
         switch (c) {
         case 'm': model = optarg; break;
         case 'd': data = optarg; break;
-        case 'B': bad = parse_int(optarg, &B) || !B; break;
-        case 'T': bad = parse_int(optarg, &T); break;
-        case 'n': bad = parse_int(optarg, &batches); break;
+        case 'B': bad = gl_parse_int(optarg, &B) || !B; break;
+        case 'T': bad = gl_parse_int(optarg, &T); break;
+        case 'n': bad = gl_parse_int(optarg, &batches); break;
         case 'h':
             printf("usage: %s --model CKPT --data DIR [-B N] [-T N] [--batches N]\n\n"
                    "Evaluates a checkpoint on a token shard dataset: mean loss, perplexity\n"

@@ -33,26 +33,6 @@
 #define CAND_MIN 2
 #define CAND_MAX 9
 
-static int parse_int(const char *s, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < 0 || v > 1 << 30)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_float(const char *s, float *out)
-{
-    char *end;
-    float v = strtof(s, &end);
-    if (!*s || *end || !(v == v))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* Parses "12 7 3" (spaces or commas) into ids; returns the count or -1. */
 static int parse_ids(const char *s, int32_t *ids, int cap)
 {
@@ -485,21 +465,21 @@ int train_sample_cmd(int argc, char **argv)
         case 'm': model = optarg; break;
         case 'p': prompt = optarg; break;
         case 'I': prompt_ids = optarg; break;
-        case 'n': bad = parse_int(optarg, &so.max_new) || !so.max_new; break;
-        case 't': bad = parse_float(optarg, &so.temperature) || so.temperature < 0; break;
-        case 'k': bad = parse_int(optarg, &so.top_k); break;
-        case 'P': bad = parse_float(optarg, &so.top_p) || so.top_p < 0 || so.top_p > 1; break;
-        case 's': bad = parse_int(optarg, &seed); break;
-        case 'N': bad = parse_int(optarg, &num) || !num; num_set = 1; break;
+        case 'n': bad = gl_parse_int(optarg, &so.max_new) || !so.max_new; break;
+        case 't': bad = gl_parse_float(optarg, &so.temperature) || so.temperature < 0; break;
+        case 'k': bad = gl_parse_int(optarg, &so.top_k); break;
+        case 'P': bad = gl_parse_float(optarg, &so.top_p) || so.top_p < 0 || so.top_p > 1; break;
+        case 's': bad = gl_parse_int(optarg, &seed); break;
+        case 'N': bad = gl_parse_int(optarg, &num) || !num; num_set = 1; break;
         case 'i': ids_out = 1; break;
         case 'T': vocab_path = optarg; break;
         case 'c': chat = 1; break;
-        case O_BEST: bad = parse_int(optarg, &best_of) || best_of < 1 || best_of > 1024; break;
+        case O_BEST: bad = gl_parse_int(optarg, &best_of) || best_of < 1 || best_of > 1024; break;
         case O_REWARD: reward = optarg; break;
         case O_SCORES: scores = 1; break;
         case O_PROMPTS: prompts_file = optarg; break;
         case O_OUT: out_file = optarg; break;
-        case O_BATCH: bad = parse_int(optarg, &batch) || !batch; break;
+        case O_BATCH: bad = gl_parse_int(optarg, &batch) || !batch; break;
         case O_RAW: raw = 1; break;
         case 'h': return usage(argv[0]);
         default: return gl_usage_error(argv[0], "bad option");
