@@ -152,14 +152,16 @@ static int write_png(cairo_surface_t *surf, const char *png, gl_err_t *err)
     return rc;
 }
 
-int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
+/* Calls fn with each record of a metrics.jsonl (lines that do not parse
+ * are skipped) and its step + 1, the x of the plots. */
+static int each_record(const char *metrics, void (*fn)(json_t *j, double step, void *ctx), void *ctx,
+                       gl_err_t *err)
 {
     char *data;
     size_t len;
     int rc = gl_read_file(metrics, (size_t)1 << 31, &data, &len, err);
     if (rc)
         return rc;
-    series_t loss = {0}, avg = {0}, val = {0}, lr = {0}, tps = {0}, vacc = {0};
     for (char *ln = data, *end; ln < data + len; ln = end + 1) {
         end = memchr(ln, '\n', (size_t)(data + len - ln));
         if (!end)
@@ -168,21 +170,39 @@ int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
         json_t *j = json_loads(ln, 0, NULL);
         if (!j)
             continue;
-        double step = (double)json_integer_value(json_object_get(j, "step")) + 1;
-        json_t *v;
-        if ((v = json_object_get(j, "loss"))) {
-            double l = json_number_value(v);
-            push(&loss, step, l);
-            push(&lr, step, json_number_value(json_object_get(j, "lr")));
-            push(&tps, step, json_number_value(json_object_get(j, "tokens_per_s")));
-        }
-        if ((v = json_object_get(j, "val_loss")))
-            push(&val, step, json_number_value(v));
-        if ((v = json_object_get(j, "val_accuracy")))
-            push(&vacc, step, json_number_value(v));
+        fn(j, (double)json_integer_value(json_object_get(j, "step")) + 1, ctx);
         json_decref(j);
     }
     free(data);
+    return GL_OK;
+}
+
+typedef struct {
+    series_t loss, val, lr, tps, vacc;
+} run_series_t;
+
+static void add_run_record(json_t *j, double step, void *ctx)
+{
+    run_series_t *r = ctx;
+    json_t *v;
+    if ((v = json_object_get(j, "loss"))) {
+        push(&r->loss, step, json_number_value(v));
+        push(&r->lr, step, json_number_value(json_object_get(j, "lr")));
+        push(&r->tps, step, json_number_value(json_object_get(j, "tokens_per_s")));
+    }
+    if ((v = json_object_get(j, "val_loss")))
+        push(&r->val, step, json_number_value(v));
+    if ((v = json_object_get(j, "val_accuracy")))
+        push(&r->vacc, step, json_number_value(v));
+}
+
+int train_plot_metrics(const char *metrics, const char *png, gl_err_t *err)
+{
+    run_series_t r = {0};
+    int rc = each_record(metrics, add_run_record, &r, err);
+    if (rc)
+        return rc;
+    series_t loss = r.loss, avg = {0}, val = r.val, lr = r.lr, tps = r.tps, vacc = r.vacc;
     if (!loss.n) {
         rc = gl_err_set(err, GL_ENOTFOUND, "%s: no training steps to plot", metrics);
         goto out;
@@ -275,36 +295,37 @@ out:
     return rc;
 }
 
+typedef struct {
+    const train_plot_panel_t *panels;
+    int n;
+    series_t *s; /* 3 per panel */
+    double xmax;
+} panels_series_t;
+
+static void add_panels_record(json_t *j, double step, void *ctx)
+{
+    panels_series_t *ps = ctx;
+    for (int p = 0; p < ps->n; p++)
+        for (int k = 0; k < 3 && ps->panels[p].keys[k]; k++) {
+            json_t *v = json_object_get(j, ps->panels[p].keys[k]);
+            if (json_is_number(v)) {
+                push(&ps->s[p * 3 + k], step, json_number_value(v));
+                ps->xmax = step > ps->xmax ? step : ps->xmax;
+            }
+        }
+}
+
 int train_plot_panels(const char *metrics, const char *png, const train_plot_panel_t *panels, int n, gl_err_t *err)
 {
     static const double colors[3][3] = {{0.1, 0.3, 0.8}, {0.85, 0.3, 0.1}, {0.2, 0.6, 0.2}};
-    char *data;
-    size_t len;
-    int rc = gl_read_file(metrics, (size_t)1 << 31, &data, &len, err);
-    if (rc)
+    panels_series_t ps = {panels, n, gl_xcalloc((size_t)n * 3, sizeof(series_t)), 2};
+    int rc = each_record(metrics, add_panels_record, &ps, err);
+    if (rc) {
+        free(ps.s);
         return rc;
-    series_t *s = gl_xcalloc((size_t)n * 3, sizeof *s);
-    double xmax = 2;
-    for (char *ln = data, *end; ln < data + len; ln = end + 1) {
-        end = memchr(ln, '\n', (size_t)(data + len - ln));
-        if (!end)
-            end = data + len;
-        *end = '\0';
-        json_t *j = json_loads(ln, 0, NULL);
-        if (!j)
-            continue;
-        double step = (double)json_integer_value(json_object_get(j, "step")) + 1;
-        for (int p = 0; p < n; p++)
-            for (int k = 0; k < 3 && panels[p].keys[k]; k++) {
-                json_t *v = json_object_get(j, panels[p].keys[k]);
-                if (json_is_number(v)) {
-                    push(&s[p * 3 + k], step, json_number_value(v));
-                    xmax = step > xmax ? step : xmax;
-                }
-            }
-        json_decref(j);
     }
-    free(data);
+    series_t *s = ps.s;
+    double xmax = ps.xmax;
     const int W = 1000, PH = 170, rows = (n + 1) / 2, H = 40 + rows * (PH + 70);
     cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
     cairo_t *cr = cairo_create(surf);
