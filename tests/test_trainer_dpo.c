@@ -84,24 +84,6 @@ static double naive_loss(void *p)
     return total / groups;
 }
 
-/* Normwise relative error of g against central differences of f in x. */
-static double fd_check(double (*f)(void *), void *ctx, float *x, const float *g, size_t n, float h)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        float keep = x[i];
-        x[i] = keep + h;
-        double fp = f(ctx);
-        x[i] = keep - h;
-        double fm = f(ctx);
-        x[i] = keep;
-        double fd = (fp - fm) / (2.0 * h);
-        num += (fd - g[i]) * (fd - g[i]);
-        den += (double)g[i] * g[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 static void test_gradient(void)
 {
     train_config_t cfg = {.n_layer = 1, .n_head = 2, .n_embd = 8, .n_ctx = 8, .vocab_size = 11};
@@ -142,7 +124,7 @@ static void test_gradient(void)
     is_int((int)st.groups, 2, "2 rankings");
     double worst = 0;
     for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
-        double e = fd_check(naive_loss, &c, m.params.t[k], g + (m.params.t[k] - m.params_mem), m.sizes[k], 1e-2f);
+        double e = tt_fd_check(naive_loss, &c, m.params.t[k], g + (m.params.t[k] - m.params_mem), m.sizes[k], 1e-2f);
         worst = e > worst ? e : worst;
         if (e >= 1e-2)
             tap_diag("gradient of %s: error %.2e", train_param_name(k), e);

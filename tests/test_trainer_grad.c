@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "tests/tap.h"
+#include "tests/train_util.h"
 #include "trainer/internal.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
@@ -43,29 +44,10 @@ static double dotd(const float *a, const float *b, size_t n)
 /* A layer under test: forward(ctx) returns the scalar f. */
 typedef double (*fwd_fn)(void *ctx);
 
-/* Compares analytic gradient g of f with respect to x[n] against central
- * differences; returns the normwise relative error. */
-static double check(fwd_fn f, void *ctx, float *x, const float *g, size_t n, float h)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        float keep = x[i];
-        x[i] = keep + h;
-        double fp = f(ctx);
-        x[i] = keep - h;
-        double fm = f(ctx);
-        x[i] = keep;
-        double fd = (fp - fm) / (2.0 * h);
-        num += (fd - g[i]) * (fd - g[i]);
-        den += (double)g[i] * g[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 #define TOL 3e-3
 #define CHECK(fn, ctx, x, g, n, name)                                      \
     do {                                                                   \
-        double e_ = check(fn, ctx, x, g, n, 1e-2f);                        \
+        double e_ = tt_fd_check(fn, ctx, x, g, n, 1e-2f);                  \
         ok(e_ < TOL, "%s (err %.1e)", name, e_);                           \
     } while (0)
 
@@ -376,7 +358,7 @@ static void test_model(float dropout)
     for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
         float *x = m.params.t[k], *gk = g + (m.params.t[k] - m.params_mem);
         /* wpe row 5 (position T) gets no gradient: check it is exactly 0. */
-        double e = check(mo_f, &c, x, gk, m.sizes[k], 1e-2f);
+        double e = tt_fd_check(mo_f, &c, x, gk, m.sizes[k], 1e-2f);
         ok(e < 1e-2, "model%s gradient of %s vs finite differences (err %.1e)",
            dropout > 0 ? " (dropout)" : "", train_param_name(k), e);
     }
@@ -406,7 +388,7 @@ static void test_model(float dropout)
     int kinds[] = {TRAIN_WTE, TRAIN_WPE, TRAIN_QKVW, TRAIN_FCPROJB, TRAIN_LNFW};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         int k = kinds[i];
-        double e = check(hid_f, &hc, m.params.t[k], g + (m.params.t[k] - m.params_mem), m.sizes[k], 1e-2f);
+        double e = tt_fd_check(hid_f, &hc, m.params.t[k], g + (m.params.t[k] - m.params_mem), m.sizes[k], 1e-2f);
         ok(e < 1e-2, "hidden-state backward: gradient of %s (err %.1e)", train_param_name(k), e);
     }
     free(r);
@@ -472,7 +454,7 @@ static void test_token_coefficients(void)
     float *g = vec(m.n_params);
     memcpy(g, m.grads_mem, m.n_params * sizeof(float));
     for (int k = 0; k < TRAIN_NPARAM_TENSORS; k++) {
-        double e = check(tk_f, &c, m.params.t[k], g + (m.params.t[k] - m.params_mem), m.sizes[k], 1e-2f);
+        double e = tt_fd_check(tk_f, &c, m.params.t[k], g + (m.params.t[k] - m.params_mem), m.sizes[k], 1e-2f);
         ok(e < 1e-2, "per-token coefficients: gradient of %s (err %.1e)", train_param_name(k), e);
     }
     free(g);

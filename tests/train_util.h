@@ -6,7 +6,7 @@
  * K=3 responses where the one holding the letter 'z' is best and the other
  * two tie. The caller owns the random state, so a test draws its data and
  * its other random numbers from one reproducible stream. Also: reading a
- * run's metrics.jsonl.
+ * run's metrics.jsonl, and a finite-difference gradient check.
  */
 #ifndef GL_TEST_TRAIN_UTIL_H
 #define GL_TEST_TRAIN_UTIL_H
@@ -18,6 +18,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The normwise relative error of an analytic gradient g of f with respect
+ * to x[n] against central differences of step h. */
+static inline double tt_fd_check(double (*f)(void *ctx), void *ctx, float *x, const float *g, size_t n, float h)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        float keep = x[i];
+        x[i] = keep + h;
+        double fp = f(ctx);
+        x[i] = keep - h;
+        double fm = f(ctx);
+        x[i] = keep;
+        double fd = (fp - fm) / (2.0 * h);
+        num += (fd - g[i]) * (fd - g[i]);
+        den += (double)g[i] * g[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
 
 /* xorshift64: a number in [0, n) from the state *s (not 0). */
 static inline uint32_t tt_rnd(uint64_t *s, uint32_t n)
