@@ -29,13 +29,7 @@
 #include <string.h>
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static uint32_t rnd(uint32_t n)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng % n);
-}
+static uint32_t rnd(uint32_t n) { return tt_rnd(&rng, n); }
 static float frand(void) { return (float)rnd(1u << 24) / (float)(1u << 23) - 1.0f; }
 
 /* ---- naive references --------------------------------------------------- */
