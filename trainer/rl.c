@@ -518,16 +518,6 @@ out:
 
 /* ---- the run ------------------------------------------------------------- */
 
-static void append_line(FILE *f, json_t *j)
-{
-    if (!f)
-        return;
-    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
-    fprintf(f, "%s\n", s);
-    fflush(f);
-    free(s);
-}
-
 /* Checks a model's vocabulary against the prompts' tokenizer. */
 static int check_vocab(const char *what, const train_config_t *c, const Gptline__TokenizerId *tid, gl_err_t *err)
 {
@@ -1022,7 +1012,7 @@ int train_rl_run(const train_rl_opts_t *o, train_dist_t *dist, gl_err_t *err)
             json_object_set_new(j, "score_s", json_real(score_s));
             json_object_set_new(j, "train_s", json_real(train_s));
             json_object_set_new(j, "gen_share", json_real(gen_s / (gen_s + score_s + train_s)));
-            append_line(metrics, j);
+            train_metrics_append(metrics, j);
             json_decref(j);
             if (!o->quiet && (st.step % (o->log_every > 0 ? o->log_every : 1) == 0 || st.step == until)) {
                 char eta[32];

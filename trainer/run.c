@@ -378,7 +378,7 @@ FILE *train_metrics_open(const char *path, long step, gl_err_t *err)
     return f;
 }
 
-static void append_json(FILE *f, json_t *j)
+void train_metrics_append(FILE *f, json_t *j)
 {
     if (!f)
         return;
@@ -1283,7 +1283,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                 json_object_set_new(j, "chosen", json_real(sums[5] / sums[2]));
                 json_object_set_new(j, "rejected", json_real(sums[6] / sums[2]));
             }
-            append_json(metrics, j);
+            train_metrics_append(metrics, j);
             json_decref(j);
             prom.steps_done++;
             prom.have_step = 1;
@@ -1315,7 +1315,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
                     json_object_set_new(j, "val_chosen", json_real(ds.chosen / ds.pairs));
                     json_object_set_new(j, "val_rejected", json_real(ds.rejected / ds.pairs));
                 }
-                append_json(metrics, j);
+                train_metrics_append(metrics, j);
                 json_decref(j);
                 prom.have_val = 1, prom.val_loss = vl;
                 if (!o->quiet && dpo)
@@ -1331,7 +1331,7 @@ int train_run(const train_run_opts_t *o, train_dist_t *dist, gl_err_t *err)
             if (lead) {
                 json_t *j = json_pack("{s:I,s:f,s:f,s:f}", "step", (json_int_t)(st.step - 1), "val_loss", ev.loss,
                                       "val_ppl", ev.ppl, "val_bpb", isnan(ev.bpb) ? 0.0 : ev.bpb);
-                append_json(metrics, j);
+                train_metrics_append(metrics, j);
                 json_decref(j);
                 prom.have_val = 1, prom.val_loss = ev.loss;
                 if (!o->quiet)

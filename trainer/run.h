@@ -22,6 +22,7 @@
 
 #include "trainer/trainer.h"
 
+#include <jansson.h>
 #include <signal.h>
 
 /* ---- data parallelism ------------------------------------------------- */
@@ -203,6 +204,9 @@ char *train_latest_checkpoint(const char *out, gl_err_t *err);
  * of later steps (a resumed run's) are dropped, all of them at step 0.
  * NULL with GL_EIO. */
 FILE *train_metrics_open(const char *path, long step, gl_err_t *err);
+/* Appends record j to the metrics log as one line, flushed (f may be NULL:
+ * then nothing). */
+void train_metrics_append(FILE *f, json_t *j);
 
 /* SIGINT and SIGTERM ask a training loop to checkpoint and stop: between
  * train_stop_catch and train_stop_release they only set the flag that
