@@ -165,24 +165,27 @@ static double max_rel(const float *a, const float *b, size_t n)
     return mb > 0 ? md / mb : md;
 }
 
-/* The sgemm-tiled attention against the row-by-row reference, over more
- * than one block of query rows. */
-static void test_attention_tiled(void)
+/* The blocked attention against the row-by-row reference, over more than
+ * one block of query rows, at a head width that fills the register blocks
+ * (hs 64) and at one that does not (hs 4). */
+static void test_attention_tiled(int C, int NH)
 {
-    int B = 2, T = TRAIN_ATT_TQ * 2 + 44, C = 12, NH = 3;
+    int B = 2, T = 172;
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
     float *qkv = vec(nq), *o1 = vec(no), *o2 = vec(no), *l1 = vec(nl), *l2 = vec(nl), *r = vec(no);
-    float *d1 = vec(nq), *d2 = vec(nq), *scr = vec(2 * (size_t)TRAIN_ATT_TQ * T + T);
+    float *d1 = vec(nq), *d2 = vec(nq), *scr = vec(train_k_attention_scratch(T, C / NH) + T);
     fill(qkv, nq, 2.0f, 0);
     fill(r, no, 1, 0);
     train_k_attention_forward(o1, l1, qkv, B, T, C, NH, scr, 1, 0.0f, 0);
     train_k_attention_forward_ref(o2, l2, qkv, B, T, C, NH, scr, 1);
-    ok(max_rel(o1, o2, no) < 1e-5, "tiled attention output = reference (rel %.1e)", max_rel(o1, o2, no));
-    ok(max_rel(l1, l2, nl) < 1e-5, "tiled attention lse = reference (rel %.1e)", max_rel(l1, l2, nl));
+    ok(max_rel(o1, o2, no) < 1e-5, "tiled attention output = reference, hs %d (rel %.1e)", C / NH,
+       max_rel(o1, o2, no));
+    ok(max_rel(l1, l2, nl) < 1e-5, "tiled attention lse = reference, hs %d (rel %.1e)", C / NH, max_rel(l1, l2, nl));
     fill(d1, nq, 1e3f, 7); /* stale values: the backward must overwrite every element */
     train_k_attention_backward(d1, r, qkv, o1, l1, B, T, C, NH, scr, 1, 0.0f, 0);
     train_k_attention_backward_ref(d2, r, qkv, o2, l2, B, T, C, NH);
-    ok(max_rel(d1, d2, nq) < 1e-4, "tiled attention dqkv = reference (rel %.1e)", max_rel(d1, d2, nq));
+    ok(max_rel(d1, d2, nq) < 1e-4, "tiled attention dqkv = reference, hs %d (rel %.1e)", C / NH,
+       max_rel(d1, d2, nq));
     free(qkv); free(o1); free(o2); free(l1); free(l2); free(r); free(d1); free(d2); free(scr);
 }
 static void test_attention(void)
@@ -192,7 +195,7 @@ static void test_attention(void)
     at_t c = {.B = 2, .T = 5, .C = 8, .NH = 2, .ref = ref == 1, .drop = ref == 2 ? 0.3f : 0.0f};
     size_t nq = (size_t)c.B * c.T * 3 * c.C, no = (size_t)c.B * c.T * c.C;
     c.qkv = vec(nq); c.out = vec(no); c.lse = vec((size_t)c.B * c.NH * c.T);
-    c.rows = vec(2 * (size_t)TRAIN_ATT_TQ * c.T); c.r = vec(no);
+    c.rows = vec(train_k_attention_scratch(c.T, c.C / c.NH)); c.r = vec(no);
     fill(c.qkv, nq, 1.5f, 0); fill(c.r, no, 1, 0);
     float *dqkv = vec(nq);
     at_f(&c);
@@ -656,7 +659,9 @@ int main(void)
     test_matmul();
     test_gelu();
     test_attention();
-    test_attention_tiled();
+    test_attention_tiled(12, 3);
+    test_attention_tiled(96, 3);
+    test_attention_tiled(128, 2);
     test_crossentropy();
     test_model(0.0f);
     test_model(0.25f);

@@ -60,10 +60,9 @@ void train_k_gemm(int ta, int tb, int M, int N, int K, float alpha, const float 
                   const float *B, int ldb, float beta, float *C, int ldc);
 /* Causal self-attention. qkv (B,T,3C): q|k|v per token, heads side by side;
  * out (B,T,C); lse (B,NH,T) log-sum-exp per softmax row. Threads over
- * heads, products on sgemm per block of TRAIN_ATT_TQ query rows; scratch:
- * nthreads * 2 * TRAIN_ATT_TQ * T floats. drop > 0: dropout on the
- * probabilities with mask key. */
-#define TRAIN_ATT_TQ 128
+ * heads, each with train_k_attention_scratch(T, C/NH) floats of scratch
+ * (slot thread_id). drop > 0: dropout on the probabilities with mask key. */
+size_t train_k_attention_scratch(int T, int hs);
 void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
                                int NH, float *scratch, int nthreads, float drop, uint64_t key);
 /* dqkv (B,T,3C), overwritten, from dout (B,T,C) and the forward's out, lse. */

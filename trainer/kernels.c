@@ -514,130 +514,274 @@ void train_k_attention_backward_ref(float *dqkv, const float *dout, const float 
     }
 }
 
-/* The same attention with the products on sgemm: threads take heads, and
- * each goes over its head in blocks of up to TRAIN_ATT_TQ query rows: S =
- * Q K^T over the keys the block can see, a causal softmax per row, O = P V.
- * The block's scores are the only T-sized buffer (per thread 2 x
- * TRAIN_ATT_TQ x T floats of scratch, the second half for backward). */
+/* The same attention fused, for training: threads take heads. Per head, K
+ * (and in the backward pass V) is transposed once into scratch and the
+ * other operands copied into rows padded to whole register blocks; every
+ * product then runs as register-blocked loops the compiler vectorises
+ * (ATT_MR rows x ATT_NC columns of accumulators, fmaf so that each step
+ * is one fused multiply-add). Only the causal part is computed, rounded up
+ * to whole blocks, and nothing T x T is kept: the forward pass holds
+ * ATT_MR rows of scores at a time, the backward pass ATT_RB rows of
+ * probabilities and their gradients. On sgemm the same products ran at a
+ * third of the machine's rate or less: each call packs its operands, the
+ * heads are small (64 x 64 blocks at width 32), and a causal block is half
+ * masked. */
+#if defined(__AVX512F__)
+#define ATT_NC 32 /* columns per register block: two vectors */
+#define ATT_MR 8  /* rows per register block */
+#else
+#define ATT_NC 16
+#define ATT_MR 4
+#endif
+#define ATT_RB 64 /* query rows per block of the backward pass */
+
+static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+size_t train_k_attention_scratch(int T, int hs)
+{
+    size_t Tp = (size_t)round_up(T, ATT_NC), hp = (size_t)round_up(hs, ATT_NC);
+    return 2 * (size_t)hs * Tp + 5 * Tp * hp + 2 * (size_t)ATT_RB * Tp;
+}
+
+/* Xt (hs, Tp) = scale X^T for the T rows of X (ld apart), zero past T. */
+static void att_transpose(float *Xt, int Tp, const float *X, size_t ld, int T, int hs, float scale)
+{
+    /* 16 rows at a time: each output row gets a whole vector per step,
+     * and the 16 input rows stay in L1 while d sweeps them */
+    int j0 = 0;
+    for (; j0 + 16 <= T; j0 += 16)
+        for (int d = 0; d < hs; d++) {
+            float *o = Xt + (size_t)d * Tp + j0;
+            for (int jj = 0; jj < 16; jj++)
+                o[jj] = X[(j0 + jj) * ld + d] * scale;
+        }
+    for (int d = 0; d < hs; d++)
+        for (int j = j0; j < Tp; j++)
+            Xt[(size_t)d * Tp + j] = j < T ? X[j * ld + d] * scale : 0.0f;
+}
+
+/* Xp (n, hp): the n rows of X (ld apart, hs wide), zero-padded to hp. */
+static void att_pad(float *Xp, int hp, const float *X, size_t ld, int n, int hs)
+{
+    for (int j = 0; j < n; j++) {
+        float *o = Xp + (size_t)j * hp;
+        const float *x = X + j * ld;
+        for (int d = 0; d < hs; d++) /* a loop, not memcpy: a library call per short row costs more */
+            o[d] = x[d];
+        for (int d = hs; d < hp; d++)
+            o[d] = 0.0f;
+    }
+}
+
+/* S[r][0..nc) = sum_d A[r][d] Bt[d][j] for the mr <= ATT_MR rows of A (lda
+ * apart); nc a multiple of ATT_NC, Bt (hs, ldb) with ldb >= nc. */
+static void att_rows_by_cols(float *S, int lds, const float *A, size_t lda, const float *Bt, int ldb, int hs,
+                             int nc, int mr)
+{
+    const float *a[ATT_MR];
+    for (int r = 0; r < ATT_MR; r++) /* missing rows repeat the last: computed, not stored */
+        a[r] = A + (size_t)(r < mr ? r : mr - 1) * lda;
+    for (int j0 = 0; j0 < nc; j0 += ATT_NC) {
+        float acc[ATT_MR][ATT_NC] = {{0}};
+        for (int d = 0; d < hs; d++) {
+            const float *b = Bt + (size_t)d * ldb + j0;
+            for (int r = 0; r < ATT_MR; r++) {
+                float x = a[r][d];
+                for (int k = 0; k < ATT_NC; k++)
+                    acc[r][k] = fmaf(x, b[k], acc[r][k]);
+            }
+        }
+        for (int r = 0; r < mr; r++)
+            memcpy(S + (size_t)r * lds + j0, acc[r], sizeof acc[r]);
+    }
+}
+
+/* O[r][0..hs) = scale[r] sum_{j<n} P[r][j] X[j][.] for the mr <= ATT_MR
+ * rows of P (ldp apart): X (n, hp) padded rows, O rows ldo apart; scale
+ * NULL: 1. */
+static void att_rows_by_rows(float *O, size_t ldo, int hs, const float *P, int ldp, const float *X, int hp, int n,
+                             int mr, const float *scale)
+{
+    const float *p[ATT_MR];
+    for (int r = 0; r < ATT_MR; r++)
+        p[r] = P + (size_t)(r < mr ? r : mr - 1) * ldp;
+    for (int c0 = 0; c0 < hp; c0 += ATT_NC) {
+        float acc[ATT_MR][ATT_NC] = {{0}};
+        for (int j = 0; j < n; j++) {
+            const float *x = X + (size_t)j * hp + c0;
+            for (int r = 0; r < ATT_MR; r++) {
+                float w = p[r][j];
+                for (int k = 0; k < ATT_NC; k++)
+                    acc[r][k] = fmaf(w, x[k], acc[r][k]);
+            }
+        }
+        int w = hs - c0 < ATT_NC ? hs - c0 : ATT_NC;
+        for (int r = 0; r < mr; r++) {
+            float *o = O + r * ldo + c0, f = scale ? scale[r] : 1.0f;
+            if (w == ATT_NC)
+                for (int k = 0; k < ATT_NC; k++)
+                    o[k] = acc[r][k] * f;
+            else
+                for (int k = 0; k < w; k++)
+                    o[k] = acc[r][k] * f;
+        }
+    }
+}
+
+/* Y[j][.] += sum_r W[r][j] X[r][.] for the keys j < n, over the rb rows of
+ * W (ldw apart, zero where r0 + r < j) and X ((rb, hp) padded rows); Y
+ * (>= round_up(n, ATT_MR), hp). The rows before key j are skipped. */
+static void att_cols_by_rows(float *Y, const float *W, int ldw, const float *X, int hp, int n, int rb, int r0)
+{
+    for (int j0 = 0; j0 < n; j0 += ATT_MR) {
+        int rlo = j0 > r0 ? j0 - r0 : 0;
+        for (int c0 = 0; c0 < hp; c0 += ATT_NC) {
+            float acc[ATT_MR][ATT_NC] = {{0}};
+            for (int r = rlo; r < rb; r++) {
+                const float *x = X + (size_t)r * hp + c0, *w = W + (size_t)r * ldw + j0;
+                for (int jj = 0; jj < ATT_MR; jj++) {
+                    float wv = w[jj];
+                    for (int k = 0; k < ATT_NC; k++)
+                        acc[jj][k] = fmaf(wv, x[k], acc[jj][k]);
+                }
+            }
+            for (int jj = 0; jj < ATT_MR; jj++) {
+                float *y = Y + (size_t)(j0 + jj) * hp + c0;
+                for (int k = 0; k < ATT_NC; k++)
+                    y[k] += acc[jj][k];
+            }
+        }
+    }
+}
+
 void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C,
                                int NH, float *scratch, int nthreads, float drop, uint64_t key)
 {
     uint32_t th = drop_threshold(drop);
     float dscale = 1.0f / (1.0f - drop);
-    int hs = C / NH;
+    int hs = C / NH, Tp = round_up(T, ATT_NC), hp = round_up(hs, ATT_NC);
     float scale = 1.0f / sqrtf((float)hs);
-    int C3 = 3 * C;
+    size_t C3 = 3 * (size_t)C, per = train_k_attention_scratch(T, hs);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
-        float *S = scratch + (size_t)thread_id() * 2 * TRAIN_ATT_TQ * T;
+        float *Kt = scratch + (size_t)thread_id() * per, *Vp = Kt + (size_t)hs * Tp, *S = Vp + (size_t)Tp * hp;
         const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-        const float *K = base + C, *V = base + 2 * C;
         float *lrow = lse + (size_t)bh * T;
-        for (int t0 = 0; t0 < T; t0 += TRAIN_ATT_TQ) {
-            int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, scale,
-                        base + (size_t)t0 * C3, C3, K, C3, 0.0f, S, t1);
-            for (int r = 0; r < tq; r++) {
-                float *row = S + (size_t)r * t1;
-                int n = t0 + r + 1;
+        att_transpose(Kt, Tp, base + C, C3, T, hs, scale);
+        att_pad(Vp, hp, base + 2 * C, C3, T, hs);
+        for (int r0 = 0; r0 < T; r0 += ATT_MR) {
+            int mr = T - r0 < ATT_MR ? T - r0 : ATT_MR, n = r0 + mr;
+            float inv[ATT_MR];
+            att_rows_by_cols(S, Tp, base + r0 * C3, C3, Kt, Tp, hs, round_up(n, ATT_NC), mr);
+            for (int r = 0; r < mr; r++) {
+                float *row = S + (size_t)r * Tp;
+                int i = r0 + r, m = i + 1;
                 float mx = -INFINITY, sum = 0.0f;
 #pragma omp simd reduction(max : mx)
-                for (int j = 0; j < n; j++)
+                for (int j = 0; j < m; j++)
                     mx = row[j] > mx ? row[j] : mx;
 #pragma omp simd reduction(+ : sum)
-                for (int j = 0; j < n; j++) {
+                for (int j = 0; j < m; j++) {
                     row[j] = exp_fast(row[j] - mx);
                     sum += row[j];
                 }
-                float inv = 1.0f / sum;
-                for (int j = 0; j < n; j++)
-                    row[j] *= inv;
+                /* the rows stay unnormalised: the product's rows are scaled */
+                inv[r] = 1.0f / sum;
                 if (drop > 0.0f) {
-                    uint64_t base_i = ((uint64_t)bh * T + t0 + r) * T;
-                    for (int j = 0; j < n; j++)
-                        row[j] = drop_keep(key, base_i + j, th) ? row[j] * dscale : 0.0f;
+                    uint64_t base_i = ((uint64_t)bh * T + i) * T;
+                    inv[r] *= dscale;
+                    for (int j = 0; j < m; j++)
+                        row[j] = drop_keep(key, base_i + j, th) ? row[j] : 0.0f;
                 }
-                for (int j = n; j < t1; j++)
+                for (int j = m; j < n; j++)
                     row[j] = 0.0f;
-                lrow[t0 + r] = mx + logf(sum);
+                lrow[i] = mx + logf(sum);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, S, t1, V, C3,
-                        0.0f, out + ((size_t)b * T + t0) * C + (size_t)h * hs, C);
+            att_rows_by_rows(out + ((size_t)b * T + r0) * C + (size_t)h * hs, C, hs, S, Tp, Vp, hp, n, mr, inv);
         }
     }
 }
 
-/* Backward of train_k_attention_forward, per head and query block:
- * P from the kept lse, dP = dO V^T, dV += P^T dO, dS = P (dP - D) with
- * D = rowsum(dO * O), dQ = dS K, dK += dS^T Q. dqkv is overwritten.
- * With dropout the probabilities are masked after the softmax (the mask
- * regenerated from key), and D = rowsum(dO * O) still holds. */
+/* Backward of train_k_attention_forward, per head and block of ATT_RB
+ * query rows: P from the kept lse, dP = dO V^T, dS = P (dP - D) with D =
+ * rowsum(dO * O), then dQ = dS K for the block's rows and dK += dS^T Q,
+ * dV += P^T dO into the head's accumulators, written out at the end. With
+ * dropout the probabilities are masked after the softmax (the mask
+ * regenerated from key), and D = rowsum(dO * O) still holds. dqkv is
+ * overwritten. */
 void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
                                 const float *lse, int B, int T, int C, int NH, float *scratch,
                                 int nthreads, float drop, uint64_t key)
 {
     uint32_t th = drop_threshold(drop);
     float dscale = 1.0f / (1.0f - drop);
-    int hs = C / NH;
+    int hs = C / NH, Tp = round_up(T, ATT_NC), hp = round_up(hs, ATT_NC);
     float scale = 1.0f / sqrtf((float)hs);
-    int C3 = 3 * C;
-    /* The query blocks run last to first: the last sees every key, so its
-     * products write dK and dV whole (beta 0) and the earlier blocks add
-     * to their prefixes; each block writes its own dQ rows once. Every
-     * element of dqkv is written, so it needs no clearing first. */
-    int nblk = (T + TRAIN_ATT_TQ - 1) / TRAIN_ATT_TQ;
+    size_t C3 = 3 * (size_t)C, per = train_k_attention_scratch(T, hs), Th = (size_t)Tp * hp;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
-        float *P = scratch + (size_t)thread_id() * 2 * TRAIN_ATT_TQ * T;
-        float *dP = P + (size_t)TRAIN_ATT_TQ * T;
+        float *Kt = scratch + (size_t)thread_id() * per, *Vt = Kt + (size_t)hs * Tp;
+        float *Kp = Vt + (size_t)hs * Tp, *Qp = Kp + Th, *dOp = Qp + Th, *dK = dOp + Th, *dV = dK + Th;
+        float *P = dV + Th, *dS = P + (size_t)ATT_RB * Tp;
         const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-        const float *K = base + C, *V = base + 2 * C;
+        const float *dObase = dout + (size_t)b * T * C + (size_t)h * hs;
+        const float *Obase = out + (size_t)b * T * C + (size_t)h * hs;
         float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
         const float *lrow = lse + (size_t)bh * T;
-        for (int blk = nblk - 1; blk >= 0; blk--) {
-            int t0 = blk * TRAIN_ATT_TQ;
-            int t1 = t0 + TRAIN_ATT_TQ < T ? t0 + TRAIN_ATT_TQ : T, tq = t1 - t0;
-            float kv_beta = blk == nblk - 1 ? 0.0f : 1.0f;
-            const float *Q = base + (size_t)t0 * C3;
-            const float *dO = dout + ((size_t)b * T + t0) * C + (size_t)h * hs;
-            const float *O = out + ((size_t)b * T + t0) * C + (size_t)h * hs;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, scale, Q, C3, K, C3,
-                        0.0f, P, t1);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, t1, hs, 1.0f, dO, C, V, C3,
-                        0.0f, dP, t1);
-            for (int r = 0; r < tq; r++) {
-                float *prow = P + (size_t)r * t1, *drow = dP + (size_t)r * t1;
-                int n = t0 + r + 1;
-                float l = lrow[t0 + r];
-                float D = dot(dO + (size_t)r * C, O + (size_t)r * C, hs);
+        att_transpose(Kt, Tp, base + C, C3, T, hs, scale);
+        att_transpose(Vt, Tp, base + 2 * C, C3, T, hs, 1.0f);
+        att_pad(Kp, hp, base + C, C3, T, hs);
+        att_pad(Qp, hp, base, C3, T, hs);
+        att_pad(dOp, hp, dObase, C, T, hs);
+        memset(dK, 0, 2 * Th * sizeof(float)); /* dK and dV */
+        for (int r0 = 0; r0 < T; r0 += ATT_RB) {
+            int rb = T - r0 < ATT_RB ? T - r0 : ATT_RB, n = r0 + rb, nc = round_up(n, ATT_NC);
+            for (int s0 = 0; s0 < rb; s0 += ATT_MR) {
+                int mr = rb - s0 < ATT_MR ? rb - s0 : ATT_MR, ns = round_up(r0 + s0 + mr, ATT_NC);
+                att_rows_by_cols(P + (size_t)s0 * Tp, Tp, base + (r0 + s0) * C3, C3, Kt, Tp, hs, ns, mr);
+                att_rows_by_cols(dS + (size_t)s0 * Tp, Tp, dObase + (size_t)(r0 + s0) * C, C, Vt, Tp, hs, ns, mr);
+            }
+            for (int r = 0; r < rb; r++) {
+                float *prow = P + (size_t)r * Tp, *drow = dS + (size_t)r * Tp;
+                int i = r0 + r, m = i + 1;
+                float l = lrow[i];
+                float D = dot(dObase + (size_t)i * C, Obase + (size_t)i * C, hs);
                 if (drop > 0.0f) {
                     /* prow becomes the dropped P' (for dV); dP = mask dP' / (1-p). */
-                    uint64_t base_i = ((uint64_t)bh * T + t0 + r) * T;
-                    for (int j = 0; j < n; j++) {
+                    uint64_t base_i = ((uint64_t)bh * T + i) * T;
+                    for (int j = 0; j < m; j++) {
                         float pj = exp_fast(prow[j] - l), mj = drop_keep(key, base_i + j, th) ? dscale : 0.0f;
                         prow[j] = pj * mj;
                         drow[j] = pj * (drow[j] * mj - D) * scale;
                     }
                 } else {
 #pragma omp simd
-                    for (int j = 0; j < n; j++) {
+                    for (int j = 0; j < m; j++) {
                         float pj = exp_fast(prow[j] - l);
                         prow[j] = pj;
                         drow[j] = pj * (drow[j] - D) * scale;
                     }
                 }
-                for (int j = n; j < t1; j++)
+                for (int j = m; j < nc; j++)
                     prow[j] = drow[j] = 0.0f;
             }
-            /* dV += P^T dO; dQ = dS K; dK += dS^T Q. */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, P, t1, dO, C, kv_beta,
-                        dbase + 2 * C, C3);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hs, t1, 1.0f, dP, t1, K, C3, 0.0f,
-                        dbase + (size_t)t0 * C3, C3);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, tq, 1.0f, dP, t1, Q, C3, kv_beta,
-                        dbase + C, C3);
+            for (int s0 = 0; s0 < rb; s0 += ATT_MR) {
+                int mr = rb - s0 < ATT_MR ? rb - s0 : ATT_MR;
+                att_rows_by_rows(dbase + (r0 + s0) * C3, C3, hs, dS + (size_t)s0 * Tp, Tp, Kp, hp, r0 + s0 + mr,
+                                 mr, NULL);
+            }
+            att_cols_by_rows(dK, dS, Tp, Qp + (size_t)r0 * hp, hp, n, rb, r0);
+            att_cols_by_rows(dV, P, Tp, dOp + (size_t)r0 * hp, hp, n, rb, r0);
+        }
+        for (int j = 0; j < T; j++) {
+            float *dk = dbase + j * C3 + C, *dv = dk + C;
+            const float *ak = dK + (size_t)j * hp, *av = dV + (size_t)j * hp;
+            for (int d = 0; d < hs; d++) {
+                dk[d] = ak[d];
+                dv[d] = av[d];
+            }
         }
     }
 }

@@ -160,12 +160,13 @@ static size_t point_acts(train_acts_t *a, float *mem, const train_config_t *c, s
 }
 
 /* Scratch: dresidual (BT,C), dC (BT,C), dqkv (BT,3C), d4C (BT,4C) for the
- * backward pass; per thread attention's block buffers (2 x TRAIN_ATT_TQ x
- * T) and 2C floats of LayerNorm partial sums. */
+ * backward pass; per thread attention's buffers and 2C floats of LayerNorm
+ * partial sums. */
 static size_t scratch_floats(const train_config_t *c, size_t B, size_t T, int nthreads)
 {
     size_t BT = B * T, C = c->n_embd;
-    return BT * C * 9 + (size_t)nthreads * (2 * (size_t)TRAIN_ATT_TQ * T + 2 * C + 16);
+    size_t att = train_k_attention_scratch((int)T, c->n_embd / c->n_head);
+    return BT * C * 9 + (size_t)nthreads * (att + 2 * C + 16);
 }
 
 void train_model_free(train_model_t *m)
@@ -377,14 +378,15 @@ static slice_t slice_of(const train_model_t *m, int b0, int nb, int slot)
 {
     slice_t s = {.b0 = b0, .nb = nb};
     float *att = att_scratch(m);
-    float *part = att + (size_t)m->nthreads * 2 * TRAIN_ATT_TQ * m->T;
+    size_t per = train_k_attention_scratch(m->T, m->cfg.n_embd / m->cfg.n_head);
+    float *part = att + (size_t)m->nthreads * per;
     if (slot < 0) {
         s.kt = run_threads(m);
         s.att = att;
         s.part = part;
     } else {
         s.kt = 1;
-        s.att = att + (size_t)slot * 2 * TRAIN_ATT_TQ * m->T;
+        s.att = att + (size_t)slot * per;
         s.part = part + (size_t)slot * 2 * m->cfg.n_embd;
     }
     /* a forward-only slice may have no gradient block */
