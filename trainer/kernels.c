@@ -540,7 +540,7 @@ static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 size_t train_k_attention_scratch(int T, int hs)
 {
     size_t Tp = (size_t)round_up(T, ATT_NC), hp = (size_t)round_up(hs, ATT_NC);
-    return 2 * (size_t)hs * Tp + 5 * Tp * hp + 2 * (size_t)ATT_RB * Tp;
+    return 2 * (size_t)hs * Tp + 3 * Tp * hp + 2 * (size_t)ATT_RB * Tp;
 }
 
 /* Xt (hs, Tp) = scale X^T for the T rows of X (ld apart), zero past T. */
@@ -560,9 +560,15 @@ static void att_transpose(float *Xt, int Tp, const float *X, size_t ld, int T, i
             Xt[(size_t)d * Tp + j] = j < T ? X[j * ld + d] * scale : 0.0f;
 }
 
-/* Xp (n, hp): the n rows of X (ld apart, hs wide), zero-padded to hp. */
-static void att_pad(float *Xp, int hp, const float *X, size_t ld, int n, int hs)
+/* The n rows of X (ld apart, hs wide) as rows whole register blocks
+ * wide: X itself when hs is a multiple of ATT_NC, else a copy in Xp (n,
+ * hp) zero-padded to hp; *ldx gets the distance between the rows. */
+static const float *att_rows(float *Xp, int hp, const float *X, size_t ld, int n, int hs, size_t *ldx)
 {
+    if (hs == hp) {
+        *ldx = ld;
+        return X;
+    }
     for (int j = 0; j < n; j++) {
         float *o = Xp + (size_t)j * hp;
         const float *x = X + j * ld;
@@ -570,6 +576,24 @@ static void att_pad(float *Xp, int hp, const float *X, size_t ld, int n, int hs)
             o[d] = x[d];
         for (int d = hs; d < hp; d++)
             o[d] = 0.0f;
+    }
+    *ldx = (size_t)hp;
+    return Xp;
+}
+
+/* Stores (add 0) or adds (add 1) the first w <= ATT_NC values of a into y. */
+static inline void att_put(float *y, const float *a, int w, int add)
+{
+    if (w == ATT_NC) {
+        if (add)
+            for (int k = 0; k < ATT_NC; k++)
+                y[k] += a[k];
+        else
+            for (int k = 0; k < ATT_NC; k++)
+                y[k] = a[k];
+    } else {
+        for (int k = 0; k < w; k++)
+            y[k] = add ? y[k] + a[k] : a[k];
     }
 }
 
@@ -597,10 +621,10 @@ static void att_rows_by_cols(float *S, int lds, const float *A, size_t lda, cons
 }
 
 /* O[r][0..hs) = scale[r] sum_{j<n} P[r][j] X[j][.] for the mr <= ATT_MR
- * rows of P (ldp apart): X (n, hp) padded rows, O rows ldo apart; scale
- * NULL: 1. */
-static void att_rows_by_rows(float *O, size_t ldo, int hs, const float *P, int ldp, const float *X, int hp, int n,
-                             int mr, const float *scale)
+ * rows of P (ldp apart): X rows ldx apart, whole blocks wide (hp); O rows
+ * ldo apart; scale NULL: 1. */
+static void att_rows_by_rows(float *O, size_t ldo, int hs, const float *P, int ldp, const float *X, size_t ldx,
+                             int hp, int n, int mr, const float *scale)
 {
     const float *p[ATT_MR];
     for (int r = 0; r < ATT_MR; r++)
@@ -608,48 +632,44 @@ static void att_rows_by_rows(float *O, size_t ldo, int hs, const float *P, int l
     for (int c0 = 0; c0 < hp; c0 += ATT_NC) {
         float acc[ATT_MR][ATT_NC] = {{0}};
         for (int j = 0; j < n; j++) {
-            const float *x = X + (size_t)j * hp + c0;
+            const float *x = X + j * ldx + c0;
             for (int r = 0; r < ATT_MR; r++) {
                 float w = p[r][j];
                 for (int k = 0; k < ATT_NC; k++)
                     acc[r][k] = fmaf(w, x[k], acc[r][k]);
             }
         }
-        int w = hs - c0 < ATT_NC ? hs - c0 : ATT_NC;
         for (int r = 0; r < mr; r++) {
-            float *o = O + r * ldo + c0, f = scale ? scale[r] : 1.0f;
-            if (w == ATT_NC)
+            if (scale)
                 for (int k = 0; k < ATT_NC; k++)
-                    o[k] = acc[r][k] * f;
-            else
-                for (int k = 0; k < w; k++)
-                    o[k] = acc[r][k] * f;
+                    acc[r][k] *= scale[r];
+            att_put(O + r * ldo + c0, acc[r], hs - c0 < ATT_NC ? hs - c0 : ATT_NC, 0);
         }
     }
 }
 
-/* Y[j][.] += sum_r W[r][j] X[r][.] for the keys j < n, over the rb rows of
- * W (ldw apart, zero where r0 + r < j) and X ((rb, hp) padded rows); Y
- * (>= round_up(n, ATT_MR), hp). The rows before key j are skipped. */
-static void att_cols_by_rows(float *Y, const float *W, int ldw, const float *X, int hp, int n, int rb, int r0)
+/* Y[j][0..hs) (+)= sum_r W[r][j] X[r][.] for the keys j < n, over the rb
+ * query rows r0.. of W (ldw apart, zero where r0 + r < j) and X (rows ldx
+ * apart, hp wide); Y rows ldy apart. Keys from r0 on are new to this block
+ * of rows and stored, the earlier ones added to; the rows before key j are
+ * skipped. r0 must be a multiple of ATT_MR. */
+static void att_cols_by_rows(float *Y, size_t ldy, int hs, const float *W, int ldw, const float *X, size_t ldx,
+                             int hp, int n, int rb, int r0)
 {
     for (int j0 = 0; j0 < n; j0 += ATT_MR) {
-        int rlo = j0 > r0 ? j0 - r0 : 0;
+        int rlo = j0 > r0 ? j0 - r0 : 0, nj = n - j0 < ATT_MR ? n - j0 : ATT_MR;
         for (int c0 = 0; c0 < hp; c0 += ATT_NC) {
             float acc[ATT_MR][ATT_NC] = {{0}};
             for (int r = rlo; r < rb; r++) {
-                const float *x = X + (size_t)r * hp + c0, *w = W + (size_t)r * ldw + j0;
+                const float *x = X + r * ldx + c0, *w = W + (size_t)r * ldw + j0;
                 for (int jj = 0; jj < ATT_MR; jj++) {
                     float wv = w[jj];
                     for (int k = 0; k < ATT_NC; k++)
                         acc[jj][k] = fmaf(wv, x[k], acc[jj][k]);
                 }
             }
-            for (int jj = 0; jj < ATT_MR; jj++) {
-                float *y = Y + (size_t)(j0 + jj) * hp + c0;
-                for (int k = 0; k < ATT_NC; k++)
-                    y[k] += acc[jj][k];
-            }
+            for (int jj = 0; jj < nj; jj++)
+                att_put(Y + (j0 + jj) * ldy + c0, acc[jj], hs - c0 < ATT_NC ? hs - c0 : ATT_NC, j0 < r0);
         }
     }
 }
@@ -668,8 +688,9 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
         float *Kt = scratch + (size_t)thread_id() * per, *Vp = Kt + (size_t)hs * Tp, *S = Vp + (size_t)Tp * hp;
         const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
         float *lrow = lse + (size_t)bh * T;
+        size_t ldv;
         att_transpose(Kt, Tp, base + C, C3, T, hs, scale);
-        att_pad(Vp, hp, base + 2 * C, C3, T, hs);
+        const float *V = att_rows(Vp, hp, base + 2 * C, C3, T, hs, &ldv);
         for (int r0 = 0; r0 < T; r0 += ATT_MR) {
             int mr = T - r0 < ATT_MR ? T - r0 : ATT_MR, n = r0 + mr;
             float inv[ATT_MR];
@@ -698,7 +719,7 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
                     row[j] = 0.0f;
                 lrow[i] = mx + logf(sum);
             }
-            att_rows_by_rows(out + ((size_t)b * T + r0) * C + (size_t)h * hs, C, hs, S, Tp, Vp, hp, n, mr, inv);
+            att_rows_by_rows(out + ((size_t)b * T + r0) * C + (size_t)h * hs, C, hs, S, Tp, V, ldv, hp, n, mr, inv);
         }
     }
 }
@@ -706,7 +727,8 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
 /* Backward of train_k_attention_forward, per head and block of ATT_RB
  * query rows: P from the kept lse, dP = dO V^T, dS = P (dP - D) with D =
  * rowsum(dO * O), then dQ = dS K for the block's rows and dK += dS^T Q,
- * dV += P^T dO into the head's accumulators, written out at the end. With
+ * dV += P^T dO for the keys it sees (stored by the first block that sees
+ * them, so dqkv needs no clearing). With
  * dropout the probabilities are masked after the softmax (the mask
  * regenerated from key), and D = rowsum(dO * O) still holds. dqkv is
  * overwritten. */
@@ -723,19 +745,18 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
         float *Kt = scratch + (size_t)thread_id() * per, *Vt = Kt + (size_t)hs * Tp;
-        float *Kp = Vt + (size_t)hs * Tp, *Qp = Kp + Th, *dOp = Qp + Th, *dK = dOp + Th, *dV = dK + Th;
-        float *P = dV + Th, *dS = P + (size_t)ATT_RB * Tp;
+        float *Kp = Vt + (size_t)hs * Tp, *Qp = Kp + Th, *dOp = Qp + Th, *P = dOp + Th, *dS = P + (size_t)ATT_RB * Tp;
         const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
         const float *dObase = dout + (size_t)b * T * C + (size_t)h * hs;
         const float *Obase = out + (size_t)b * T * C + (size_t)h * hs;
         float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
         const float *lrow = lse + (size_t)bh * T;
+        size_t ldk, ldq, ldo;
         att_transpose(Kt, Tp, base + C, C3, T, hs, scale);
         att_transpose(Vt, Tp, base + 2 * C, C3, T, hs, 1.0f);
-        att_pad(Kp, hp, base + C, C3, T, hs);
-        att_pad(Qp, hp, base, C3, T, hs);
-        att_pad(dOp, hp, dObase, C, T, hs);
-        memset(dK, 0, 2 * Th * sizeof(float)); /* dK and dV */
+        const float *K = att_rows(Kp, hp, base + C, C3, T, hs, &ldk);
+        const float *Q = att_rows(Qp, hp, base, C3, T, hs, &ldq);
+        const float *dO = att_rows(dOp, hp, dObase, C, T, hs, &ldo);
         for (int r0 = 0; r0 < T; r0 += ATT_RB) {
             int rb = T - r0 < ATT_RB ? T - r0 : ATT_RB, n = r0 + rb, nc = round_up(n, ATT_NC);
             for (int s0 = 0; s0 < rb; s0 += ATT_MR) {
@@ -769,19 +790,11 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
             }
             for (int s0 = 0; s0 < rb; s0 += ATT_MR) {
                 int mr = rb - s0 < ATT_MR ? rb - s0 : ATT_MR;
-                att_rows_by_rows(dbase + (r0 + s0) * C3, C3, hs, dS + (size_t)s0 * Tp, Tp, Kp, hp, r0 + s0 + mr,
-                                 mr, NULL);
+                att_rows_by_rows(dbase + (r0 + s0) * C3, C3, hs, dS + (size_t)s0 * Tp, Tp, K, ldk, hp,
+                                 r0 + s0 + mr, mr, NULL);
             }
-            att_cols_by_rows(dK, dS, Tp, Qp + (size_t)r0 * hp, hp, n, rb, r0);
-            att_cols_by_rows(dV, P, Tp, dOp + (size_t)r0 * hp, hp, n, rb, r0);
-        }
-        for (int j = 0; j < T; j++) {
-            float *dk = dbase + j * C3 + C, *dv = dk + C;
-            const float *ak = dK + (size_t)j * hp, *av = dV + (size_t)j * hp;
-            for (int d = 0; d < hs; d++) {
-                dk[d] = ak[d];
-                dv[d] = av[d];
-            }
+            att_cols_by_rows(dbase + C, C3, hs, dS, Tp, Q + r0 * ldq, ldq, hp, n, rb, r0);
+            att_cols_by_rows(dbase + 2 * C, C3, hs, P, Tp, dO + r0 * ldo, ldo, hp, n, rb, r0);
         }
     }
 }
