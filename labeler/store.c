@@ -242,20 +242,29 @@ unsigned label_store_map_growths(const label_store_t *s) { return s->growths; }
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static int meta_next(label_store_t *s, MDB_txn *txn, const char *name, uint64_t *out)
+/* The meta counter name (absent: first) gets add added; *old (may be NULL)
+ * gets its value before. */
+static int meta_add(label_store_t *s, MDB_txn *txn, const char *name, uint64_t first, uint64_t add, uint64_t *old)
 {
     MDB_val k = {strlen(name), (void *)name}, v;
-    uint64_t cur = 1;
+    uint64_t cur = first;
     int rc = mdb_get(txn, s->meta, &k, &v);
     if (rc == 0 && v.mv_size == 8)
         memcpy(&cur, v.mv_data, 8);
     else if (rc && rc != MDB_NOTFOUND)
         return rc;
-    *out = cur;
-    cur++;
+    if (old)
+        *old = cur;
+    cur += add;
     v.mv_size = 8;
     v.mv_data = &cur;
     return mdb_put(txn, s->meta, &k, &v, 0);
+}
+
+/* The next id of the sequence name (ids start at 1). */
+static int meta_next(label_store_t *s, MDB_txn *txn, const char *name, uint64_t *out)
+{
+    return meta_add(s, txn, name, 1, 1, out);
 }
 
 static int put_msg(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, const ProtobufCMessage *m)
@@ -837,21 +846,6 @@ static int put_age(label_store_t *s, MDB_txn *txn, const MDB_val *ik, int64_t no
     return mdb_put(txn, s->idem_age, &k, &v, 0);
 }
 
-static int add_meta_u64(label_store_t *s, MDB_txn *txn, const char *name, uint64_t add)
-{
-    MDB_val k = {strlen(name), (void *)name}, v;
-    uint64_t cur = 0;
-    int rc = mdb_get(txn, s->meta, &k, &v);
-    if (rc == 0 && v.mv_size == 8)
-        memcpy(&cur, v.mv_data, 8);
-    else if (rc && rc != MDB_NOTFOUND)
-        return rc;
-    cur += add;
-    v.mv_size = 8;
-    v.mv_data = &cur;
-    return mdb_put(txn, s->meta, &k, &v, 0);
-}
-
 /* Deletes, oldest first, up to opts.prune_batch replies stored more than
  * the retention before now, with their idem_age entries; *n gets how many.
  * Returns an MDB code. */
@@ -886,7 +880,7 @@ static int prune_replies(label_store_t *s, MDB_txn *txn, int64_t now, size_t *n)
     mdb_cursor_close(cur);
     if (rc && rc != MDB_NOTFOUND)
         return rc;
-    return *n ? add_meta_u64(s, txn, "replies_pruned", *n) : 0;
+    return *n ? meta_add(s, txn, "replies_pruned", 0, *n, NULL) : 0;
 }
 
 typedef struct {
