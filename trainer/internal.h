@@ -10,6 +10,21 @@
 
 #include "trainer/trainer.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* The calling thread's number in its OpenMP team (0 outside one): the
+ * index of its scratch slot. */
+static inline int train_thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 /* out[bt] = wte[tok[bt]] + wpe[bt % T]. */
 void train_k_encoder_forward(float *out, const int32_t *tok, const float *wte, const float *wpe,
                              int B, int T, int C);

@@ -27,15 +27,6 @@
 #include <omp.h>
 #endif
 
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 #define LN_EPS 1e-5f
 
 /* Loops over fewer elements than this run on one thread: waking the team
@@ -143,7 +134,7 @@ void train_k_layernorm_backward(float *dinp, float *dw, float *db, const float *
     memset(part, 0, (size_t)nthreads * 2 * C * sizeof(float));
 #pragma omp parallel num_threads(nthreads) if ((size_t)N * C > PAR_MIN)
     {
-        float *pdw = part + (size_t)thread_id() * 2 * C, *pdb = pdw + C;
+        float *pdw = part + (size_t)train_thread_id() * 2 * C, *pdb = pdw + C;
 #pragma omp for
         for (int i = 0; i < N; i++) {
             const float *x = inp + (size_t)i * C, *d = dout + (size_t)i * C;
@@ -448,7 +439,7 @@ void train_k_attention_forward_ref(float *out, float *lse, const float *qkv, int
     for (int bh = 0; bh < B * NH; bh++) {
         for (int t = 0; t < T; t++) {
             int b = bh / NH, h = bh % NH;
-            float *s = rows + (size_t)thread_id() * T;
+            float *s = rows + (size_t)train_thread_id() * T;
             const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
             const float *q = base + (size_t)t * C3;
             float mx = -INFINITY;
@@ -685,7 +676,7 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
-        float *Kt = scratch + (size_t)thread_id() * per, *Vp = Kt + (size_t)hs * Tp, *S = Vp + (size_t)Tp * hp;
+        float *Kt = scratch + (size_t)train_thread_id() * per, *Vp = Kt + (size_t)hs * Tp, *S = Vp + (size_t)Tp * hp;
         const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
         float *lrow = lse + (size_t)bh * T;
         size_t ldv;
@@ -744,7 +735,7 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
-        float *Kt = scratch + (size_t)thread_id() * per, *Vt = Kt + (size_t)hs * Tp;
+        float *Kt = scratch + (size_t)train_thread_id() * per, *Vt = Kt + (size_t)hs * Tp;
         float *Kp = Vt + (size_t)hs * Tp, *Qp = Kp + Th, *dOp = Qp + Th, *P = dOp + Th, *dS = P + (size_t)ATT_RB * Tp;
         const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
         const float *dObase = dout + (size_t)b * T * C + (size_t)h * hs;

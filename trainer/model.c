@@ -45,15 +45,6 @@ static int max_threads(void)
 #endif
 }
 
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 /* Threads for a kernel with per-thread scratch: the count in force, within
  * the slots init sized. */
 static int run_threads(const train_model_t *m)
@@ -526,7 +517,7 @@ static int forward(train_model_t *m, const int32_t *tokens, const int32_t *targe
         double part[nt];
 #pragma omp parallel num_threads(nt)
         {
-            int t = thread_id();
+            int t = train_thread_id();
             slice_t s = slice_of(m, t * (B / nt), B / nt, t);
             part[t] = forward_slice(m, &s, tokens, targets, weights, T, logits);
         }
@@ -666,7 +657,7 @@ static void backward(train_model_t *m, int ce, const float *w, float scale)
     size_t n = m->n_params;
 #pragma omp parallel num_threads(nt)
     {
-        int t = thread_id();
+        int t = train_thread_id();
         slice_t s = slice_of(m, t * (B / nt), B / nt, t);
         backward_slice(m, &s, ce, w, scale);
 #pragma omp barrier
