@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/peer.h"
 #include "common/common.h"
 #include "trainer/run.h"
 
@@ -74,16 +75,12 @@ static double c_tokens_per_s(const train_model_t *m, int B, int P, int NEW, int 
 static double torch_tokens_per_s(const char *model, int B, int P, int NEW, int threads, int repeats, int32_t *row0,
                                  double *cpu)
 {
-    const char *py = getenv("PYTHON"), *src = getenv("GL_SRC");
-    char cmd[2048];
+    char env[96], args[1536];
     /* torch's own thread count does not reach the OpenBLAS it calls: both
      * are set, so "1 thread" is one thread */
-    snprintf(cmd, sizeof cmd,
-             "OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d '%s' '%s/tests/ref/gpt2_generate.py' bench '%s' %d %d %d %d "
-             "%d 2>/dev/null",
-             threads, threads, py && *py ? py : "/usr/bin/python3", src && *src ? src : ".", model, B, P, NEW, threads,
-             repeats);
-    FILE *p = popen(cmd, "r");
+    snprintf(env, sizeof env, "OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d", threads, threads);
+    snprintf(args, sizeof args, "bench '%s' %d %d %d %d %d", model, B, P, NEW, threads, repeats);
+    FILE *p = peer_open(env, "gpt2_generate.py", args);
     double v = 0;
     *cpu = 0;
     if (!p)

@@ -2,21 +2,25 @@
  * reference on the same machine, and MFU against the OpenBLAS sgemm peak
  * measured in the same run.
  *
- * A step is zero_grad + forward + backward + AdamW on a (B,T) batch; the
- * best of STEPS timed steps (after one warm-up) counts. Both sides run at 1
- * and 2 threads and the best of each is compared (on a 2-core machine
- * PyTorch is often fastest single-threaded). Model FLOPs per token, the
- * usual count: 6 * (12 L C^2 + V C) for the matrix products of forward and
- * backward plus 6 L T C for causal attention (half of the T x T products).
+ * A step is zero_grad + forward + backward + clipping + AdamW on a (B,T)
+ * batch. Both sides run at 1 and 2 threads, taking turns step by step (C
+ * at 1 thread, PyTorch at 1, C at 2, PyTorch at 2; STEPS + 1 turns, the
+ * first a warm-up), so that both see the same phases of a shared machine;
+ * each side's best step at its better thread count counts (on a 2-core
+ * machine PyTorch is often fastest single-threaded). Model FLOPs per
+ * token, the usual count: 6 * (12 L C^2 + V C) for the matrix products of
+ * forward and backward plus 6 L T C for causal attention (half of the
+ * T x T products).
  *
  *   bench_trainer [L H C T B V STEPS]
  *
  * Without arguments, the issue's two shapes, each in a process of its own
- * (for its peak memory): 6 6 384 256 8 65 5, then GPT-2 124M, 12 12 768
- * 1024 1 50257 1.
+ * (for its peak memory): 6 6 384 256 8 65 10, then GPT-2 124M, 12 12 768
+ * 1024 1 50257 2.
  *
- * The peer is tests/ref/gpt2_ref.py (plain torch, float32), run with
- * $PYTHON (default /usr/bin/python3); skipped when torch is missing.
+ * The peer is tests/ref/gpt2_ref.py bench (plain torch, float32), run
+ * with $PYTHON (default /usr/bin/python3) and driven a step at a time
+ * through pipes; skipped when torch is missing.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -27,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/peer.h"
 #include "common/common.h"
 #include "trainer/trainer.h"
 
@@ -68,57 +73,70 @@ static double cpu_now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Best tokens/s over the timed steps, by wall clock; *cpu gets tokens per
- * CPU-second of the process (all threads), which a busy machine distorts
- * less. */
-static double c_tokens_per_s(train_model_t *m, train_optim_t *o, const int32_t *tok,
-                             const int32_t *tgt, int B, int T, int steps, double *cpu)
+/* One training step of the C model: wall-clock and CPU seconds. */
+static void c_step(train_model_t *m, train_optim_t *o, const int32_t *tok, const int32_t *tgt, int B, int T,
+                   double *wall, double *cpu)
 {
     train_adamw_t hp = {0.9f, 0.95f, 1e-8f, 0.1f};
     gl_err_t err;
-    double best = 1e30, best_cpu = 1e30;
-    for (int s = 0; s <= steps; s++) {
-        double t0 = gl_now(), c0 = cpu_now();
-        train_model_zero_grad(m);
-        if (train_model_forward(m, tok, tgt, NULL, B, T, &err)) {
-            fprintf(stderr, "bench_trainer: %s\n", err.msg);
-            exit(1);
-        }
-        train_model_backward(m, 1.0f);
-        train_clip_grad_norm(m, 1.0f);
-        train_adamw_step(o, m, &hp, 1e-4f);
-        double dt = gl_now() - t0, dc = cpu_now() - c0;
-        if (s > 0 && dt < best)
-            best = dt;
-        if (s > 0 && dc < best_cpu)
-            best_cpu = dc;
+    double t0 = gl_now(), c0 = cpu_now();
+    train_model_zero_grad(m);
+    if (train_model_forward(m, tok, tgt, NULL, B, T, &err)) {
+        fprintf(stderr, "bench_trainer: %s\n", err.msg);
+        exit(1);
     }
-    *cpu = B * T / best_cpu;
-    return B * T / best;
+    train_model_backward(m, 1.0f);
+    train_clip_grad_norm(m, 1.0f);
+    train_adamw_step(o, m, &hp, 1e-4f);
+    *wall = gl_now() - t0;
+    *cpu = cpu_now() - c0;
 }
 
-static double torch_tokens_per_s(int L, int H, int C, int T, int B, int V, int steps, int threads,
-                                 double *cpu)
+/* One training step of the peer; -1 when it does not answer. */
+static int torch_step(peer_t *p, double *wall, double *cpu)
 {
-    const char *py = getenv("PYTHON"), *src = getenv("GL_SRC");
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s' '%s/tests/ref/gpt2_ref.py' bench %d %d %d %d %d %d %d %d 2>/dev/null",
-             py && *py ? py : "/usr/bin/python3", src && *src ? src : ".", L, H, C, T, B, V, steps, threads);
-    FILE *p = popen(cmd, "r");
-    double v = 0;
-    *cpu = 0;
-    if (!p)
-        return 0;
-    if (fscanf(p, "%lf %lf", &v, cpu) != 2)
-        v = *cpu = 0;
-    pclose(p);
-    return v;
+    if (!p->to || fputs("step\n", p->to) < 0 || fflush(p->to) || fscanf(p->from, "%lf %lf", wall, cpu) != 2)
+        return -1;
+    return 0;
 }
 
-/* One shape, both sides at 1 and 2 threads; a = L H C T B V STEPS. */
+/* The peer at a thread count, ready for steps; 0 when torch is missing. */
+static int torch_start(peer_t *p, const int *a, int threads)
+{
+    char args[256], line[64];
+    snprintf(args, sizeof args, "bench %d %d %d %d %d %d %d", a[0], a[1], a[2], a[3], a[4], a[5], threads);
+    if (peer_spawn(p, "", "gpt2_ref.py", args) || !fgets(line, sizeof line, p->from) || strncmp(line, "ready", 5)) {
+        peer_close(p);
+        return 0;
+    }
+    return 1;
+}
+
+/* Lets the other side's spinning threads go to sleep before a step:
+ * OpenBLAS's pool (in the peer) spins for about 0.1 s after a call. */
+static void settle(void)
+{
+    struct timespec ts = {0, 200000000};
+    nanosleep(&ts, NULL);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+#define MAX_STEPS 64
+
+/* One shape; a = L H C T B V STEPS. Both sides at 1 and 2 threads, step
+ * by step in turn: a C step at 1 thread, a PyTorch step at 1, then both at
+ * 2, STEPS + 1 times (the first is a warm-up). This machine's speed moves
+ * in phases of about a minute; taking turns step by step puts both sides
+ * in the same phases, which whole runs one after the other do not. */
 static int bench_shape(const int *a)
 {
-    int L = a[0], H = a[1], C = a[2], T = a[3], B = a[4], V = a[5], steps = a[6];
+    int L = a[0], H = a[1], C = a[2], T = a[3], B = a[4], V = a[5];
+    int steps = a[6] < 1 ? 1 : a[6] > MAX_STEPS ? MAX_STEPS : a[6];
     train_config_t cfg = {.n_layer = L, .n_head = H, .n_embd = C, .n_ctx = T, .vocab_size = V};
     train_model_t m;
     train_optim_t o;
@@ -137,23 +155,58 @@ static int bench_shape(const int *a)
     double flops_tok = 6.0 * (12.0 * L * C * C + (double)V * C) + 6.0 * L * T * C;
     printf("OpenBLAS %s, core %s (OPENBLAS_CORETYPE=%s)\n", openblas_get_config(), openblas_get_corename(),
            getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset");
-    printf("trainer step: %d layers, %d heads, width %d, T=%d, B=%d, vocab %d (%.1fM params, %.1f MFLOP/token)\n",
-           L, H, C, T, B, V, m.n_params / 1e6, flops_tok / 1e6);
-    printf("%-8s %12s %12s %8s %14s %14s %8s %10s %8s\n", "threads", "C tok/s", "torch tok/s", "ratio",
-           "C tok/CPU-s", "torch tok/CPU-s", "ratio", "sgemm GF", "MFU");
+    printf("trainer step: %d layers, %d heads, width %d, T=%d, B=%d, vocab %d (%.1fM params, %.1f MFLOP/token); "
+           "best of %d steps per side, in turns\n",
+           L, H, C, T, B, V, m.n_params / 1e6, flops_tok / 1e6, steps);
+    fflush(stdout);
     /* The peak is the best sgemm rate at either thread count, measured
      * before and again after the steps: on a shared machine the second
      * core is not always there, and one slow minute would make the MFU
      * look higher than it is. */
-    double peaks[3] = {0}, peak = 0, ct[3], tt[3], cc[3], tc[3];
+    double peaks[3] = {0}, peak = 0;
     for (int th = 1; th <= 2; th++) {
         blas_threads(th);
         peaks[th] = sgemm_peak(C, B * T);
     }
-    for (int th = 1; th <= 2; th++) {
-        train_set_threads(th);
-        ct[th] = c_tokens_per_s(&m, &o, tok, tgt, B, T, steps, &cc[th]);
-        tt[th] = torch_tokens_per_s(L, H, C, T, B, V, steps, th, &tc[th]);
+    peer_t peer[3];
+    int torch = torch_start(&peer[1], a, 1) && torch_start(&peer[2], a, 2);
+    if (!torch)
+        peer_close(&peer[1]);
+    /* per thread count: best wall and CPU seconds of each side; per step,
+     * the ratio of the two sides' best of 1 and 2 threads */
+    double cw[3] = {1e30, 1e30, 1e30}, cc[3] = {1e30, 1e30, 1e30}, tw[3] = {1e30, 1e30, 1e30},
+           tcpu[3] = {1e30, 1e30, 1e30}, ratio[MAX_STEPS];
+    for (int s = 0; s <= steps; s++) {
+        double sc = 1e30, st = 1e30;
+        for (int th = 1; th <= 2; th++) {
+            double w, c;
+            train_set_threads(th);
+            c_step(&m, &o, tok, tgt, B, T, &w, &c);
+            if (s > 0) {
+                cw[th] = w < cw[th] ? w : cw[th];
+                cc[th] = c < cc[th] ? c : cc[th];
+                sc = w < sc ? w : sc;
+            }
+            if (!torch)
+                continue;
+            settle();
+            if (torch_step(&peer[th], &w, &c)) {
+                fprintf(stderr, "bench_trainer: the PyTorch peer stopped answering\n");
+                return 1;
+            }
+            settle();
+            if (s > 0) {
+                tw[th] = w < tw[th] ? w : tw[th];
+                tcpu[th] = c < tcpu[th] ? c : tcpu[th];
+                st = w < st ? w : st;
+            }
+        }
+        if (s > 0)
+            ratio[s - 1] = st / sc;
+    }
+    if (torch) {
+        peer_close(&peer[1]);
+        peer_close(&peer[2]);
     }
     for (int th = 1; th <= 2; th++) {
         blas_threads(th);
@@ -161,22 +214,29 @@ static int bench_shape(const int *a)
         peaks[th] = p > peaks[th] ? p : peaks[th];
         peak = peaks[th] > peak ? peaks[th] : peak;
     }
-    double best_c = 0, best_t = 0, best_mfu = 0;
+    printf("sgemm peak: %.1f GFLOP/s at 1 thread, %.1f at 2\n", peaks[1], peaks[2]);
+    printf("%-8s %12s %12s %8s %14s %14s %8s %8s\n", "threads", "C tok/s", "torch tok/s", "ratio", "C tok/CPU-s",
+           "torch tok/CPU-s", "ratio", "MFU");
+    double best_c = 0, best_t = 0;
     for (int th = 1; th <= 2; th++) {
-        double mfu = ct[th] * flops_tok / 1e9 / peak;
-        printf("%-8d %12.0f %12.0f %8.2f %14.0f %14.0f %8.2f %10.1f %7.1f%%\n", th, ct[th], tt[th],
-               tt[th] > 0 ? ct[th] / tt[th] : 0, cc[th], tc[th], tc[th] > 0 ? cc[th] / tc[th] : 0, peaks[th],
-               100 * mfu);
-        best_c = ct[th] > best_c ? ct[th] : best_c;
-        best_t = tt[th] > best_t ? tt[th] : best_t;
-        best_mfu = mfu > best_mfu ? mfu : best_mfu;
+        double c = B * T / cw[th], t = torch ? B * T / tw[th] : 0, ccpu = B * T / cc[th],
+               tc = torch ? B * T / tcpu[th] : 0;
+        printf("%-8d %12.0f %12.0f %8.2f %14.0f %14.0f %8.2f %7.1f%%\n", th, c, t, t > 0 ? c / t : 0, ccpu, tc,
+               tc > 0 ? ccpu / tc : 0, 100 * c * flops_tok / 1e9 / peak);
+        best_c = c > best_c ? c : best_c;
+        best_t = t > best_t ? t : best_t;
     }
-    if (best_t > 0)
-        printf("best of 1 and 2 threads: C %.0f tok/s, PyTorch %.0f tok/s, ratio %.2fx; MFU %.1f%% of sgemm peak\n",
-               best_c, best_t, best_c / best_t, 100 * best_mfu);
-    else
+    double mfu = best_c * flops_tok / 1e9 / peak;
+    if (torch) {
+        qsort(ratio, steps, sizeof ratio[0], cmp_double);
+        double med = steps % 2 ? ratio[steps / 2] : (ratio[steps / 2 - 1] + ratio[steps / 2]) / 2;
+        printf("best of 1 and 2 threads: C %.0f tok/s, PyTorch %.0f tok/s, ratio %.2fx (median of the %d turns' "
+               "ratios %.2fx, range %.2f-%.2f); MFU %.1f%% of sgemm peak\n",
+               best_c, best_t, best_c / best_t, steps, med, ratio[0], ratio[steps - 1], 100 * mfu);
+    } else {
         printf("best of 1 and 2 threads: C %.0f tok/s (PyTorch reference not run: torch missing); MFU %.1f%%\n",
-               best_c, 100 * best_mfu);
+               best_c, 100 * mfu);
+    }
     struct rusage self, kids;
     getrusage(RUSAGE_SELF, &self);
     getrusage(RUSAGE_CHILDREN, &kids);
@@ -193,7 +253,7 @@ int main(int argc, char **argv)
 {
     /* the issue's two shapes: the 6-layer model, then GPT-2 124M (one
      * sequence of 1024 tokens per step) */
-    static const int shapes[2][7] = {{6, 6, 384, 256, 8, 65, 5}, {12, 12, 768, 1024, 1, 50257, 1}};
+    static const int shapes[2][7] = {{6, 6, 384, 256, 8, 65, 10}, {12, 12, 768, 1024, 1, 50257, 2}};
     int a[7];
     memcpy(a, shapes[0], sizeof a);
     for (int i = 1; i < argc && i <= 7; i++)

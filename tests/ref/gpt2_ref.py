@@ -16,9 +16,10 @@ by default, so it is the "true" value the float32 C code is compared to.
   gpt2_ref.py greedy MODEL IDS N
       greedy continuation of the comma-separated prompt IDS by N tokens
       (full forward at each step, no cache); prints the N ids.
-  gpt2_ref.py bench L H C T B V STEPS THREADS
-      prints tokens/s of a training step (float32) by wall clock and per
-      CPU-second, for bench/bench_trainer.
+  gpt2_ref.py bench L H C T B V THREADS
+      a training step (float32) for bench/bench_trainer: prints "ready",
+      then for each line read runs one step and prints its wall-clock and
+      CPU seconds, until the end of its input.
 
 BATCH is raw little-endian: int32 nmicro, B, T; then per micro-batch
 tokens int32[B*T], targets int32[B*T] (-1 = not counted), weights float32[B*T].
@@ -186,7 +187,7 @@ def cmd_train(model, batch, outdir, hjson):
     np.array(losses, dtype="<f8").tofile(f"{outdir}/losses.f64")
 
 
-def cmd_bench(L, H, C, T, B, V, steps, threads):
+def cmd_bench(L, H, C, T, B, V, threads):
     import time
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -209,18 +210,15 @@ def cmd_bench(L, H, C, T, B, V, steps, threads):
     tok = torch.randint(0, V, (B, T), generator=g)
     tgt = torch.randint(0, V, (B, T), generator=g)
     w = torch.ones(B, T)
-    best = best_cpu = float("inf")
-    for s in range(steps + 1):
+    print("ready", flush=True)
+    for _ in sys.stdin:
         t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad()
         _, loss = ref.loss(tok, tgt, w)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(P.values()), 1.0)
         opt.step()
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
-        if s > 0:
-            best, best_cpu = min(best, dt), min(best_cpu, dc)
-    print(f"{B * T / best:.1f} {B * T / best_cpu:.1f}")
+        print(f"{time.perf_counter() - t0:.6f} {time.process_time() - c0:.6f}", flush=True)
 
 
 def main(argv):
@@ -230,8 +228,8 @@ def main(argv):
         cmd_train(*argv[1:5])
     elif len(argv) >= 4 and argv[0] == "greedy":
         cmd_greedy(*argv[1:4])
-    elif len(argv) >= 9 and argv[0] == "bench":
-        cmd_bench(*(int(a) for a in argv[1:9]))
+    elif len(argv) >= 8 and argv[0] == "bench":
+        cmd_bench(*(int(a) for a in argv[1:8]))
     else:
         sys.stderr.write(__doc__)
         return 2
