@@ -4,19 +4,21 @@
  *
  * A step is zero_grad + forward + backward + clipping + AdamW on a (B,T)
  * batch. Both sides run at 1 and 2 threads, taking turns step by step (C
- * at 1 thread, PyTorch at 1, C at 2, PyTorch at 2; STEPS + 1 turns, the
- * first a warm-up), so that both see the same phases of a shared machine;
- * each side's best step at its better thread count counts (on a 2-core
- * machine PyTorch is often fastest single-threaded). Model FLOPs per
- * token, the usual count: 6 * (12 L C^2 + V C) for the matrix products of
- * forward and backward plus 6 L T C for causal attention (half of the
- * T x T products).
+ * at 1 thread, PyTorch at 1, C at 2, PyTorch at 2; STEPS turns after
+ * WARMUP turns not counted), so that both see the same phases of a shared
+ * machine. Each turn gives a ratio, PyTorch's step time over C's, each
+ * side at its better thread count (on a 2-core machine PyTorch is often
+ * fastest single-threaded); the median of the turns' ratios is the
+ * figure, as the other benchmarks' medians of pairs are. The table gives
+ * each side's best step at each thread count. Model FLOPs per token, the
+ * usual count: 6 * (12 L C^2 + V C) for the matrix products of forward and
+ * backward plus 6 L T C for causal attention (half of the T x T products).
  *
- *   bench_trainer [L H C T B V STEPS]
+ *   bench_trainer [L H C T B V STEPS [WARMUP]]     (WARMUP default 3)
  *
  * Without arguments, the issue's two shapes, each in a process of its own
- * (for its peak memory): 6 6 384 256 8 65 10, then GPT-2 124M, 12 12 768
- * 1024 1 50257 2.
+ * (for its peak memory): 6 6 384 256 8 65 10 3, then GPT-2 124M, 12 12 768
+ * 1024 1 50257 2 1 (far from its floor, and each step takes seconds).
  *
  * The peer is tests/ref/gpt2_ref.py bench (plain torch, float32), run
  * with $PYTHON (default /usr/bin/python3) and driven a step at a time
@@ -128,15 +130,17 @@ static int cmp_double(const void *a, const void *b)
 
 #define MAX_STEPS 64
 
-/* One shape; a = L H C T B V STEPS. Both sides at 1 and 2 threads, step
- * by step in turn: a C step at 1 thread, a PyTorch step at 1, then both at
- * 2, STEPS + 1 times (the first is a warm-up). This machine's speed moves
+/* One shape; a = L H C T B V STEPS WARMUP. Both sides at 1 and 2 threads,
+ * step by step in turn: a C step at 1 thread, a PyTorch step at 1, then
+ * both at 2, WARMUP + STEPS times (the first WARMUP not counted: PyTorch's
+ * second and third steps can still take twice as long as its later ones,
+ * its allocator and autograd warming up). This machine's speed moves
  * in phases of about a minute; taking turns step by step puts both sides
  * in the same phases, which whole runs one after the other do not. */
 static int bench_shape(const int *a)
 {
     int L = a[0], H = a[1], C = a[2], T = a[3], B = a[4], V = a[5];
-    int steps = a[6] < 1 ? 1 : a[6] > MAX_STEPS ? MAX_STEPS : a[6];
+    int steps = a[6] < 1 ? 1 : a[6] > MAX_STEPS ? MAX_STEPS : a[6], warmup = a[7] < 1 ? 1 : a[7];
     train_config_t cfg = {.n_layer = L, .n_head = H, .n_embd = C, .n_ctx = T, .vocab_size = V};
     train_model_t m;
     train_optim_t o;
@@ -156,8 +160,8 @@ static int bench_shape(const int *a)
     printf("OpenBLAS %s, core %s (OPENBLAS_CORETYPE=%s)\n", openblas_get_config(), openblas_get_corename(),
            getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset");
     printf("trainer step: %d layers, %d heads, width %d, T=%d, B=%d, vocab %d (%.1fM params, %.1f MFLOP/token); "
-           "best of %d steps per side, in turns\n",
-           L, H, C, T, B, V, m.n_params / 1e6, flops_tok / 1e6, steps);
+           "%d turns after %d of warm-up\n",
+           L, H, C, T, B, V, m.n_params / 1e6, flops_tok / 1e6, steps, warmup);
     fflush(stdout);
     /* The peak is the best sgemm rate at either thread count, measured
      * before and again after the steps: on a shared machine the second
@@ -176,7 +180,7 @@ static int bench_shape(const int *a)
      * the ratio of the two sides' best of 1 and 2 threads */
     double cw[3] = {1e30, 1e30, 1e30}, cc[3] = {1e30, 1e30, 1e30}, tw[3] = {1e30, 1e30, 1e30},
            tcpu[3] = {1e30, 1e30, 1e30}, ratio[MAX_STEPS];
-    for (int s = 0; s <= steps; s++) {
+    for (int s = 1 - warmup; s <= steps; s++) {
         double sc = 1e30, st = 1e30;
         for (int th = 1; th <= 2; th++) {
             double w, c;
@@ -228,11 +232,15 @@ static int bench_shape(const int *a)
     }
     double mfu = best_c * flops_tok / 1e9 / peak;
     if (torch) {
+        printf("turns' ratios in order:");
+        for (int s = 0; s < steps; s++)
+            printf(" %.2f", ratio[s]);
+        printf("\n");
         qsort(ratio, steps, sizeof ratio[0], cmp_double);
         double med = steps % 2 ? ratio[steps / 2] : (ratio[steps / 2 - 1] + ratio[steps / 2]) / 2;
-        printf("best of 1 and 2 threads: C %.0f tok/s, PyTorch %.0f tok/s, ratio %.2fx (median of the %d turns' "
-               "ratios %.2fx, range %.2f-%.2f); MFU %.1f%% of sgemm peak\n",
-               best_c, best_t, best_c / best_t, steps, med, ratio[0], ratio[steps - 1], 100 * mfu);
+        printf("C / PyTorch, best of 1 and 2 threads: %.2fx, the median of the %d turns' ratios (range %.2f-%.2f); "
+               "best steps C %.0f tok/s, PyTorch %.0f tok/s (%.2fx); MFU %.1f%% of sgemm peak\n",
+               med, steps, ratio[0], ratio[steps - 1], best_c, best_t, best_c / best_t, 100 * mfu);
     } else {
         printf("best of 1 and 2 threads: C %.0f tok/s (PyTorch reference not run: torch missing); MFU %.1f%%\n",
                best_c, 100 * mfu);
@@ -253,10 +261,10 @@ int main(int argc, char **argv)
 {
     /* the issue's two shapes: the 6-layer model, then GPT-2 124M (one
      * sequence of 1024 tokens per step) */
-    static const int shapes[2][7] = {{6, 6, 384, 256, 8, 65, 10}, {12, 12, 768, 1024, 1, 50257, 2}};
-    int a[7];
+    static const int shapes[2][8] = {{6, 6, 384, 256, 8, 65, 10, 3}, {12, 12, 768, 1024, 1, 50257, 2, 1}};
+    int a[8];
     memcpy(a, shapes[0], sizeof a);
-    for (int i = 1; i < argc && i <= 7; i++)
+    for (int i = 1; i < argc && i <= 8; i++)
         a[i - 1] = atoi(argv[i]);
     if (argc > 1)
         return bench_shape(a);
