@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -172,6 +173,9 @@ void train_model_free(train_model_t *m)
     memset(m, 0, sizeof *m);
 }
 
+#define HUGE_PAGE ((size_t)2 << 20)
+#define HUGE_MIN ((size_t)4 << 20) /* bytes from which an array asks for them */
+
 static float *alloc_floats(size_t n)
 {
     if (n == 0)
@@ -179,10 +183,20 @@ static float *alloc_floats(size_t n)
     if (n > SIZE_MAX / sizeof(float))
         return NULL;
     void *p = NULL;
-    /* 64-byte alignment for vector loads; sizes rounded to a multiple. */
-    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, bytes))
+    /* 64-byte alignment for vector loads; sizes rounded to a multiple.
+     * Arrays of megabytes (weights, gradients, activations) go on 2 MiB
+     * pages where the kernel gives them on request (transparent huge pages
+     * in "madvise" mode): the passes over them and sgemm's packing then
+     * miss the TLB less (0.5-1% of the 6-layer step, in paired steps). */
+    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63, align = 64;
+    if (bytes >= HUGE_MIN) {
+        align = HUGE_PAGE;
+        bytes = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    }
+    if (posix_memalign(&p, align, bytes))
         return NULL;
+    if (align == HUGE_PAGE)
+        madvise(p, bytes, MADV_HUGEPAGE); /* advice: where refused, small pages */
     return p;
 }
 
