@@ -250,8 +250,11 @@ static int bench_shape(const int *a)
     struct rusage self, kids;
     getrusage(RUSAGE_SELF, &self);
     getrusage(RUSAGE_CHILDREN, &kids);
-    printf("peak memory: C %.0f MiB, PyTorch %.0f MiB (max resident set)\n", self.ru_maxrss / 1024.0,
-           kids.ru_maxrss / 1024.0);
+    if (torch)
+        printf("peak memory: C %.0f MiB, PyTorch %.0f MiB (max resident set)\n", self.ru_maxrss / 1024.0,
+               kids.ru_maxrss / 1024.0);
+    else
+        printf("peak memory: C %.0f MiB (max resident set)\n", self.ru_maxrss / 1024.0);
     free(tok);
     free(tgt);
     train_optim_free(&o);
