@@ -27,6 +27,7 @@
  * >= 20 MB/s per core, 2 workers >= 1.8x one. They are printed, not
  * enforced (shared machines are noisy).
  */
+#include "bench/bench_util.h"
 #include "ingest/ingest.h"
 
 #include <stdarg.h>
@@ -103,12 +104,6 @@ static int doc(void *ctx, const ingest_doc_t *d, gl_err_t *err)
 #define KIND_RUNS 5  /* pairs of pipeline and decompression runs per kind */
 #define SCALE_RUNS 5 /* pairs of 1- and 2-rank runs */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* mode 0: pipeline, 1: read only, 2: pipeline + language id */
 static void run_kind(const char *label, const char *path, const char *decomp, int mode)
 {
@@ -140,7 +135,7 @@ static void run_kind(const char *label, const char *path, const char *decomp, in
             dcpu[r] = 1e-6;
         sorted[r] = ratio[r] = dcpu[r] / cpu[r];
     }
-    qsort(sorted, KIND_RUNS, sizeof *sorted, cmp_double);
+    qsort(sorted, KIND_RUNS, sizeof *sorted, bench_cmp_double);
     int m = 0;
     while (ratio[m] != sorted[KIND_RUNS / 2])
         m++;
@@ -250,8 +245,8 @@ int main(void)
         wr[r] = t1 / t2;
         cr[r] = c1 / c2;
     }
-    qsort(wr, SCALE_RUNS, sizeof *wr, cmp_double);
-    qsort(cr, SCALE_RUNS, sizeof *cr, cmp_double);
+    qsort(wr, SCALE_RUNS, sizeof *wr, bench_cmp_double);
+    qsort(cr, SCALE_RUNS, sizeof *cr, bench_cmp_double);
     printf("2 workers / 1: %.2fx wall (median), %.2fx by the busiest rank's CPU (the speed-up on 2 idle cores); "
            "floor 1.8x\n",
            wr[SCALE_RUNS / 2], cr[SCALE_RUNS / 2]);

@@ -21,6 +21,7 @@
  * Usage: bench_labeler [--quick]; files go to $GL_BUILD/bench/labeler (or
  * ./build/bench/labeler), removed at the end.
  */
+#include "bench/bench_util.h"
 #include "labeler/labeler.h"
 #include "tests/label_util.h"
 
@@ -38,12 +39,6 @@ static void die(const char *what, const gl_err_t *err)
 {
     fprintf(stderr, "bench_labeler: %s: %s\n", what, err ? err->msg : "");
     exit(1);
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static char *root;
@@ -90,7 +85,7 @@ static double bare_commits(const char *dir, int n)
         lat[i] = gl_now() - t1;
     }
     double rate = n / (gl_now() - t0);
-    qsort(lat, (size_t)n, sizeof *lat, cmp_d);
+    qsort(lat, (size_t)n, sizeof *lat, bench_cmp_double);
     bare_p50 = 1000 * lat[n / 2];
     bare_p99 = 1000 * lat[n * 99 / 100];
     free(lat);
@@ -256,7 +251,7 @@ static result_t load(int nclients, int per_client, int run)
         memcpy(all + (size_t)i * (size_t)per_client, ws[i].lat, (size_t)per_client * sizeof(double));
         free(ws[i].lat);
     }
-    qsort(all, total, sizeof *all, cmp_d);
+    qsort(all, total, sizeof *all, bench_cmp_double);
     result_t res = {.rate = (double)total / secs, .p50 = 1000 * all[total / 2], .p99 = 1000 * all[total * 99 / 100],
                     .per_commit = (double)sstats.requests /
                                   (double)(sstats.commits - commits0 ? sstats.commits - commits0 : 1)};

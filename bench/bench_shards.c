@@ -12,6 +12,7 @@
  * Usage: bench_shards [tokens] (default 128M); files go to $GL_BUILD/bench
  * (or ./build/bench).
  */
+#include "bench/bench_util.h"
 #include "shards/shards.h"
 
 #include <fcntl.h>
@@ -43,15 +44,9 @@ static void flat_copy(int32_t *restrict dst, const uint16_t *restrict src, int n
         dst[j] = src[j];
 }
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return v[n / 2];
 }
 

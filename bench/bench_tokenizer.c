@@ -20,6 +20,7 @@
  * means something when 2 cores are free.
  * GL_BENCH_PEERS=0 skips the peers.
  */
+#include "bench/bench_util.h"
 #include "tokenizer/tokenizer.h"
 
 #include <errno.h>
@@ -32,12 +33,6 @@
 #include <unistd.h>
 
 #define SCALE_RUNS 7 /* pairs of 1- and 2-thread batch runs */
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* CPU seconds of the calling thread: a shared machine's other processes
  * do not count in it, which wall-clock time cannot promise. */
@@ -215,7 +210,7 @@ int main(void)
             }
             ratios[r] = pair[1] / pair[2];
         }
-        qsort(ratios, SCALE_RUNS, sizeof *ratios, cmp_double);
+        qsort(ratios, SCALE_RUNS, sizeof *ratios, bench_cmp_double);
         size_t bn = 0;
         for (size_t i = 0; i < nd; i++) {
             bn += outs[i].n;

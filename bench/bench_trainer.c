@@ -25,6 +25,7 @@
  * through pipes; skipped when torch is missing.
  */
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_util.h"
 #include "bench/peer.h"
 #include "common/common.h"
 #include "trainer/trainer.h"
@@ -122,12 +124,6 @@ static void settle(void)
     nanosleep(&ts, NULL);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 #define MAX_STEPS 64
 
 /* One shape; a = L H C T B V STEPS WARMUP. Both sides at 1 and 2 threads,
@@ -186,9 +182,9 @@ static int bench_shape(const int *a)
             train_set_threads(th);
             c_step(&m, &o, tok, tgt, B, T, &w, &c);
             if (s > 0) {
-                cw[th] = w < cw[th] ? w : cw[th];
-                cc[th] = c < cc[th] ? c : cc[th];
-                sc = w < sc ? w : sc;
+                cw[th] = fmin(cw[th], w);
+                cc[th] = fmin(cc[th], c);
+                sc = fmin(sc, w);
             }
             if (!torch)
                 continue;
@@ -199,9 +195,9 @@ static int bench_shape(const int *a)
             }
             settle();
             if (s > 0) {
-                tw[th] = w < tw[th] ? w : tw[th];
-                tcpu[th] = c < tcpu[th] ? c : tcpu[th];
-                st = w < st ? w : st;
+                tw[th] = fmin(tw[th], w);
+                tcpu[th] = fmin(tcpu[th], c);
+                st = fmin(st, w);
             }
         }
         if (s > 0)
@@ -214,12 +210,12 @@ static int bench_shape(const int *a)
     for (int th = 1; th <= 2; th++) {
         blas_threads(th);
         double p = sgemm_peak(C, B * T);
-        peaks[th] = p > peaks[th] ? p : peaks[th];
+        peaks[th] = fmax(peaks[th], p);
     }
     /* two cores can do twice one core's rate: when both of the 2-thread
      * measurements fell in slow moments, the doubled 1-thread rate is the
      * better bound */
-    peak = peaks[2] > 2 * peaks[1] ? peaks[2] : 2 * peaks[1];
+    peak = fmax(peaks[2], 2 * peaks[1]);
     printf("sgemm peak: %.1f GFLOP/s at 1 thread, %.1f at 2; MFU against %.1f\n", peaks[1], peaks[2], peak);
     printf("%-8s %12s %12s %8s %14s %14s %8s %8s\n", "threads", "C tok/s", "torch tok/s", "ratio", "C tok/CPU-s",
            "torch tok/CPU-s", "ratio", "MFU");
@@ -229,8 +225,8 @@ static int bench_shape(const int *a)
                tc = torch ? B * T / tcpu[th] : 0;
         printf("%-8d %12.0f %12.0f %8.2f %14.0f %14.0f %8.2f %7.1f%%\n", th, c, t, t > 0 ? c / t : 0, ccpu, tc,
                tc > 0 ? ccpu / tc : 0, 100 * c * flops_tok / 1e9 / peak);
-        best_c = c > best_c ? c : best_c;
-        best_t = t > best_t ? t : best_t;
+        best_c = fmax(best_c, c);
+        best_t = fmax(best_t, t);
     }
     double mfu = best_c * flops_tok / 1e9 / peak;
     if (torch) {
@@ -238,7 +234,7 @@ static int bench_shape(const int *a)
         for (int s = 0; s < steps; s++)
             printf(" %.2f", ratio[s]);
         printf("\n");
-        qsort(ratio, steps, sizeof ratio[0], cmp_double);
+        qsort(ratio, steps, sizeof ratio[0], bench_cmp_double);
         double med = steps % 2 ? ratio[steps / 2] : (ratio[steps / 2 - 1] + ratio[steps / 2]) / 2;
         printf("C / PyTorch, best of 1 and 2 threads: %.2fx, the median of the %d turns' ratios (range %.2f-%.2f); "
                "best steps C %.0f tok/s, PyTorch %.0f tok/s (%.2fx); MFU %.1f%% of sgemm peak\n",

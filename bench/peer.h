@@ -43,9 +43,12 @@ static inline int peer_spawn(peer_t *p, const char *env, const char *script, con
     peer_command(cmd, sizeof cmd, env, script, args);
     p->pid = -1;
     p->to = p->from = NULL;
-    if (pipe(in) < 0)
+    /* O_CLOEXEC: a peer started later must not inherit this one's ends,
+     * or this one's input would never see its end; dup2 leaves the child's
+     * standard input and output open across exec */
+    if (pipe2(in, O_CLOEXEC) < 0)
         return -1;
-    if (pipe(out) < 0) {
+    if (pipe2(out, O_CLOEXEC) < 0) {
         close(in[0]), close(in[1]);
         return -1;
     }
@@ -54,16 +57,11 @@ static inline int peer_spawn(peer_t *p, const char *env, const char *script, con
     if (p->pid == 0) {
         dup2(in[0], 0);
         dup2(out[1], 1);
-        close(in[0]), close(in[1]), close(out[0]), close(out[1]);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
     close(in[0]);
     close(out[1]);
-    /* peers spawned later must not inherit this one's ends: its input
-     * would never see its end */
-    fcntl(in[1], F_SETFD, FD_CLOEXEC);
-    fcntl(out[0], F_SETFD, FD_CLOEXEC);
     if (p->pid < 0) {
         close(in[1]), close(out[0]);
         return -1;
