@@ -227,12 +227,8 @@ static int prefill_chunk(const train_model_t *m, train_kv_t *kv, const int32_t *
 #pragma omp parallel for collapse(2) schedule(static) if (N * (p0 + n) * C > 32768)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
-                int th = 0;
-#ifdef _OPENMP
-                th = omp_get_thread_num();
-#endif
                 int K = p0 + n;
-                float *s = scores + (size_t)th * S;
+                float *s = scores + (size_t)train_thread_id() * S;
                 size_t slab = (((size_t)l * B + b) * NH + h) * kv->T * hs;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, hs, scale,
                             qkv + (size_t)b * n * 3 * C + (size_t)h * hs, 3 * C, kv->k + slab, hs, 0.0f, s, K);
