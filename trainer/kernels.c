@@ -525,30 +525,40 @@ void train_k_attention_backward_ref(float *dqkv, const float *dout, const float 
 #define ATT_MR 4
 #endif
 #define ATT_RB 64 /* query rows per block of the backward pass */
+#define ATT_V 16  /* softmax columns per step: a whole vector (or two) */
+_Static_assert(ATT_NC % ATT_V == 0, "the softmax steps must end inside the computed columns");
 
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
+/* The distance between rows of the T-wide scratch arrays (K^T, V^T and the
+ * score rows): whole register blocks and one cache line more. At a power of
+ * two (T = 256: 1 KiB) a block's column of rows would fall into a few L1
+ * sets and evict itself. */
+#define ATT_PAD 16
+static int att_ld(int T) { return round_up(T, ATT_NC) + ATT_PAD; }
+
 size_t train_k_attention_scratch(int T, int hs)
 {
-    size_t Tp = (size_t)round_up(T, ATT_NC), hp = (size_t)round_up(hs, ATT_NC);
-    return 2 * (size_t)hs * Tp + 3 * Tp * hp + 2 * (size_t)ATT_RB * Tp;
+    size_t Tp = (size_t)round_up(T, ATT_NC), hp = (size_t)round_up(hs, ATT_NC), Tl = (size_t)att_ld(T);
+    return 2 * (size_t)hs * Tl + 3 * Tp * hp + 2 * (size_t)ATT_RB * Tl;
 }
 
-/* Xt (hs, Tp) = scale X^T for the T rows of X (ld apart), zero past T. */
-static void att_transpose(float *Xt, int Tp, const float *X, size_t ld, int T, int hs, float scale)
+/* Xt (hs, Tp; rows ldt apart) = scale X^T for the T rows of X (ld apart),
+ * zero past T. */
+static void att_transpose(float *Xt, int ldt, int Tp, const float *X, size_t ld, int T, int hs, float scale)
 {
     /* 16 rows at a time: each output row gets a whole vector per step,
      * and the 16 input rows stay in L1 while d sweeps them */
     int j0 = 0;
     for (; j0 + 16 <= T; j0 += 16)
         for (int d = 0; d < hs; d++) {
-            float *o = Xt + (size_t)d * Tp + j0;
+            float *o = Xt + (size_t)d * ldt + j0;
             for (int jj = 0; jj < 16; jj++)
                 o[jj] = X[(j0 + jj) * ld + d] * scale;
         }
     for (int d = 0; d < hs; d++)
         for (int j = j0; j < Tp; j++)
-            Xt[(size_t)d * Tp + j] = j < T ? X[j * ld + d] * scale : 0.0f;
+            Xt[(size_t)d * ldt + j] = j < T ? X[j * ld + d] * scale : 0.0f;
 }
 
 /* The n rows of X (ld apart, hs wide) as rows whole register blocks
@@ -670,34 +680,45 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
 {
     uint32_t th = drop_threshold(drop);
     float dscale = 1.0f / (1.0f - drop);
-    int hs = C / NH, Tp = round_up(T, ATT_NC), hp = round_up(hs, ATT_NC);
+    int hs = C / NH, Tp = round_up(T, ATT_NC), Tl = att_ld(T), hp = round_up(hs, ATT_NC);
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = 3 * (size_t)C, per = train_k_attention_scratch(T, hs);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
-        float *Kt = scratch + (size_t)train_thread_id() * per, *Vp = Kt + (size_t)hs * Tp, *S = Vp + (size_t)Tp * hp;
+        float *Kt = scratch + (size_t)train_thread_id() * per, *Vp = Kt + (size_t)hs * Tl, *S = Vp + (size_t)Tp * hp;
         const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
         float *lrow = lse + (size_t)bh * T;
         size_t ldv;
-        att_transpose(Kt, Tp, base + C, C3, T, hs, scale);
+        att_transpose(Kt, Tl, Tp, base + C, C3, T, hs, scale);
         const float *V = att_rows(Vp, hp, base + 2 * C, C3, T, hs, &ldv);
         for (int r0 = 0; r0 < T; r0 += ATT_MR) {
             int mr = T - r0 < ATT_MR ? T - r0 : ATT_MR, n = r0 + mr;
             float inv[ATT_MR];
-            att_rows_by_cols(S, Tp, base + r0 * C3, C3, Kt, Tp, hs, round_up(n, ATT_NC), mr);
+            att_rows_by_cols(S, Tl, base + r0 * C3, C3, Kt, Tl, hs, round_up(n, ATT_NC), mr);
             for (int r = 0; r < mr; r++) {
-                float *row = S + (size_t)r * Tp;
-                int i = r0 + r, m = i + 1;
-                float mx = -INFINITY, sum = 0.0f;
-#pragma omp simd reduction(max : mx)
-                for (int j = 0; j < m; j++)
-                    mx = row[j] > mx ? row[j] : mx;
-#pragma omp simd reduction(+ : sum)
-                for (int j = 0; j < m; j++) {
-                    row[j] = exp_fast(row[j] - mx);
-                    sum += row[j];
-                }
+                float *row = S + (size_t)r * Tl;
+                int i = r0 + r, m = i + 1, mv = round_up(m, ATT_V);
+                /* whole vectors up to mv (within the computed columns),
+                 * the keys past i masked: no scalar tail per row; lanes
+                 * reduced once at the end */
+                float vmx[ATT_V], vsum[ATT_V];
+                for (int k = 0; k < ATT_V; k++)
+                    vmx[k] = -INFINITY, vsum[k] = 0.0f;
+                for (int j0 = 0; j0 < mv; j0 += ATT_V)
+                    for (int k = 0; k < ATT_V; k++)
+                        vmx[k] = j0 + k < m && row[j0 + k] > vmx[k] ? row[j0 + k] : vmx[k];
+                float mx = vmx[0], sum = 0.0f;
+                for (int k = 1; k < ATT_V; k++)
+                    mx = vmx[k] > mx ? vmx[k] : mx;
+                for (int j0 = 0; j0 < mv; j0 += ATT_V)
+                    for (int k = 0; k < ATT_V; k++) {
+                        float e = j0 + k < m ? exp_fast(row[j0 + k] - mx) : 0.0f;
+                        row[j0 + k] = e;
+                        vsum[k] += e;
+                    }
+                for (int k = 0; k < ATT_V; k++)
+                    sum += vsum[k];
                 /* the rows stay unnormalised: the product's rows are scaled */
                 inv[r] = 1.0f / sum;
                 if (drop > 0.0f) {
@@ -706,11 +727,11 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
                     for (int j = 0; j < m; j++)
                         row[j] = drop_keep(key, base_i + j, th) ? row[j] : 0.0f;
                 }
-                for (int j = m; j < n; j++)
+                for (int j = mv; j < n; j++)
                     row[j] = 0.0f;
                 lrow[i] = mx + logf(sum);
             }
-            att_rows_by_rows(out + ((size_t)b * T + r0) * C + (size_t)h * hs, C, hs, S, Tp, V, ldv, hp, n, mr, inv);
+            att_rows_by_rows(out + ((size_t)b * T + r0) * C + (size_t)h * hs, C, hs, S, Tl, V, ldv, hp, n, mr, inv);
         }
     }
 }
@@ -729,22 +750,22 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
 {
     uint32_t th = drop_threshold(drop);
     float dscale = 1.0f / (1.0f - drop);
-    int hs = C / NH, Tp = round_up(T, ATT_NC), hp = round_up(hs, ATT_NC);
+    int hs = C / NH, Tp = round_up(T, ATT_NC), Tl = att_ld(T), hp = round_up(hs, ATT_NC);
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = 3 * (size_t)C, per = train_k_attention_scratch(T, hs), Th = (size_t)Tp * hp;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if ((size_t)B * T * T * C > 4 * PAR_MIN)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
-        float *Kt = scratch + (size_t)train_thread_id() * per, *Vt = Kt + (size_t)hs * Tp;
-        float *Kp = Vt + (size_t)hs * Tp, *Qp = Kp + Th, *dOp = Qp + Th, *P = dOp + Th, *dS = P + (size_t)ATT_RB * Tp;
+        float *Kt = scratch + (size_t)train_thread_id() * per, *Vt = Kt + (size_t)hs * Tl;
+        float *Kp = Vt + (size_t)hs * Tl, *Qp = Kp + Th, *dOp = Qp + Th, *P = dOp + Th, *dS = P + (size_t)ATT_RB * Tl;
         const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
         const float *dObase = dout + (size_t)b * T * C + (size_t)h * hs;
         const float *Obase = out + (size_t)b * T * C + (size_t)h * hs;
         float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
         const float *lrow = lse + (size_t)bh * T;
         size_t ldk, ldq, ldo;
-        att_transpose(Kt, Tp, base + C, C3, T, hs, scale);
-        att_transpose(Vt, Tp, base + 2 * C, C3, T, hs, 1.0f);
+        att_transpose(Kt, Tl, Tp, base + C, C3, T, hs, scale);
+        att_transpose(Vt, Tl, Tp, base + 2 * C, C3, T, hs, 1.0f);
         const float *K = att_rows(Kp, hp, base + C, C3, T, hs, &ldk);
         const float *Q = att_rows(Qp, hp, base, C3, T, hs, &ldq);
         const float *dO = att_rows(dOp, hp, dObase, C, T, hs, &ldo);
@@ -752,14 +773,18 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
             int rb = T - r0 < ATT_RB ? T - r0 : ATT_RB, n = r0 + rb, nc = round_up(n, ATT_NC);
             for (int s0 = 0; s0 < rb; s0 += ATT_MR) {
                 int mr = rb - s0 < ATT_MR ? rb - s0 : ATT_MR, ns = round_up(r0 + s0 + mr, ATT_NC);
-                att_rows_by_cols(P + (size_t)s0 * Tp, Tp, base + (r0 + s0) * C3, C3, Kt, Tp, hs, ns, mr);
-                att_rows_by_cols(dS + (size_t)s0 * Tp, Tp, dObase + (size_t)(r0 + s0) * C, C, Vt, Tp, hs, ns, mr);
+                att_rows_by_cols(P + (size_t)s0 * Tl, Tl, base + (r0 + s0) * C3, C3, Kt, Tl, hs, ns, mr);
+                att_rows_by_cols(dS + (size_t)s0 * Tl, Tl, dObase + (size_t)(r0 + s0) * C, C, Vt, Tl, hs, ns, mr);
             }
+            /* D for the block's rows first: the rows of O are not in
+             * cache, and here their loads overlap */
+            float Dr[ATT_RB];
+            for (int r = 0; r < rb; r++)
+                Dr[r] = dot(dObase + (size_t)(r0 + r) * C, Obase + (size_t)(r0 + r) * C, hs);
             for (int r = 0; r < rb; r++) {
-                float *prow = P + (size_t)r * Tp, *drow = dS + (size_t)r * Tp;
-                int i = r0 + r, m = i + 1;
-                float l = lrow[i];
-                float D = dot(dObase + (size_t)i * C, Obase + (size_t)i * C, hs);
+                float *prow = P + (size_t)r * Tl, *drow = dS + (size_t)r * Tl;
+                int i = r0 + r, m = i + 1, mv = round_up(m, ATT_V);
+                float l = lrow[i], D = Dr[r];
                 if (drop > 0.0f) {
                     /* prow becomes the dropped P' (for dV); dP = mask dP' / (1-p). */
                     uint64_t base_i = ((uint64_t)bh * T + i) * T;
@@ -768,24 +793,28 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
                         prow[j] = pj * mj;
                         drow[j] = pj * (drow[j] * mj - D) * scale;
                     }
+                    for (int j = m; j < mv; j++)
+                        prow[j] = drow[j] = 0.0f;
                 } else {
-#pragma omp simd
-                    for (int j = 0; j < m; j++) {
-                        float pj = exp_fast(prow[j] - l);
-                        prow[j] = pj;
-                        drow[j] = pj * (drow[j] - D) * scale;
-                    }
+                    /* whole vectors up to mv, as in the forward pass */
+                    for (int j0 = 0; j0 < mv; j0 += ATT_V)
+                        for (int k = 0; k < ATT_V; k++) {
+                            int j = j0 + k;
+                            float pj = exp_fast(prow[j] - l);
+                            drow[j] = j < m ? pj * (drow[j] - D) * scale : 0.0f;
+                            prow[j] = j < m ? pj : 0.0f;
+                        }
                 }
-                for (int j = m; j < nc; j++)
+                for (int j = mv; j < nc; j++)
                     prow[j] = drow[j] = 0.0f;
             }
             for (int s0 = 0; s0 < rb; s0 += ATT_MR) {
                 int mr = rb - s0 < ATT_MR ? rb - s0 : ATT_MR;
-                att_rows_by_rows(dbase + (r0 + s0) * C3, C3, hs, dS + (size_t)s0 * Tp, Tp, K, ldk, hp,
+                att_rows_by_rows(dbase + (r0 + s0) * C3, C3, hs, dS + (size_t)s0 * Tl, Tl, K, ldk, hp,
                                  r0 + s0 + mr, mr, NULL);
             }
-            att_cols_by_rows(dbase + C, C3, hs, dS, Tp, Q + r0 * ldq, ldq, hp, n, rb, r0);
-            att_cols_by_rows(dbase + 2 * C, C3, hs, P, Tp, dO + r0 * ldo, ldo, hp, n, rb, r0);
+            att_cols_by_rows(dbase + C, C3, hs, dS, Tl, Q + r0 * ldq, ldq, hp, n, rb, r0);
+            att_cols_by_rows(dbase + 2 * C, C3, hs, P, Tl, dO + r0 * ldo, ldo, hp, n, rb, r0);
         }
     }
 }
