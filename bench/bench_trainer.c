@@ -6,11 +6,14 @@
  * batch. Both sides run at 1 and 2 threads, taking turns step by step (C
  * at 1 thread, PyTorch at 1, C at 2, PyTorch at 2; STEPS turns after
  * WARMUP turns not counted), so that both see the same phases of a shared
- * machine. Each turn gives a ratio, PyTorch's step time over C's, each
- * side at its better thread count (on a 2-core machine PyTorch is often
- * fastest single-threaded); the median of the turns' ratios is the
- * figure, as the other benchmarks' medians of pairs are. The table gives
- * each side's best step at each thread count. Model FLOPs per token, the
+ * machine. Each side's thread count is the one with its faster median
+ * step (on a 2-core machine PyTorch is often fastest single-threaded);
+ * each turn gives a ratio, PyTorch's step time over C's at those thread
+ * counts, and the median of the turns' ratios is the figure, as the other
+ * benchmarks' medians of pairs are. (Taking in each turn the faster of a
+ * side's two steps instead would favour the side whose two thread counts
+ * are close: the lesser of two samples of one speed is a lucky draw.) The
+ * table gives each side's best step at each thread count. Model FLOPs per token, the
  * usual count: 6 * (12 L C^2 + V C) for the matrix products of forward and
  * backward plus 6 L T C for causal attention (half of the T x T products).
  *
@@ -126,6 +129,15 @@ static void settle(void)
 
 #define MAX_STEPS 64
 
+/* The median of x[0..n), n <= MAX_STEPS. */
+static double median(const double *x, int n)
+{
+    double y[MAX_STEPS];
+    memcpy(y, x, n * sizeof y[0]);
+    qsort(y, n, sizeof y[0], bench_cmp_double);
+    return n % 2 ? y[n / 2] : (y[n / 2 - 1] + y[n / 2]) / 2;
+}
+
 /* One shape; a = L H C T B V STEPS WARMUP. Both sides at 1 and 2 threads,
  * step by step in turn: a C step at 1 thread, a PyTorch step at 1, then
  * both at 2, WARMUP + STEPS times (the first WARMUP not counted: PyTorch's
@@ -171,12 +183,11 @@ static int bench_shape(const int *a)
     int torch = torch_start(&peer[1], a, 1) && torch_start(&peer[2], a, 2);
     if (!torch)
         peer_close(&peer[1]);
-    /* per thread count: best wall and CPU seconds of each side; per step,
-     * the ratio of the two sides' best of 1 and 2 threads */
+    /* per thread count: best wall and CPU seconds of each side, and each
+     * counted turn's wall seconds */
     double cw[3] = {1e30, 1e30, 1e30}, cc[3] = {1e30, 1e30, 1e30}, tw[3] = {1e30, 1e30, 1e30},
-           tcpu[3] = {1e30, 1e30, 1e30}, ratio[MAX_STEPS];
+           tcpu[3] = {1e30, 1e30, 1e30}, cturn[3][MAX_STEPS], tturn[3][MAX_STEPS], ratio[MAX_STEPS];
     for (int s = 1 - warmup; s <= steps; s++) {
-        double sc = 1e30, st = 1e30;
         for (int th = 1; th <= 2; th++) {
             double w, c;
             train_set_threads(th);
@@ -184,7 +195,7 @@ static int bench_shape(const int *a)
             if (s > 0) {
                 cw[th] = fmin(cw[th], w);
                 cc[th] = fmin(cc[th], c);
-                sc = fmin(sc, w);
+                cturn[th][s - 1] = w;
             }
             if (!torch)
                 continue;
@@ -197,11 +208,9 @@ static int bench_shape(const int *a)
             if (s > 0) {
                 tw[th] = fmin(tw[th], w);
                 tcpu[th] = fmin(tcpu[th], c);
-                st = fmin(st, w);
+                tturn[th][s - 1] = w;
             }
         }
-        if (s > 0)
-            ratio[s - 1] = st / sc;
     }
     if (torch) {
         peer_close(&peer[1]);
@@ -230,15 +239,29 @@ static int bench_shape(const int *a)
     }
     double mfu = best_c * flops_tok / 1e9 / peak;
     if (torch) {
+        /* each side at the thread count of its faster median step */
+        int thc = median(cturn[2], steps) < median(cturn[1], steps) ? 2 : 1;
+        int tht = median(tturn[2], steps) < median(tturn[1], steps) ? 2 : 1;
+        for (int s = 0; s < steps; s++)
+            ratio[s] = tturn[tht][s] / cturn[thc][s];
+        printf("median steps: C %.0f tok/s at %d thread%s, PyTorch %.0f tok/s at %d thread%s\n",
+               B * T / median(cturn[thc], steps), thc, thc > 1 ? "s" : "", B * T / median(tturn[tht], steps), tht,
+               tht > 1 ? "s" : "");
         printf("turns' ratios in order:");
         for (int s = 0; s < steps; s++)
             printf(" %.2f", ratio[s]);
         printf("\n");
-        qsort(ratio, steps, sizeof ratio[0], bench_cmp_double);
-        double med = steps % 2 ? ratio[steps / 2] : (ratio[steps / 2 - 1] + ratio[steps / 2]) / 2;
+        /* for comparison, the biased figure: each turn's faster step */
+        double lucky[MAX_STEPS];
+        for (int s = 0; s < steps; s++)
+            lucky[s] = fmin(tturn[1][s], tturn[2][s]) / fmin(cturn[1][s], cturn[2][s]);
+        double med = median(ratio, steps), lo = ratio[0], hi = ratio[0];
+        for (int s = 1; s < steps; s++)
+            lo = fmin(lo, ratio[s]), hi = fmax(hi, ratio[s]);
         printf("C / PyTorch, best of 1 and 2 threads: %.2fx, the median of the %d turns' ratios (range %.2f-%.2f); "
                "best steps C %.0f tok/s, PyTorch %.0f tok/s (%.2fx); MFU %.1f%% of sgemm peak\n",
-               med, steps, ratio[0], ratio[steps - 1], best_c, best_t, best_c / best_t, 100 * mfu);
+               med, steps, lo, hi, best_c, best_t, best_c / best_t, 100 * mfu);
+        printf("  (each turn's faster step of each side instead: %.2fx)\n", median(lucky, steps));
     } else {
         printf("best of 1 and 2 threads: C %.0f tok/s (PyTorch reference not run: torch missing); MFU %.1f%%\n",
                best_c, 100 * mfu);
