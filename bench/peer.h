@@ -68,7 +68,16 @@ static inline int peer_spawn(peer_t *p, const char *env, const char *script, con
     }
     p->to = fdopen(in[1], "w");
     p->from = fdopen(out[0], "r");
-    return p->to && p->from ? 0 : -1;
+    if (!p->to || !p->from) {
+        /* the ends fdopen did not take are closed here, the others by
+         * peer_close (which also waits for the child) */
+        if (!p->to)
+            close(in[1]);
+        if (!p->from)
+            close(out[0]);
+        return -1;
+    }
+    return 0;
 }
 
 /* Ends the peer: closes its input (its signal to exit) and waits for it. */

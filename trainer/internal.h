@@ -25,6 +25,10 @@ static inline int train_thread_id(void)
 #endif
 }
 
+/* n floats, 64-byte aligned, on 2 MiB pages when they fill some
+ * (model.c); free() them. NULL for n 0 or out of memory. */
+float *train_alloc_floats(size_t n);
+
 /* out[bt] = wte[tok[bt]] + wpe[bt % T]. */
 void train_k_encoder_forward(float *out, const int32_t *tok, const float *wte, const float *wpe,
                              int B, int T, int C);

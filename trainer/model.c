@@ -176,7 +176,7 @@ void train_model_free(train_model_t *m)
 #define HUGE_PAGE ((size_t)2 << 20)
 #define HUGE_MIN ((size_t)4 << 20) /* bytes from which an array asks for them */
 
-static float *alloc_floats(size_t n)
+float *train_alloc_floats(size_t n)
 {
     if (n == 0)
         return NULL;
@@ -216,13 +216,13 @@ int train_model_init(train_model_t *m, const train_config_t *cfg, int B, int T, 
     param_sizes(cfg, m->sizes);
     for (int i = 0; i < TRAIN_NPARAM_TENSORS; i++)
         m->n_params += m->sizes[i];
-    m->params_mem = alloc_floats(m->n_params);
+    m->params_mem = train_alloc_floats(m->n_params);
     if (!m->params_mem)
         goto nomem;
     memset(m->params_mem, 0, m->n_params * sizeof(float));
     point_params(&m->params, m->params_mem, m->sizes);
     if (flags & TRAIN_GRADS) {
-        m->grads_mem = alloc_floats(m->n_params);
+        m->grads_mem = train_alloc_floats(m->n_params);
         if (!m->grads_mem)
             goto nomem;
         memset(m->grads_mem, 0, m->n_params * sizeof(float));
@@ -230,7 +230,7 @@ int train_model_init(train_model_t *m, const train_config_t *cfg, int B, int T, 
     }
     if (B > 0) {
         size_t n = point_acts(&m->acts, NULL, cfg, B, T);
-        m->acts_mem = alloc_floats(n);
+        m->acts_mem = train_alloc_floats(n);
         if (!m->acts_mem)
             goto nomem;
         memset(m->acts_mem, 0, n * sizeof(float));
@@ -240,7 +240,7 @@ int train_model_init(train_model_t *m, const train_config_t *cfg, int B, int T, 
         if (m->nthreads < 1)
             m->nthreads = 1;
         m->scratch_len = scratch_floats(cfg, B, T, m->nthreads);
-        m->scratch = alloc_floats(m->scratch_len);
+        m->scratch = train_alloc_floats(m->scratch_len);
         if (!m->scratch)
             goto nomem;
         memset(m->scratch, 0, m->scratch_len * sizeof(float));
@@ -249,7 +249,7 @@ int train_model_init(train_model_t *m, const train_config_t *cfg, int B, int T, 
          * large model on many threads runs its batches whole instead). */
         size_t nt1 = (size_t)(m->nthreads - 1);
         if (m->grads_mem && nt1 > 0 && B >= m->nthreads && nt1 * m->n_params <= n) {
-            if (!(m->tgrads = alloc_floats(nt1 * m->n_params)))
+            if (!(m->tgrads = train_alloc_floats(nt1 * m->n_params)))
                 goto nomem;
             memset(m->tgrads, 0, nt1 * m->n_params * sizeof(float));
         }

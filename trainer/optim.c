@@ -8,7 +8,7 @@
  * follows torch.nn.utils.clip_grad_norm_. The pass is memory-bound: four
  * floats read and three written per parameter, threaded over the block.
  */
-#include "trainer/trainer.h"
+#include "trainer/internal.h"
 
 #include <assert.h>
 #include <math.h>
@@ -19,12 +19,15 @@ int train_optim_init(train_optim_t *o, const train_model_t *m, gl_err_t *err)
 {
     memset(o, 0, sizeof *o);
     o->n = m->n_params;
-    o->m = calloc(o->n, sizeof(float));
-    o->v = calloc(o->n, sizeof(float));
+    /* the model's allocation: 2 MiB pages for the moments too */
+    o->m = train_alloc_floats(o->n);
+    o->v = train_alloc_floats(o->n);
     if (!o->m || !o->v) {
         train_optim_free(o);
         return gl_err_set(err, GL_ENOMEM, "optimizer: out of memory for %zu parameters", m->n_params);
     }
+    memset(o->m, 0, o->n * sizeof(float));
+    memset(o->v, 0, o->n * sizeof(float));
     return GL_OK;
 }
 
