@@ -530,6 +530,25 @@ _Static_assert(ATT_NC % ATT_V == 0, "the softmax steps must end inside the compu
 
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
+/* The sum and the maximum of ATT_V lanes, halving: a few vector steps
+ * instead of a chain of ATT_V scalar ones (float addition is not
+ * reassociated for us). v is overwritten. */
+static inline float lanes_sum(float *v)
+{
+    for (int w = ATT_V / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++)
+            v[k] += v[k + w];
+    return v[0];
+}
+
+static inline float lanes_max(float *v)
+{
+    for (int w = ATT_V / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++)
+            v[k] = v[k + w] > v[k] ? v[k + w] : v[k];
+    return v[0];
+}
+
 /* The distance between rows of the T-wide scratch arrays (K^T, V^T and the
  * score rows): whole register blocks and one cache line more. At a power of
  * two (T = 256: 1 KiB) a block's column of rows would fall into a few L1
@@ -708,17 +727,14 @@ void train_k_attention_forward(float *out, float *lse, const float *qkv, int B, 
                 for (int j0 = 0; j0 < mv; j0 += ATT_V)
                     for (int k = 0; k < ATT_V; k++)
                         vmx[k] = j0 + k < m && row[j0 + k] > vmx[k] ? row[j0 + k] : vmx[k];
-                float mx = vmx[0], sum = 0.0f;
-                for (int k = 1; k < ATT_V; k++)
-                    mx = vmx[k] > mx ? vmx[k] : mx;
+                float mx = lanes_max(vmx);
                 for (int j0 = 0; j0 < mv; j0 += ATT_V)
                     for (int k = 0; k < ATT_V; k++) {
                         float e = j0 + k < m ? exp_fast(row[j0 + k] - mx) : 0.0f;
                         row[j0 + k] = e;
                         vsum[k] += e;
                     }
-                for (int k = 0; k < ATT_V; k++)
-                    sum += vsum[k];
+                float sum = lanes_sum(vsum);
                 /* the rows stay unnormalised: the product's rows are scaled */
                 inv[r] = 1.0f / sum;
                 if (drop > 0.0f) {
