@@ -8,9 +8,10 @@ bench_shakespeare.sh compares gptline's trainer with.
 90/10 split of TEXT; 4 layers, 4 heads, width 128, T=64, B=12, 2000
 iterations of AdamW (beta2 0.99, weight decay 0.1 on matrices), lr 1e-3
 warmed up over 100 steps and cosine-decayed to 1e-4, clipping at 1.0,
-dropout 0; random training windows. Prints one JSON line: seconds of
-training plus the final evaluation, and the held-out loss over up to 200
-batches of the validation text.
+dropout 0; random training windows. Prints "ready" when the timed part
+begins, then one JSON line: seconds of training plus the final evaluation
+(its own clock), and the held-out loss over up to 200 batches of the
+validation text.
 """
 import json
 import math
@@ -68,6 +69,7 @@ def main(argv):
         return torch.stack([d[i:i + T] for i in ix]), torch.stack([d[i + 1:i + T + 1] for i in ix])
 
     ones = torch.ones(B, T)
+    print("ready", flush=True)  # the timed part starts (alternate.py does not count what came before)
     t0 = time.time()
     for it in range(ITERS):
         x, y = batch(train)
