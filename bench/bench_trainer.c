@@ -13,9 +13,10 @@
  * benchmarks' medians of pairs are. (Taking in each turn the faster of a
  * side's two steps instead would favour the side whose two thread counts
  * are close: the lesser of two samples of one speed is a lucky draw.) The
- * table gives each side's best step at each thread count. Model FLOPs per token, the
- * usual count: 6 * (12 L C^2 + V C) for the matrix products of forward and
- * backward plus 6 L T C for causal attention (half of the T x T products).
+ * table gives each side's best step at each thread count. Model FLOPs per
+ * token, the usual count: 6 * (12 L C^2 + V C) for the matrix products of
+ * forward and backward plus 6 L T C for causal attention (half of the
+ * T x T products).
  *
  *   bench_trainer [L H C T B V STEPS [WARMUP]]     (WARMUP default 3)
  *
