@@ -130,12 +130,26 @@ static void settle(void)
 
 #define MAX_STEPS 64
 
-/* The median of x[0..n), n <= MAX_STEPS. */
-static double median(const double *x, int n)
+/* The least of x[0..n), n >= 1. */
+static double lowest(const double *x, int n)
+{
+    double m = x[0];
+    for (int i = 1; i < n; i++)
+        m = fmin(m, x[i]);
+    return m;
+}
+
+/* The median of x[0..n), n <= MAX_STEPS; *lo and *hi (when not NULL) get
+ * the least and the greatest. */
+static double median(const double *x, int n, double *lo, double *hi)
 {
     double y[MAX_STEPS];
     memcpy(y, x, n * sizeof y[0]);
     qsort(y, n, sizeof y[0], bench_cmp_double);
+    if (lo)
+        *lo = y[0];
+    if (hi)
+        *hi = y[n - 1];
     return n % 2 ? y[n / 2] : (y[n / 2 - 1] + y[n / 2]) / 2;
 }
 
@@ -184,20 +198,15 @@ static int bench_shape(const int *a)
     int torch = torch_start(&peer[1], a, 1) && torch_start(&peer[2], a, 2);
     if (!torch)
         peer_close(&peer[1]);
-    /* per thread count: best wall and CPU seconds of each side, and each
-     * counted turn's wall seconds */
-    double cw[3] = {1e30, 1e30, 1e30}, cc[3] = {1e30, 1e30, 1e30}, tw[3] = {1e30, 1e30, 1e30},
-           tcpu[3] = {1e30, 1e30, 1e30}, cturn[3][MAX_STEPS], tturn[3][MAX_STEPS], ratio[MAX_STEPS];
+    /* per thread count, each counted turn's wall and CPU seconds of each side */
+    double cturn[3][MAX_STEPS], ccpu[3][MAX_STEPS], tturn[3][MAX_STEPS], tcpu[3][MAX_STEPS], ratio[MAX_STEPS];
     for (int s = 1 - warmup; s <= steps; s++) {
         for (int th = 1; th <= 2; th++) {
             double w, c;
             train_set_threads(th);
             c_step(&m, &o, tok, tgt, B, T, &w, &c);
-            if (s > 0) {
-                cw[th] = fmin(cw[th], w);
-                cc[th] = fmin(cc[th], c);
-                cturn[th][s - 1] = w;
-            }
+            if (s > 0)
+                cturn[th][s - 1] = w, ccpu[th][s - 1] = c;
             if (!torch)
                 continue;
             settle();
@@ -206,11 +215,8 @@ static int bench_shape(const int *a)
                 return 1;
             }
             settle();
-            if (s > 0) {
-                tw[th] = fmin(tw[th], w);
-                tcpu[th] = fmin(tcpu[th], c);
-                tturn[th][s - 1] = w;
-            }
+            if (s > 0)
+                tturn[th][s - 1] = w, tcpu[th][s - 1] = c;
         }
     }
     if (torch) {
@@ -231,23 +237,25 @@ static int bench_shape(const int *a)
            "torch tok/CPU-s", "ratio", "MFU");
     double best_c = 0, best_t = 0;
     for (int th = 1; th <= 2; th++) {
-        double c = B * T / cw[th], t = torch ? B * T / tw[th] : 0, ccpu = B * T / cc[th],
-               tc = torch ? B * T / tcpu[th] : 0;
-        printf("%-8d %12.0f %12.0f %8.2f %14.0f %14.0f %8.2f %7.1f%%\n", th, c, t, t > 0 ? c / t : 0, ccpu, tc,
-               tc > 0 ? ccpu / tc : 0, 100 * c * flops_tok / 1e9 / peak);
+        /* each side's best step at this thread count */
+        double c = B * T / lowest(cturn[th], steps), cc = B * T / lowest(ccpu[th], steps);
+        double t = torch ? B * T / lowest(tturn[th], steps) : 0, tc = torch ? B * T / lowest(tcpu[th], steps) : 0;
+        printf("%-8d %12.0f %12.0f %8.2f %14.0f %14.0f %8.2f %7.1f%%\n", th, c, t, t > 0 ? c / t : 0, cc, tc,
+               tc > 0 ? cc / tc : 0, 100 * c * flops_tok / 1e9 / peak);
         best_c = fmax(best_c, c);
         best_t = fmax(best_t, t);
     }
     double mfu = best_c * flops_tok / 1e9 / peak;
     if (torch) {
         /* each side at the thread count of its faster median step */
-        int thc = median(cturn[2], steps) < median(cturn[1], steps) ? 2 : 1;
-        int tht = median(tturn[2], steps) < median(tturn[1], steps) ? 2 : 1;
+        double mc[3], mt[3];
+        for (int th = 1; th <= 2; th++)
+            mc[th] = median(cturn[th], steps, NULL, NULL), mt[th] = median(tturn[th], steps, NULL, NULL);
+        int thc = mc[2] < mc[1] ? 2 : 1, tht = mt[2] < mt[1] ? 2 : 1;
         for (int s = 0; s < steps; s++)
             ratio[s] = tturn[tht][s] / cturn[thc][s];
-        printf("median steps: C %.0f tok/s at %d thread%s, PyTorch %.0f tok/s at %d thread%s\n",
-               B * T / median(cturn[thc], steps), thc, thc > 1 ? "s" : "", B * T / median(tturn[tht], steps), tht,
-               tht > 1 ? "s" : "");
+        printf("median steps: C %.0f tok/s at %d thread%s, PyTorch %.0f tok/s at %d thread%s\n", B * T / mc[thc], thc,
+               thc > 1 ? "s" : "", B * T / mt[tht], tht, tht > 1 ? "s" : "");
         printf("turns' ratios in order:");
         for (int s = 0; s < steps; s++)
             printf(" %.2f", ratio[s]);
@@ -256,13 +264,11 @@ static int bench_shape(const int *a)
         double lucky[MAX_STEPS];
         for (int s = 0; s < steps; s++)
             lucky[s] = fmin(tturn[1][s], tturn[2][s]) / fmin(cturn[1][s], cturn[2][s]);
-        double med = median(ratio, steps), lo = ratio[0], hi = ratio[0];
-        for (int s = 1; s < steps; s++)
-            lo = fmin(lo, ratio[s]), hi = fmax(hi, ratio[s]);
+        double lo, hi, med = median(ratio, steps, &lo, &hi);
         printf("C / PyTorch, best of 1 and 2 threads: %.2fx, the median of the %d turns' ratios (range %.2f-%.2f); "
                "best steps C %.0f tok/s, PyTorch %.0f tok/s (%.2fx); MFU %.1f%% of sgemm peak\n",
                med, steps, lo, hi, best_c, best_t, best_c / best_t, 100 * mfu);
-        printf("  (each turn's faster step of each side instead: %.2fx)\n", median(lucky, steps));
+        printf("  (each turn's faster step of each side instead: %.2fx)\n", median(lucky, steps, NULL, NULL));
     } else {
         printf("best of 1 and 2 threads: C %.0f tok/s (PyTorch reference not run: torch missing); MFU %.1f%%\n",
                best_c, 100 * mfu);
