@@ -801,6 +801,7 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
                 float *prow = P + (size_t)r * Tl, *drow = dS + (size_t)r * Tl;
                 int i = r0 + r, m = i + 1, mv = round_up(m, ATT_V);
                 float l = lrow[i], D = Dr[r];
+                int done = mv; /* columns written; the rest of the block's are zeroed below */
                 if (drop > 0.0f) {
                     /* prow becomes the dropped P' (for dV); dP = mask dP' / (1-p). */
                     uint64_t base_i = ((uint64_t)bh * T + i) * T;
@@ -809,8 +810,7 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
                         prow[j] = pj * mj;
                         drow[j] = pj * (drow[j] * mj - D) * scale;
                     }
-                    for (int j = m; j < mv; j++)
-                        prow[j] = drow[j] = 0.0f;
+                    done = m;
                 } else {
                     /* whole vectors up to mv, as in the forward pass */
                     for (int j0 = 0; j0 < mv; j0 += ATT_V)
@@ -821,7 +821,7 @@ void train_k_attention_backward(float *dqkv, const float *dout, const float *qkv
                             prow[j] = j < m ? pj : 0.0f;
                         }
                 }
-                for (int j = mv; j < nc; j++)
+                for (int j = done; j < nc; j++)
                     prow[j] = drow[j] = 0.0f;
             }
             for (int s0 = 0; s0 < rb; s0 += ATT_MR) {
