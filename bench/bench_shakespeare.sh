@@ -25,11 +25,12 @@ ours=(train pretrain --data "$D/train" --val "$D/val" --out "$D/run" --layers 4 
   -B 12 -T 64 --steps 2000 --lr 1e-3 --min-lr 1e-4 --warmup 100 --beta1 0.9 --beta2 0.99 --wd 0.1 --clip 1.0
   --eval-every 2000 --eval-batches 200 --ckpt-every 2000 --threads "$threads" -q)
 val_loss() { sed -n 's/.*"val_loss":\([0-9.]*\).*/\1/p' "$D/run/metrics.jsonl" | tail -1; }
+report_ours() { printf 'gptline  %d threads: %6.1f s, held-out loss %.4f\n' "$threads" "$1" "$(val_loss)"; }
 if ! "$PY" -c 'import torch' 2>/dev/null; then
   t0=$(date +%s.%N)
   "$G" "${ours[@]}"
   t1=$(date +%s.%N)
-  printf 'gptline  %d threads: %6.1f s, held-out loss %.4f\n' "$threads" "$(echo "$t1 - $t0" | bc -l)" "$(val_loss)"
+  report_ours "$(echo "$t1 - $t0" | bc -l)"
   echo "PyTorch: not installed (python3-torch); no ratio"
   exit 0
 fi
@@ -41,7 +42,7 @@ out=$("$PY" "$(dirname "$0")/alternate.py" 1 -- "$G" "${ours[@]}" -- \
 read -r _ ours_s ps <<< "$(echo "$out" | head -1)"
 pv=$(echo "$out" | sed -n 's/.*"val_loss": \([0-9.]*\).*/\1/p')
 val=$(val_loss)
-printf 'gptline  %d threads: %6.1f s, held-out loss %.4f\n' "$threads" "$ours_s" "$val"
+report_ours "$ours_s"
 printf 'PyTorch  1 thread:  %6.1f s, held-out loss %.4f\n' "$ps" "$pv"
 ratio=$(echo "$ours_s / $ps" | bc -l)
 printf 'time ratio gptline/PyTorch %.2f (floor <= 0.50), held-out loss %.4f (floor <= 1.89): %s\n' "$ratio" "$val" \
